@@ -1,1 +1,36 @@
-//! sheen-wire.
+//! Everything that crosses a socket between Sheen's daemons and clients [ptlrpc msg, lustre_idl].
+//!
+//! This crate holds the frame header and its codec (crc32c over header and body), opcodes,
+//! status codes and their errno mapping, NIDs, FIDs and object ids, the rkyv message bodies
+//! with validation on decode, and the protocol limits.
+//!
+//! Architecture invariant: no I/O, no tokio, no tracing. Only this crate derives the rkyv
+//! traits for protocol types. Numbers on the wire (opcodes, field order, enum order) are
+//! append-only: a retired number is never reused.
+
+pub mod body;
+pub mod errno;
+pub mod frame;
+pub mod ids;
+pub mod limits;
+pub mod msg;
+pub mod nid;
+pub mod opcode;
+
+pub use body::{decode, encode, DecodeError};
+pub use errno::Errno;
+pub use frame::{BulkFrameHeader, FrameError, MsgHeader, MsgKind};
+pub use ids::{Fid, ObjId, TargetKind};
+pub use msg::*;
+pub use nid::{Nid, NidError, NetType};
+pub use opcode::Opcode;
+
+/// One message as the RPC layer sees it: a validated header, the encoded body and the bulk
+/// data (empty when the message carries none). Bulk travels in its own frames after the
+/// message frame; the transport reassembles it into one `Bytes`.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub header: MsgHeader,
+    pub body: bytes::Bytes,
+    pub bulk: bytes::Bytes,
+}

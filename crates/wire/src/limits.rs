@@ -1,0 +1,34 @@
+//! Protocol limits, in one place. A receiver checks every length against these before it
+//! allocates anything.
+
+/// Largest encoded message body.
+pub const MAX_BODY_BYTES: u32 = 4 << 20;
+/// Largest bulk transfer attached to one message (one RPC moves at most this much data).
+pub const MAX_BULK_BYTES: u64 = 16 << 20;
+/// Bulk data is cut into frames of at most this size, each with its own crc32c.
+pub const BULK_FRAME_BYTES: u32 = 1 << 20;
+/// Longest name in a directory (POSIX NAME_MAX).
+pub const NAME_MAX_BYTES: usize = 255;
+/// Longest symlink target (PATH_MAX).
+pub const PATH_MAX_BYTES: usize = 4096;
+/// Longest extended attribute value.
+pub const XATTR_VALUE_MAX_BYTES: usize = 64 << 10;
+/// Largest stripe count of one file (Lustre: 2000).
+pub const STRIPE_COUNT_MAX: u32 = 2000;
+/// Smallest stripe size, and the unit every stripe size is a multiple of (Lustre: 64 KiB).
+pub const STRIPE_SIZE_MIN_BYTES: u64 = 64 << 10;
+/// Largest stripe size we accept (4 GiB - 64 KiB in Lustre; we take 4 GiB - 64 KiB too).
+pub const STRIPE_SIZE_MAX_BYTES: u64 = (4 << 30) - (64 << 10);
+/// Longest fsname (Lustre: 8 characters).
+pub const FSNAME_MAX_CHARS: usize = 8;
+/// Longest pool name (Lustre: 15 characters).
+pub const POOL_NAME_MAX_CHARS: usize = 15;
+/// Most directory entries returned by one readdir RPC.
+pub const READDIR_MAX_ENTRIES: u32 = 1024;
+/// Most objects created by one OST_CREATE (precreate batch).
+pub const PRECREATE_MAX: u32 = 4096;
+/// The TCP port Lustre's acceptor listens on; a NID without a port means this one.
+pub const DEFAULT_PORT: u16 = 988;
+
+const _: () = assert!(BULK_FRAME_BYTES as u64 <= MAX_BULK_BYTES);
+const _: () = assert!(STRIPE_SIZE_MIN_BYTES.is_power_of_two());

@@ -1,0 +1,537 @@
+//! Message bodies and the domain types they carry (attributes, layouts, configuration).
+//!
+//! Field and variant order is frozen once released: append only.
+
+use crate::ids::{Fid, ObjId, TargetKind};
+
+macro_rules! wire_type {
+    ($(#[$m:meta])* $vis:vis struct $name:ident $($rest:tt)*) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+        $vis struct $name $($rest)*
+    };
+    ($(#[$m:meta])* $vis:vis enum $name:ident $($rest:tt)*) => {
+        $(#[$m])*
+        #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+        $vis enum $name $($rest)*
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Common
+
+wire_type! {
+    /// A point in time, seconds and nanoseconds since the epoch.
+    #[derive(Copy, Default, PartialOrd, Ord, Hash)]
+    pub struct Timespec { pub sec: i64, pub nsec: u32 }
+}
+
+impl Timespec {
+    pub fn now() -> Timespec {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timespec { sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() }
+    }
+}
+
+wire_type! {
+    /// An empty body, for requests and replies that carry nothing but the header.
+    #[derive(Default)]
+    pub struct Empty {}
+}
+
+wire_type! {
+    /// Sent with every CONNECT (MGS, MDS, OST): who is connecting to which target.
+    pub struct ConnectReq {
+        /// A UUID-like name of the client or server instance connecting.
+        pub client_uuid: String,
+        /// The target's name (`sheen-OST0001`), or empty for the service itself.
+        pub target: String,
+    }
+}
+
+wire_type! {
+    pub struct ConnectReply {
+        pub server_uuid: String,
+        /// Changes on every server start, so a client sees that the server restarted.
+        pub instance: u64,
+    }
+}
+
+wire_type! {
+    /// Space and inode usage of one target, as statfs reports it.
+    #[derive(Default)]
+    pub struct StatfsReply {
+        pub bsize: u32,
+        pub blocks: u64,
+        pub bfree: u64,
+        pub bavail: u64,
+        pub files: u64,
+        pub ffree: u64,
+        pub namelen: u32,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attributes and layouts
+
+/// `lmm_pattern` values (lustre_user.h).
+pub mod pattern {
+    pub const RAID0: u32 = 0x1;
+    pub const MDT: u32 = 0x100;
+    pub const OVERSTRIPING: u32 = 0x200;
+    pub const F_RELEASED: u32 = 0x8000_0000;
+}
+
+/// HSM state bits (lustre_user.h), kept in every inode for the HSM work to come.
+pub mod hsm_state {
+    pub const NONE: u32 = 0;
+    pub const EXISTS: u32 = 0x1;
+    pub const DIRTY: u32 = 0x2;
+    pub const RELEASED: u32 = 0x4;
+    pub const ARCHIVED: u32 = 0x8;
+}
+
+wire_type! {
+    /// The attributes of one inode.
+    pub struct Attr {
+        pub fid: Fid,
+        /// File type and permission bits, as `st_mode`.
+        pub mode: u32,
+        pub nlink: u32,
+        pub uid: u32,
+        pub gid: u32,
+        pub rdev: u32,
+        pub size: u64,
+        /// 512-byte blocks in use.
+        pub blocks: u64,
+        pub atime: Timespec,
+        pub mtime: Timespec,
+        pub ctime: Timespec,
+        pub btime: Timespec,
+        /// The generation of the file's layout, bumped on every layout change.
+        pub layout_gen: u32,
+        /// HSM state bits ([`hsm_state`]).
+        pub hsm_state: u32,
+        pub flags: u32,
+    }
+}
+
+impl Attr {
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == libc::S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.file_type() == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.file_type() == libc::S_IFLNK
+    }
+}
+
+wire_type! {
+    /// One OST object of a stripe: where it lives and its id there.
+    #[derive(Copy, Hash)]
+    pub struct OstObject {
+        pub ost_idx: u32,
+        pub oid: ObjId,
+        /// The object's sequence (Lustre's `group` column); 0 for now.
+        pub seq: u64,
+    }
+}
+
+/// `stripe_count` meaning "as many stripes as there are OSTs" (Lustre's -1).
+pub const STRIPE_COUNT_ALL: u32 = u32::MAX;
+/// `stripe_count` or `stripe_size` meaning "inherit the default".
+pub const STRIPE_DEFAULT: u32 = 0;
+/// `stripe_offset` meaning "let the MDS choose the first OST" (Lustre's -1).
+pub const STRIPE_OFFSET_ANY: u32 = u32::MAX;
+
+wire_type! {
+    /// A RAID0 stripe layout: the stripes of a file or of one component.
+    pub struct StripeLayout {
+        pub pattern: u32,
+        pub stripe_size: u64,
+        pub stripe_count: u32,
+        /// The first OST index, or [`STRIPE_OFFSET_ANY`].
+        pub stripe_offset: u32,
+        /// OST pool name, empty for none.
+        pub pool: String,
+        /// One object per stripe, in stripe order. Empty in a template (a directory
+        /// default, or a `setstripe` request).
+        pub objects: Vec<OstObject>,
+    }
+}
+
+/// `lcme_extent.e_end` meaning end of file.
+pub const EXTENT_EOF: u64 = u64::MAX;
+
+wire_type! {
+    /// One component of a layout: a stripe layout over an extent of the file. Plain files
+    /// have one component covering [0, EOF); composite (PFL) and mirrored (FLR) layouts have
+    /// several.
+    pub struct LayoutComponent {
+        pub id: u32,
+        pub mirror_id: u16,
+        pub flags: u32,
+        pub extent_start: u64,
+        pub extent_end: u64,
+        pub stripe: StripeLayout,
+    }
+}
+
+wire_type! {
+    /// A file's layout (or a directory's default layout when the objects are empty).
+    pub struct Layout {
+        pub layout_gen: u32,
+        /// 0 for a plain layout; the number of mirrors for FLR.
+        pub mirror_count: u16,
+        pub components: Vec<LayoutComponent>,
+    }
+}
+
+impl Layout {
+    /// A plain (single-component) RAID0 layout.
+    pub fn plain(stripe: StripeLayout) -> Layout {
+        Layout {
+            layout_gen: 0,
+            mirror_count: 0,
+            components: vec![LayoutComponent {
+                id: 1,
+                mirror_id: 0,
+                flags: 0,
+                extent_start: 0,
+                extent_end: EXTENT_EOF,
+                stripe,
+            }],
+        }
+    }
+
+    /// The stripe layout of a plain layout; `None` for composite ones.
+    pub fn as_plain(&self) -> Option<&StripeLayout> {
+        match self.components.as_slice() {
+            [c] if c.extent_start == 0 && c.extent_end == EXTENT_EOF && self.mirror_count == 0 => {
+                Some(&c.stripe)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn as_plain_mut(&mut self) -> Option<&mut StripeLayout> {
+        let plain = self.as_plain().is_some();
+        match self.components.as_mut_slice() {
+            [c] if plain => Some(&mut c.stripe),
+            _ => None,
+        }
+    }
+}
+
+wire_type! {
+    /// How to set a time in setattr.
+    #[derive(Copy)]
+    pub enum TimeSet { Now, At(Timespec) }
+}
+
+wire_type! {
+    /// The attributes a setattr changes; `None` leaves one alone.
+    #[derive(Default)]
+    pub struct SetAttr {
+        pub mode: Option<u32>,
+        pub uid: Option<u32>,
+        pub gid: Option<u32>,
+        pub size: Option<u64>,
+        pub atime: Option<TimeSet>,
+        pub mtime: Option<TimeSet>,
+        pub ctime: Option<Timespec>,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MGS
+
+wire_type! {
+    /// A target registering with the MGS at start (MGS_TARGET_REG).
+    pub struct TargetRegReq {
+        pub fsname: String,
+        pub kind: TargetKind,
+        pub index: u32,
+        /// The NIDs the target is served on, as strings (`127.0.0.1:7001@tcp`).
+        pub nids: Vec<String>,
+    }
+}
+
+wire_type! {
+    pub struct TargetRegReply {
+        /// The target's name (`sheen-OST0001`).
+        pub name: String,
+    }
+}
+
+wire_type! {
+    /// One registered target.
+    pub struct TargetInfo {
+        pub name: String,
+        pub kind: TargetKind,
+        pub index: u32,
+        pub nids: Vec<String>,
+    }
+}
+
+wire_type! {
+    pub struct ConfigReadReq { pub fsname: String }
+}
+
+wire_type! {
+    /// The filesystem's configuration, as clients and the MDS fetch it (MGS_CONFIG_READ).
+    pub struct FsConfig {
+        pub fsname: String,
+        pub default_stripe_count: u32,
+        pub default_stripe_size: u64,
+        pub targets: Vec<TargetInfo>,
+        /// Bumped on every change, so a reader can tell whether it is out of date.
+        pub generation: u64,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MDS
+
+wire_type! {
+    pub struct GetattrReq {
+        pub fid: Fid,
+        /// Also return the symlink target (readlink).
+        pub want_symlink: bool,
+    }
+}
+
+wire_type! {
+    /// Lookup of `name` in `parent` (MDS_GETATTR_NAME).
+    pub struct LookupReq { pub parent: Fid, pub name: Vec<u8> }
+}
+
+wire_type! {
+    /// Attributes of one inode, with its layout for regular files and its target for
+    /// symlinks when asked.
+    pub struct AttrReply {
+        pub attr: Attr,
+        pub layout: Option<Layout>,
+        pub symlink: Option<Vec<u8>>,
+    }
+}
+
+wire_type! {
+    /// The caller's identity for permission checks and new inodes' ownership.
+    #[derive(Copy, Default)]
+    pub struct Creds { pub uid: u32, pub gid: u32 }
+}
+
+wire_type! {
+    /// Namespace-changing operations (MDS_REINT), one variant per Lustre REINT sub-op.
+    pub enum ReintReq {
+        Setattr { fid: Fid, attr: SetAttr },
+        /// Creates a regular file, directory, symlink or device node. For regular files the
+        /// MDS allocates the OST objects; `layout` asks for stripe settings (a template).
+        Create {
+            parent: Fid,
+            name: Vec<u8>,
+            mode: u32,
+            rdev: u32,
+            creds: Creds,
+            symlink: Option<Vec<u8>>,
+            layout: Option<Layout>,
+        },
+        Link { fid: Fid, parent: Fid, name: Vec<u8> },
+        Unlink { parent: Fid, name: Vec<u8> },
+        Rmdir { parent: Fid, name: Vec<u8> },
+        Rename { src_parent: Fid, src_name: Vec<u8>, dst_parent: Fid, dst_name: Vec<u8>, flags: u32 },
+        Setxattr { fid: Fid, name: Vec<u8>, value: Vec<u8>, flags: u32 },
+        Removexattr { fid: Fid, name: Vec<u8> },
+    }
+}
+
+wire_type! {
+    /// What a REINT changed: the attributes of the inode created or changed, and for
+    /// regular files its layout.
+    pub struct ReintReply {
+        pub attr: Option<Attr>,
+        pub layout: Option<Layout>,
+    }
+}
+
+wire_type! {
+    /// Directory listing from `cookie` on (0 = the start).
+    pub struct ReaddirReq { pub fid: Fid, pub cookie: u64, pub max_entries: u32 }
+}
+
+wire_type! {
+    pub struct DirEntry {
+        pub name: Vec<u8>,
+        pub fid: Fid,
+        /// File type bits (`mode & S_IFMT`).
+        pub file_type: u32,
+        /// The cookie that resumes the listing after this entry.
+        pub next_cookie: u64,
+    }
+}
+
+wire_type! {
+    pub struct ReaddirReply { pub entries: Vec<DirEntry>, pub eof: bool }
+}
+
+wire_type! {
+    /// Extended attribute queries (MDS_GETXATTR): one value, or the list of names.
+    pub enum XattrReq {
+        Get { fid: Fid, name: Vec<u8> },
+        List { fid: Fid },
+    }
+}
+
+wire_type! {
+    pub struct XattrReply {
+        /// The value for `Get`; the NUL-separated names for `List`.
+        pub value: Vec<u8>,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// OST
+
+wire_type! {
+    /// Precreate `count` objects (OST_CREATE); the OST answers with a contiguous range.
+    pub struct OstCreateReq { pub count: u32 }
+}
+
+wire_type! {
+    pub struct OstCreateReply { pub first_oid: ObjId, pub count: u32 }
+}
+
+wire_type! {
+    /// Names one object (OST_GETATTR, OST_DESTROY, OST_SYNC).
+    pub struct ObjReq { pub oid: ObjId }
+}
+
+wire_type! {
+    pub struct ObjAttr {
+        pub oid: ObjId,
+        pub size: u64,
+        /// Bytes of OST space the object holds.
+        pub allocated_bytes: u64,
+        pub mtime: Timespec,
+    }
+}
+
+wire_type! {
+    /// Reads `len` bytes at `offset` of an object (OST_READ). The reply's bulk holds the
+    /// data up to the object's end; a shorter bulk means end of object.
+    pub struct OstReadReq { pub oid: ObjId, pub offset: u64, pub len: u32 }
+}
+
+wire_type! {
+    /// Writes the request's bulk at `offset` of an object (OST_WRITE).
+    pub struct OstWriteReq { pub oid: ObjId, pub offset: u64, pub mtime: Timespec }
+}
+
+wire_type! {
+    pub struct OstWriteReply { pub size: u64 }
+}
+
+wire_type! {
+    /// Truncates (or extends, sparse) an object to `size` (OST_PUNCH).
+    pub struct OstPunchReq { pub oid: ObjId, pub size: u64 }
+}
+
+wire_type! {
+    pub struct OstSetattrReq { pub oid: ObjId, pub mtime: Option<Timespec> }
+}
+
+wire_type! {
+    /// Lists the object index from `start` on (OST_GET_INFO).
+    pub struct OstListReq { pub start: ObjId, pub max: u32 }
+}
+
+wire_type! {
+    pub struct OstListReply { pub objects: Vec<ObjAttr>, pub eof: bool }
+}
+
+wire_type! {
+    /// Sync one object (`Some`) or the whole OST (`None`).
+    pub struct OstSyncReq { pub oid: Option<ObjId> }
+}
+
+wire_type! {
+    /// Body of an error reply: the status is in the header, this says what happened.
+    pub struct ErrorReply { pub message: String }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode};
+
+    fn layout() -> Layout {
+        Layout::plain(StripeLayout {
+            pattern: pattern::RAID0,
+            stripe_size: 1 << 20,
+            stripe_count: 2,
+            stripe_offset: 1,
+            pool: String::new(),
+            objects: vec![
+                OstObject { ost_idx: 1, oid: 5, seq: 0 },
+                OstObject { ost_idx: 2, oid: 9, seq: 0 },
+            ],
+        })
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let req = ReintReq::Create {
+            parent: Fid::ROOT,
+            name: b"f".to_vec(),
+            mode: 0o100644,
+            rdev: 0,
+            creds: Creds { uid: 1, gid: 2 },
+            symlink: None,
+            layout: Some(layout()),
+        };
+        let b = encode(&req);
+        assert_eq!(decode::<ReintReq>(&b).unwrap(), req);
+        // Decoding from an unaligned slice works too.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&b);
+        assert_eq!(decode::<ReintReq>(&shifted[1..]).unwrap(), req);
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors_not_panics() {
+        let b = encode(&layout());
+        for cut in 0..b.len() {
+            let _ = decode::<Layout>(&b[..cut]);
+        }
+        let mut x: u32 = 1;
+        for len in [0usize, 1, 7, 64, 300] {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (x >> 16) as u8
+                })
+                .collect();
+            let _ = decode::<ReintReq>(&junk);
+            let _ = decode::<FsConfig>(&junk);
+        }
+        assert!(decode::<Layout>(&[0xff; 3]).is_err());
+    }
+
+    #[test]
+    fn plain_layout_accessors() {
+        let mut l = layout();
+        assert_eq!(l.as_plain().map(|s| s.stripe_count), Some(2));
+        if let Some(s) = l.as_plain_mut() {
+            s.stripe_count = 3;
+        }
+        assert_eq!(l.components[0].stripe.stripe_count, 3);
+    }
+}

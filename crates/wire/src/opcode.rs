@@ -1,0 +1,138 @@
+//! Opcodes, with Lustre's numbers where Lustre has the operation. Frozen: values are never
+//! reused. Sheen's own operations take numbers from 2000 up.
+
+/// An RPC operation code, as carried in the message header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Opcode {
+    OstGetattr = 1,
+    OstSetattr = 2,
+    OstRead = 3,
+    OstWrite = 4,
+    OstCreate = 5,
+    OstDestroy = 6,
+    /// Lists the objects in an OST's object index.
+    OstGetInfo = 7,
+    OstConnect = 8,
+    OstDisconnect = 9,
+    OstPunch = 10,
+    OstStatfs = 13,
+    OstSync = 16,
+
+    MdsGetattr = 33,
+    /// Lookup of a name in a directory.
+    MdsGetattrName = 34,
+    MdsClose = 35,
+    /// Namespace-changing operations; the body says which (create, unlink, rename, ...).
+    MdsReint = 36,
+    /// Directory listing with resumable cookies.
+    MdsReadpage = 37,
+    MdsConnect = 38,
+    MdsDisconnect = 39,
+    MdsGetRoot = 40,
+    MdsStatfs = 41,
+    MdsSync = 44,
+    MdsGetxattr = 49,
+
+    MgsConnect = 250,
+    MgsDisconnect = 251,
+    MgsTargetReg = 253,
+    MgsConfigRead = 256,
+
+    ObdPing = 400,
+}
+
+impl Opcode {
+    pub fn from_u32(v: u32) -> Option<Opcode> {
+        use Opcode::*;
+        Some(match v {
+            1 => OstGetattr,
+            2 => OstSetattr,
+            3 => OstRead,
+            4 => OstWrite,
+            5 => OstCreate,
+            6 => OstDestroy,
+            7 => OstGetInfo,
+            8 => OstConnect,
+            9 => OstDisconnect,
+            10 => OstPunch,
+            13 => OstStatfs,
+            16 => OstSync,
+            33 => MdsGetattr,
+            34 => MdsGetattrName,
+            35 => MdsClose,
+            36 => MdsReint,
+            37 => MdsReadpage,
+            38 => MdsConnect,
+            39 => MdsDisconnect,
+            40 => MdsGetRoot,
+            41 => MdsStatfs,
+            44 => MdsSync,
+            49 => MdsGetxattr,
+            250 => MgsConnect,
+            251 => MgsDisconnect,
+            253 => MgsTargetReg,
+            256 => MgsConfigRead,
+            400 => ObdPing,
+            _ => return None,
+        })
+    }
+
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+
+    /// Lustre's lower-case name, as used in logs and spans.
+    pub fn name(self) -> &'static str {
+        use Opcode::*;
+        match self {
+            OstGetattr => "ost_getattr",
+            OstSetattr => "ost_setattr",
+            OstRead => "ost_read",
+            OstWrite => "ost_write",
+            OstCreate => "ost_create",
+            OstDestroy => "ost_destroy",
+            OstGetInfo => "ost_get_info",
+            OstConnect => "ost_connect",
+            OstDisconnect => "ost_disconnect",
+            OstPunch => "ost_punch",
+            OstStatfs => "ost_statfs",
+            OstSync => "ost_sync",
+            MdsGetattr => "mds_getattr",
+            MdsGetattrName => "mds_getattr_name",
+            MdsClose => "mds_close",
+            MdsReint => "mds_reint",
+            MdsReadpage => "mds_readpage",
+            MdsConnect => "mds_connect",
+            MdsDisconnect => "mds_disconnect",
+            MdsGetRoot => "mds_get_root",
+            MdsStatfs => "mds_statfs",
+            MdsSync => "mds_sync",
+            MdsGetxattr => "mds_getxattr",
+            MgsConnect => "mgs_connect",
+            MgsDisconnect => "mgs_disconnect",
+            MgsTargetReg => "mgs_target_reg",
+            MgsConfigRead => "mgs_config_read",
+            ObdPing => "obd_ping",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_frozen_and_round_trip() {
+        assert_eq!(Opcode::OstRead.as_u32(), 3);
+        assert_eq!(Opcode::MdsReint.as_u32(), 36);
+        assert_eq!(Opcode::MgsConfigRead.as_u32(), 256);
+        assert_eq!(Opcode::ObdPing.as_u32(), 400);
+        for v in 0..3000 {
+            if let Some(op) = Opcode::from_u32(v) {
+                assert_eq!(op.as_u32(), v);
+            }
+        }
+        assert_eq!(Opcode::from_u32(11), None);
+    }
+}
