@@ -35,3 +35,34 @@ where
     aligned.extend_from_slice(bytes);
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| DecodeError(e.to_string()))
 }
+
+/// A type that can be sent as a message body. Implemented for every wire type; lets other
+/// crates name the bound without depending on rkyv.
+pub trait WireEncode {
+    fn to_wire(&self) -> bytes::Bytes;
+}
+
+impl<T> WireEncode for T
+where
+    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
+{
+    fn to_wire(&self) -> bytes::Bytes {
+        encode(self)
+    }
+}
+
+/// A type that can be received as a message body, validated.
+pub trait WireDecode: Sized {
+    fn from_wire(bytes: &[u8]) -> Result<Self, DecodeError>;
+}
+
+impl<T> WireDecode for T
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, rancor::Error>>
+        + rkyv::Deserialize<T, HighDeserializer<rancor::Error>>,
+{
+    fn from_wire(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+}

@@ -17,7 +17,7 @@ pub mod msg;
 pub mod nid;
 pub mod opcode;
 
-pub use body::{decode, encode, DecodeError};
+pub use body::{decode, encode, DecodeError, WireDecode, WireEncode};
 pub use errno::Errno;
 pub use frame::{BulkFrameHeader, FrameError, MsgHeader, MsgKind};
 pub use ids::{Fid, ObjId, TargetKind};

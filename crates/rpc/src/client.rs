@@ -1,0 +1,414 @@
+//! The client side of RPC: an import per (client, service) pair.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sheen_transport::{MsgSender, Transport};
+use sheen_wire::frame::{MsgKind, FLAG_RESENT};
+use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
+use tokio::sync::{oneshot, Mutex};
+use tracing::{debug, warn};
+
+use crate::RpcError;
+
+/// Limits and identity of one import.
+#[derive(Clone, Debug)]
+pub struct ImportConfig {
+    /// How long one request waits for its reply.
+    pub timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How long a request keeps trying to reach a server that does not answer (restarts
+    /// take this long at most before applications see an error).
+    pub retry_for: Duration,
+    /// Who we are, sent at connect.
+    pub client_uuid: String,
+    /// The target we connect to (`sheen-OST0001`), or empty.
+    pub target: String,
+    /// The service's CONNECT opcode.
+    pub connect_opcode: Opcode,
+}
+
+impl ImportConfig {
+    pub fn new(client_uuid: impl Into<String>, connect_opcode: Opcode) -> ImportConfig {
+        ImportConfig {
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(60),
+            client_uuid: client_uuid.into(),
+            target: String::new(),
+            connect_opcode,
+        }
+    }
+}
+
+/// A reply: its header (status 0), body and bulk.
+#[derive(Debug)]
+pub struct Reply {
+    pub header: MsgHeader,
+    pub body: Bytes,
+    pub bulk: Bytes,
+}
+
+/// One client's connection to one service, reconnected as needed. Cheap to clone.
+#[derive(Clone)]
+pub struct Import {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    nid: Nid,
+    transport: Arc<dyn Transport>,
+    config: ImportConfig,
+    next_xid: AtomicU64,
+    live: Mutex<Option<Arc<Live>>>,
+    last_committed: AtomicU64,
+    server_instance: AtomicU64,
+}
+
+/// An established connection with its reader task.
+struct Live {
+    sender: Mutex<Box<dyn MsgSender>>,
+    pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Message>>>,
+    closed: AtomicBool,
+    reader: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Live {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the senders wakes every waiter with "connection lost".
+        if let Ok(mut p) = self.pending.lock() {
+            p.clear();
+        }
+    }
+
+    fn forget(&self, xid: u64) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&xid);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(guard) = self.live.try_lock() {
+            if let Some(live) = guard.as_ref() {
+                if let Ok(mut r) = live.reader.lock() {
+                    if let Some(h) = r.take() {
+                        h.abort();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a request may be sent again when its reply was lost: reads, and writes that put
+/// the same bytes in the same place, may; namespace changes and precreates may not (their
+/// resend needs the reply reconstruction of the recovery work).
+fn resend_safe(op: Opcode) -> bool {
+    !matches!(op, Opcode::MdsReint | Opcode::OstCreate | Opcode::OstDestroy)
+}
+
+impl Import {
+    pub fn new(transport: Arc<dyn Transport>, nid: Nid, config: ImportConfig) -> Import {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        Import {
+            inner: Arc::new(Inner {
+                nid,
+                transport,
+                config,
+                next_xid: AtomicU64::new(seed),
+                live: Mutex::new(None),
+                last_committed: AtomicU64::new(0),
+                server_instance: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn nid(&self) -> Nid {
+        self.inner.nid
+    }
+
+    /// The highest transno the server has said is durable.
+    pub fn last_committed(&self) -> u64 {
+        self.inner.last_committed.load(Ordering::Relaxed)
+    }
+
+    /// The server instance seen at the last connect (changes when the server restarts).
+    pub fn server_instance(&self) -> u64 {
+        self.inner.server_instance.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request and waits for its reply. A non-zero status becomes
+    /// [`RpcError::Remote`].
+    pub async fn call_raw(
+        &self,
+        opcode: Opcode,
+        target_idx: u32,
+        body: Bytes,
+        bulk: Bytes,
+    ) -> Result<Reply, RpcError> {
+        let cfg = &self.inner.config;
+        let give_up = Instant::now() + cfg.retry_for;
+        let mut backoff = Duration::from_millis(20);
+        let mut resent = false;
+        loop {
+            let live = match self.live().await {
+                Ok(l) => l,
+                Err(e) if Instant::now() < give_up => {
+                    debug!(nid = %self.inner.nid, "reconnect failed, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut header = MsgHeader::request(opcode.as_u32(), self.xid(), target_idx);
+            if resent {
+                header.flags |= FLAG_RESENT;
+            }
+            match self.round_trip(&live, header, body.clone(), bulk.clone(), opcode).await {
+                Ok(reply) => return self.finish(opcode, reply),
+                Err(Attempt::NotSent) if Instant::now() < give_up => {
+                    live.close();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(Attempt::Lost) if resend_safe(opcode) && Instant::now() < give_up => {
+                    resent = true;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(Attempt::NotSent | Attempt::Lost) => {
+                    return Err(RpcError::ConnectionLost {
+                        opcode: opcode.name(),
+                        nid: self.inner.nid.to_string(),
+                    })
+                }
+                Err(Attempt::TimedOut) => {
+                    return Err(RpcError::Timeout {
+                        opcode: opcode.name(),
+                        nid: self.inner.nid.to_string(),
+                        timeout_ms: cfg.timeout.as_millis() as u64,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Sends a typed request and decodes the typed reply.
+    pub async fn call<Req, Rep>(
+        &self,
+        opcode: Opcode,
+        target_idx: u32,
+        req: &Req,
+    ) -> Result<Rep, RpcError>
+    where
+        Req: WireEncode,
+        Rep: WireDecode,
+    {
+        let (rep, _) = self.call_bulk(opcode, target_idx, req, Bytes::new()).await?;
+        Ok(rep)
+    }
+
+    /// Like [`Import::call`], with bulk data sent and received.
+    pub async fn call_bulk<Req, Rep>(
+        &self,
+        opcode: Opcode,
+        target_idx: u32,
+        req: &Req,
+        bulk: Bytes,
+    ) -> Result<(Rep, Bytes), RpcError>
+    where
+        Req: WireEncode,
+        Rep: WireDecode,
+    {
+        let reply = self.call_raw(opcode, target_idx, req.to_wire(), bulk).await?;
+        let rep = Rep::from_wire(&reply.body)?;
+        Ok((rep, reply.bulk))
+    }
+
+    /// OBD_PING: checks the server answers.
+    pub async fn ping(&self) -> Result<(), RpcError> {
+        self.call_raw(Opcode::ObdPing, sheen_wire::frame::NO_TARGET, Bytes::new(), Bytes::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// Says goodbye to the server and drops the connection.
+    pub async fn disconnect(&self) {
+        let op = match self.inner.config.connect_opcode {
+            Opcode::MdsConnect => Opcode::MdsDisconnect,
+            Opcode::OstConnect => Opcode::OstDisconnect,
+            _ => Opcode::MgsDisconnect,
+        };
+        let live = self.inner.live.lock().await.take();
+        if let Some(live) = live {
+            if !live.closed.load(Ordering::SeqCst) {
+                let header =
+                    MsgHeader::request(op.as_u32(), self.xid(), sheen_wire::frame::NO_TARGET);
+                let body = sheen_wire::encode(&msg::Empty {});
+                let _ = self.round_trip(&live, header, body, Bytes::new(), op).await;
+            }
+            live.close();
+            if let Ok(mut r) = live.reader.lock() {
+                if let Some(h) = r.take() {
+                    h.abort();
+                }
+            }
+        }
+    }
+
+    fn xid(&self) -> u64 {
+        self.inner.next_xid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn finish(&self, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
+        self.inner.last_committed.fetch_max(reply.header.last_committed, Ordering::Relaxed);
+        if let Some(errno) = Errno::from_status(reply.header.status) {
+            let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
+                .map(|e| e.message)
+                .unwrap_or_default();
+            return Err(RpcError::Remote {
+                opcode: opcode.name(),
+                nid: self.inner.nid.to_string(),
+                errno,
+                message,
+            });
+        }
+        Ok(Reply { header: reply.header, body: reply.body, bulk: reply.bulk })
+    }
+
+    async fn round_trip(
+        &self,
+        live: &Arc<Live>,
+        header: MsgHeader,
+        body: Bytes,
+        bulk: Bytes,
+        opcode: Opcode,
+    ) -> Result<Message, Attempt> {
+        let xid = header.xid;
+        let (tx, rx) = oneshot::channel();
+        match live.pending.lock() {
+            Ok(mut p) => {
+                p.insert(xid, tx);
+            }
+            Err(_) => return Err(Attempt::NotSent),
+        }
+        if live.closed.load(Ordering::SeqCst) {
+            live.forget(xid);
+            return Err(Attempt::NotSent);
+        }
+        let sent = live.sender.lock().await.send(Message { header, body, bulk }).await;
+        if let Err(e) = sent {
+            debug!(xid, op = opcode.name(), "send failed: {e}");
+            live.forget(xid);
+            live.close();
+            return Err(Attempt::NotSent);
+        }
+        match tokio::time::timeout(self.inner.config.timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(Attempt::Lost),
+            Err(_) => {
+                live.forget(xid);
+                warn!(xid, op = opcode.name(), nid = %self.inner.nid, "request timed out");
+                Err(Attempt::TimedOut)
+            }
+        }
+    }
+
+    /// The live connection, connecting (and sending CONNECT) when there is none.
+    async fn live(&self) -> Result<Arc<Live>, RpcError> {
+        let mut guard = self.inner.live.lock().await;
+        if let Some(l) = guard.as_ref() {
+            if !l.closed.load(Ordering::SeqCst) {
+                return Ok(Arc::clone(l));
+            }
+        }
+        let cfg = &self.inner.config;
+        let conn = tokio::time::timeout(cfg.connect_timeout, self.inner.transport.connect(&self.inner.nid))
+            .await
+            .map_err(|_| RpcError::Timeout {
+                opcode: "connect",
+                nid: self.inner.nid.to_string(),
+                timeout_ms: cfg.connect_timeout.as_millis() as u64,
+            })??;
+        let live = Arc::new(Live {
+            sender: Mutex::new(conn.sender),
+            pending: std::sync::Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            reader: std::sync::Mutex::new(None),
+        });
+        let mut receiver = conn.receiver;
+        let weak = Arc::downgrade(&live);
+        let nid = self.inner.nid;
+        let reader = tokio::spawn(async move {
+            loop {
+                let msg = receiver.recv().await;
+                let Some(live) = weak.upgrade() else { return };
+                match msg {
+                    Ok(m) if m.header.kind == MsgKind::Reply => {
+                        let waiter = live.pending.lock().ok().and_then(|mut p| p.remove(&m.header.xid));
+                        match waiter {
+                            Some(w) => {
+                                let _ = w.send(m);
+                            }
+                            None => debug!(xid = m.header.xid, "reply for a request no longer waiting"),
+                        }
+                    }
+                    Ok(m) => {
+                        warn!(%nid, xid = m.header.xid, "server sent a request on a client connection");
+                        live.close();
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(%nid, "connection ended: {e}");
+                        live.close();
+                        return;
+                    }
+                }
+            }
+        });
+        if let Ok(mut r) = live.reader.lock() {
+            *r = Some(reader);
+        }
+        // CONNECT handshake.
+        let connect = msg::ConnectReq { client_uuid: cfg.client_uuid.clone(), target: cfg.target.clone() };
+        let header = MsgHeader::request(
+            cfg.connect_opcode.as_u32(),
+            self.xid(),
+            sheen_wire::frame::NO_TARGET,
+        );
+        let reply = self
+            .round_trip(&live, header, sheen_wire::encode(&connect), Bytes::new(), cfg.connect_opcode)
+            .await
+            .map_err(|_| RpcError::ConnectionLost {
+                opcode: cfg.connect_opcode.name(),
+                nid: self.inner.nid.to_string(),
+            })?;
+        let reply = self.finish(cfg.connect_opcode, reply)?;
+        let connected = sheen_wire::decode::<msg::ConnectReply>(&reply.body)?;
+        let old = self.inner.server_instance.swap(connected.instance, Ordering::Relaxed);
+        if old != 0 && old != connected.instance {
+            debug!(nid = %self.inner.nid, server = %connected.server_uuid, "server restarted");
+        }
+        *guard = Some(Arc::clone(&live));
+        Ok(live)
+    }
+}
+
+enum Attempt {
+    /// The request never fully left: safe to send again.
+    NotSent,
+    /// The connection broke while waiting for the reply: the server may have executed it.
+    Lost,
+    TimedOut,
+}
