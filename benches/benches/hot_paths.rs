@@ -9,9 +9,13 @@ use sheen_wire::{MsgHeader, WireDecode, WireEncode};
 fn frame_header(c: &mut Criterion) {
     let mut h = MsgHeader::request(4, 77, 3);
     h.seal_body(&[0u8; 64]);
-    c.bench_function("header_encode", |b| b.iter(|| std::hint::black_box(h.encode())));
+    c.bench_function("header_encode", |b| {
+        b.iter(|| std::hint::black_box(h.encode()))
+    });
     let bytes = h.encode();
-    c.bench_function("header_decode", |b| b.iter(|| MsgHeader::decode(std::hint::black_box(&bytes))));
+    c.bench_function("header_decode", |b| {
+        b.iter(|| MsgHeader::decode(std::hint::black_box(&bytes)))
+    });
 }
 
 fn body_codec(c: &mut Criterion) {
@@ -21,11 +25,21 @@ fn body_codec(c: &mut Criterion) {
         stripe_count: 4,
         stripe_offset: 0,
         pool: String::new(),
-        objects: (0..4).map(|i| OstObject { ost_idx: i, oid: 1000 + u64::from(i), seq: 0 }).collect(),
+        objects: (0..4)
+            .map(|i| OstObject {
+                ost_idx: i,
+                oid: 1000 + u64::from(i),
+                seq: 0,
+            })
+            .collect(),
     });
-    c.bench_function("layout_encode", |b| b.iter(|| std::hint::black_box(&layout).to_wire()));
+    c.bench_function("layout_encode", |b| {
+        b.iter(|| std::hint::black_box(&layout).to_wire())
+    });
     let wire = layout.to_wire();
-    c.bench_function("layout_decode", |b| b.iter(|| Layout::from_wire(std::hint::black_box(&wire))));
+    c.bench_function("layout_decode", |b| {
+        b.iter(|| Layout::from_wire(std::hint::black_box(&wire)))
+    });
 }
 
 fn striping(c: &mut Criterion) {

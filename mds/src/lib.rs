@@ -1,1 +1,472 @@
-//! sheen-mds.
+//! The metadata server [mdt + osp]: serves the namespace (a [`sheen_namespace::Namespace`]
+//! on sled) over RPC, chooses layouts for new files and allocates their OST objects from
+//! pools precreated on the OSSs in batches, as Lustre's MDS does.
+//!
+//! Architecture invariant: the MDS never reads or writes file data; it talks to OSSs only
+//! to precreate and destroy objects.
+
+mod objects;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
+use sheen_rpc::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
+use sheen_wire::limits::READDIR_MAX_ENTRIES;
+use sheen_wire::msg::{
+    AttrReply, GetattrReq, Layout, LookupReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
+    StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+};
+use sheen_wire::{frame::NO_TARGET, Errno, Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use objects::ObjectAllocator;
+
+/// The xattr through which layouts are read and set, as in Lustre.
+pub const XATTR_LUSTRE_LOV: &[u8] = b"lustre.lov";
+
+/// How the MDS is started.
+#[derive(Clone, Debug)]
+pub struct MdsConfig {
+    pub fsname: String,
+    pub mgs: Nid,
+    pub index: u32,
+    pub data_dir: PathBuf,
+    pub listen: Nid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MdsError {
+    #[error("namespace: {0}")]
+    Namespace(#[from] NsError),
+    #[error("registration with the MGS failed: {0}")]
+    Register(#[from] sheen_rpc::RpcError),
+    #[error("transport: {0}")]
+    Transport(#[from] sheen_transport::TransportError),
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+struct Mds {
+    ns: Arc<Namespace>,
+    objects: Arc<ObjectAllocator>,
+    name: String,
+    instance: u64,
+    committed: std::sync::atomic::AtomicU64,
+}
+
+fn ns_err(e: NsError) -> ServiceError {
+    if matches!(e, NsError::Corrupt(_) | NsError::Db(_)) {
+        tracing::error!("namespace failure: {e}");
+    }
+    ServiceError::new(e.errno(), e.to_string())
+}
+
+impl Mds {
+    /// Runs a namespace call on the blocking pool (sled may block on I/O).
+    async fn ns<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(&Namespace) -> Result<T, NsError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ns = Arc::clone(&self.ns);
+        tokio::task::spawn_blocking(move || f(&ns))
+            .await
+            .map_err(|e| ServiceError::new(Errno::EIO, format!("namespace task failed: {e}")))?
+            .map_err(ns_err)
+    }
+
+    /// Makes every change so far durable; returns the committed transno.
+    async fn commit(&self) -> Result<u64, ServiceError> {
+        let transno = self.ns(|ns| ns.flush()).await?.transno;
+        self.committed
+            .fetch_max(transno, std::sync::atomic::Ordering::Relaxed);
+        Ok(transno)
+    }
+
+    async fn attr_reply(
+        &self,
+        attr: sheen_wire::msg::Attr,
+        want_symlink: bool,
+    ) -> Result<AttrReply, ServiceError> {
+        let fid = attr.fid;
+        let layout = if attr.is_reg() {
+            self.ns(move |ns| ns.layout(fid)).await?
+        } else {
+            None
+        };
+        let symlink = if want_symlink && attr.is_symlink() {
+            Some(self.ns(move |ns| ns.readlink(fid)).await?)
+        } else {
+            None
+        };
+        Ok(AttrReply {
+            attr,
+            layout,
+            symlink,
+        })
+    }
+
+    /// Destroys the OST objects of inodes whose last link went away.
+    fn destroy_removed(&self, removed: Option<&Removed>) {
+        if let Some(Removed {
+            destroyed: true,
+            layout: Some(layout),
+            ..
+        }) = removed
+        {
+            self.objects.destroy_layout_later(layout.clone());
+        }
+    }
+
+    async fn reint(&self, req: ReintReq) -> Result<ReintReply, ServiceError> {
+        match req {
+            ReintReq::Setattr { fid, attr } => {
+                let a = self.ns(move |ns| ns.setattr(fid, &attr)).await?;
+                Ok(ReintReply {
+                    attr: Some(a),
+                    layout: None,
+                })
+            }
+            ReintReq::Create {
+                parent,
+                name,
+                mode,
+                rdev,
+                creds,
+                symlink,
+                layout,
+            } => {
+                let is_reg = mode & libc::S_IFMT == libc::S_IFREG;
+                let file_layout = if is_reg {
+                    let template = match layout {
+                        Some(l) => Some(l),
+                        None => self.ns(move |ns| ns.inherited_layout(parent)).await?,
+                    };
+                    Some(self.objects.instantiate(template.as_ref()).await?)
+                } else {
+                    None
+                };
+                let args = CreateArgs {
+                    parent,
+                    name,
+                    mode,
+                    rdev,
+                    uid: creds.uid,
+                    gid: creds.gid,
+                    symlink,
+                    layout: file_layout.clone(),
+                };
+                match self.ns(move |ns| ns.create(args)).await {
+                    Ok(attr) => Ok(ReintReply {
+                        attr: Some(attr),
+                        layout: file_layout,
+                    }),
+                    Err(e) => {
+                        if let Some(l) = file_layout {
+                            self.objects.destroy_layout_later(l);
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            ReintReq::Link { fid, parent, name } => {
+                let a = self.ns(move |ns| ns.link(fid, parent, &name)).await?;
+                Ok(ReintReply {
+                    attr: Some(a),
+                    layout: None,
+                })
+            }
+            ReintReq::Unlink { parent, name } => {
+                let r = self.ns(move |ns| ns.unlink(parent, &name)).await?;
+                self.destroy_removed(Some(&r));
+                Ok(ReintReply {
+                    attr: Some(r.attr),
+                    layout: None,
+                })
+            }
+            ReintReq::Rmdir { parent, name } => {
+                let r = self.ns(move |ns| ns.rmdir(parent, &name)).await?;
+                Ok(ReintReply {
+                    attr: Some(r.attr),
+                    layout: None,
+                })
+            }
+            ReintReq::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                flags,
+            } => {
+                let r = self
+                    .ns(move |ns| ns.rename(src_parent, &src_name, dst_parent, &dst_name, flags))
+                    .await?;
+                self.destroy_removed(r.as_ref());
+                Ok(ReintReply {
+                    attr: None,
+                    layout: None,
+                })
+            }
+            ReintReq::Setxattr {
+                fid,
+                name,
+                value,
+                flags,
+            } => {
+                if name == XATTR_LUSTRE_LOV {
+                    return self.set_layout(fid, &value).await;
+                }
+                self.ns(move |ns| ns.set_xattr(fid, &name, &value, flags))
+                    .await?;
+                Ok(ReintReply {
+                    attr: None,
+                    layout: None,
+                })
+            }
+            ReintReq::Removexattr { fid, name } => {
+                if name == XATTR_LUSTRE_LOV {
+                    let attr = self.ns(move |ns| ns.getattr(fid)).await?;
+                    if !attr.is_dir() {
+                        return Err(ServiceError::new(
+                            Errno::EPERM,
+                            "a file's layout cannot be removed",
+                        ));
+                    }
+                    let (attr, _) = self.ns(move |ns| ns.set_layout(fid, None)).await?;
+                    return Ok(ReintReply {
+                        attr: Some(attr),
+                        layout: None,
+                    });
+                }
+                self.ns(move |ns| ns.remove_xattr(fid, &name)).await?;
+                Ok(ReintReply {
+                    attr: None,
+                    layout: None,
+                })
+            }
+        }
+    }
+
+    /// `setxattr lustre.lov`: a directory's default layout, or a new layout for an empty
+    /// regular file (new objects are allocated, the old ones destroyed).
+    async fn set_layout(&self, fid: Fid, value: &[u8]) -> Result<ReintReply, ServiceError> {
+        let template = Layout::from_wire(value)
+            .map_err(|e| ServiceError::new(Errno::EINVAL, format!("bad lustre.lov value: {e}")))?;
+        let attr = self.ns(move |ns| ns.getattr(fid)).await?;
+        if attr.is_dir() {
+            let mut t = template;
+            for c in &mut t.components {
+                c.stripe.objects.clear();
+            }
+            // Validate now so a bad default fails here, not at every later create.
+            self.objects.check_template(&t).await?;
+            let (attr, _) = self.ns(move |ns| ns.set_layout(fid, Some(t))).await?;
+            return Ok(ReintReply {
+                attr: Some(attr),
+                layout: None,
+            });
+        }
+        if !attr.is_reg() {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                "layouts apply to files and directories",
+            ));
+        }
+        if attr.size != 0 {
+            return Err(ServiceError::new(
+                Errno::EEXIST,
+                "stripe already set (file has data)",
+            ));
+        }
+        let new = self.objects.instantiate(Some(&template)).await?;
+        let stored = new.clone();
+        match self.ns(move |ns| ns.set_layout(fid, Some(stored))).await {
+            Ok((attr, old)) => {
+                if let Some(old) = old {
+                    self.objects.destroy_layout_later(old);
+                }
+                let layout = self.ns(move |ns| ns.layout(fid)).await?;
+                Ok(ReintReply {
+                    attr: Some(attr),
+                    layout,
+                })
+            }
+            Err(e) => {
+                self.objects.destroy_layout_later(new);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Service for Mds {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    fn last_committed(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        match req.opcode {
+            Opcode::MdsGetRoot => {
+                let attr = self.ns(|ns| ns.getattr(Fid::ROOT)).await?;
+                Ok(Response::new(&self.attr_reply(attr, false).await?))
+            }
+            Opcode::MdsGetattr => {
+                let r: GetattrReq = req.decode()?;
+                let fid = r.fid;
+                let attr = self.ns(move |ns| ns.getattr(fid)).await?;
+                Ok(Response::new(&self.attr_reply(attr, r.want_symlink).await?))
+            }
+            Opcode::MdsGetattrName => {
+                let r: LookupReq = req.decode()?;
+                let attr = self.ns(move |ns| ns.lookup(r.parent, &r.name)).await?;
+                Ok(Response::new(&self.attr_reply(attr, false).await?))
+            }
+            Opcode::MdsReint => {
+                let r: ReintReq = req.decode()?;
+                let reply = self.reint(r).await?;
+                let transno = self.commit().await?;
+                Ok(Response::new(&reply).with_transno(transno))
+            }
+            Opcode::MdsReadpage => {
+                let r: ReaddirReq = req.decode()?;
+                let max = r.max_entries.clamp(1, READDIR_MAX_ENTRIES);
+                let (entries, eof) = self.ns(move |ns| ns.readdir(r.fid, r.cookie, max)).await?;
+                Ok(Response::new(&ReaddirReply { entries, eof }))
+            }
+            Opcode::MdsGetxattr => {
+                let r: XattrReq = req.decode()?;
+                let value = match r {
+                    XattrReq::Get { fid, name } if name == XATTR_LUSTRE_LOV => {
+                        match self.ns(move |ns| ns.layout(fid)).await? {
+                            Some(l) => l.to_wire().to_vec(),
+                            None => return Err(Errno::ENODATA.into()),
+                        }
+                    }
+                    XattrReq::Get { fid, name } => {
+                        self.ns(move |ns| ns.get_xattr(fid, &name)).await?
+                    }
+                    XattrReq::List { fid } => {
+                        let (names, has_layout) = self
+                            .ns(move |ns| Ok((ns.list_xattr(fid)?, ns.layout(fid)?.is_some())))
+                            .await?;
+                        let mut out = Vec::new();
+                        if has_layout {
+                            out.extend_from_slice(XATTR_LUSTRE_LOV);
+                            out.push(0);
+                        }
+                        for n in names {
+                            out.extend_from_slice(&n);
+                            out.push(0);
+                        }
+                        out
+                    }
+                };
+                Ok(Response::new(&XattrReply { value }))
+            }
+            Opcode::MdsStatfs => {
+                let s = self.ns(|ns| ns.statfs()).await?;
+                Ok(Response::new(&StatfsReply {
+                    bsize: 4096,
+                    blocks: 0,
+                    bfree: 0,
+                    bavail: 0,
+                    files: s.inodes_max,
+                    ffree: s.inodes_max.saturating_sub(s.inodes_used),
+                    namelen: 255,
+                }))
+            }
+            Opcode::MdsSync => {
+                let transno = self.commit().await?;
+                Ok(Response::empty().with_transno(transno))
+            }
+            other => Err(ServiceError::new(
+                Errno::EOPNOTSUPP,
+                format!("{} is not an MDS operation", other.name()),
+            )),
+        }
+    }
+}
+
+async fn register(cfg: &MdsConfig, nid: Nid, mgs: &Import) -> Result<(), MdsError> {
+    let reg = TargetRegReq {
+        fsname: cfg.fsname.clone(),
+        kind: TargetKind::Mdt,
+        index: cfg.index,
+        nids: vec![nid.to_string()],
+    };
+    let reply: TargetRegReply = mgs.call(Opcode::MgsTargetReg, NO_TARGET, &reg).await?;
+    info!(target = %reply.name, %nid, "registered with the MGS");
+    Ok(())
+}
+
+/// Opens the namespace, registers with the MGS, listens and serves until `shutdown`.
+pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsError> {
+    let ns = {
+        let dir = cfg.data_dir.join("namespace");
+        tokio::task::spawn_blocking(move || Namespace::open(&dir)).await??
+    };
+    let ns = Arc::new(ns);
+    let mut icfg = ImportConfig::new(format!("MDT{:04x}", cfg.index), Opcode::MgsConnect);
+    icfg.retry_for = Duration::from_secs(60);
+    let mgs = Import::new(sheen_transport::for_nid(&cfg.mgs)?, cfg.mgs, icfg);
+    let transport = sheen_transport::for_nid(&cfg.listen)?;
+    let listener = if cfg.listen.port != 0 {
+        register(&cfg, cfg.listen, &mgs).await?;
+        transport.listen(&cfg.listen).await?
+    } else {
+        let l = transport.listen(&cfg.listen).await?;
+        register(&cfg, l.local_nid(), &mgs).await?;
+        l
+    };
+    let objects = Arc::new(ObjectAllocator::new(cfg.fsname.clone(), mgs));
+    objects.refresh_config().await;
+    let refresher = {
+        let objects = Arc::clone(&objects);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => objects.refresh_config().await,
+                }
+            }
+        })
+    };
+    let name = TargetKind::Mdt.target_name(&cfg.fsname, cfg.index);
+    info!(nid = %listener.local_nid(), target = %name, "MDS ready");
+    let committed = std::sync::atomic::AtomicU64::new(ns.last_transno());
+    let service = Arc::new(Mds {
+        ns: Arc::clone(&ns),
+        objects,
+        name,
+        instance: instance_id(),
+        committed,
+    });
+    serve(listener, service, shutdown).await;
+    refresher.abort();
+    if let Err(e) = tokio::task::spawn_blocking(move || ns.flush()).await? {
+        warn!("failed to flush the namespace at shutdown: {e}");
+    }
+    Ok(())
+}
+
+fn instance_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t ^ (u64::from(std::process::id()) << 40)
+}

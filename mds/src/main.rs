@@ -1,1 +1,49 @@
-fn main() {}
+//! `sheen-mds`: the metadata server daemon. Parses flags and runs [`sheen_mds::run`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use sheen_wire::Nid;
+
+/// Sheen metadata server: namespace, layouts and OST object allocation.
+#[derive(Parser, Debug)]
+#[command(name = "sheen-mds", version)]
+struct Args {
+    /// Filesystem name.
+    #[arg(long, default_value = "sheen")]
+    fsname: String,
+    /// NID of the MGS.
+    #[arg(long)]
+    mgs: Nid,
+    /// MDT index.
+    #[arg(long, default_value_t = 0)]
+    index: u32,
+    /// Directory for the MDT's namespace store.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// NID to listen on, e.g. 127.0.0.1:7001@tcp.
+    #[arg(long)]
+    listen: Nid,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sheen_daemon::init_tracing("sheen-mds");
+    let _lock = sheen_daemon::DataDirLock::acquire(&args.data_dir)
+        .with_context(|| format!("lock {}", args.data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = sheen_daemon::shutdown_on_signals();
+        let cfg = sheen_mds::MdsConfig {
+            fsname: args.fsname,
+            mgs: args.mgs,
+            index: args.index,
+            data_dir: args.data_dir,
+            listen: args.listen,
+        };
+        sheen_mds::run(cfg, shutdown).await.context("MDS failed")
+    })
+}

@@ -45,7 +45,9 @@ pub enum MgsError {
 pub fn valid_fsname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= FSNAME_MAX_CHARS
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// The configuration store.
@@ -58,12 +60,17 @@ const KEY_FS: &[u8] = b"fs";
 
 impl Store {
     fn open(cfg: &MgsConfig) -> Result<Store, MgsError> {
-        let db = sled::Config::new().path(cfg.data_dir.join("config.sled")).open()?;
+        let db = sled::Config::new()
+            .path(cfg.data_dir.join("config.sled"))
+            .open()?;
         let config = db.open_tree("config")?;
         let store = Store { db, config };
         match store.load()? {
             Some(fs) if fs.fsname != cfg.fsname => {
-                return Err(MgsError::FsnameMismatch { stored: fs.fsname, asked: cfg.fsname.clone() })
+                return Err(MgsError::FsnameMismatch {
+                    stored: fs.fsname,
+                    asked: cfg.fsname.clone(),
+                })
             }
             Some(_) => {}
             None => {
@@ -85,7 +92,9 @@ impl Store {
     fn load(&self) -> Result<Option<FsConfig>, MgsError> {
         match self.config.get(KEY_FS)? {
             None => Ok(None),
-            Some(v) => FsConfig::from_wire(&v).map(Some).map_err(|e| MgsError::Corrupt(e.to_string())),
+            Some(v) => FsConfig::from_wire(&v)
+                .map(Some)
+                .map_err(|e| MgsError::Corrupt(e.to_string())),
         }
     }
 
@@ -98,8 +107,12 @@ impl Store {
                 None => return Err(MgsError::Corrupt("no filesystem record".into())),
             };
             let name = reg.kind.target_name(&fs.fsname, reg.index);
-            let info =
-                TargetInfo { name: name.clone(), kind: reg.kind, index: reg.index, nids: reg.nids.clone() };
+            let info = TargetInfo {
+                name: name.clone(),
+                kind: reg.kind,
+                index: reg.index,
+                nids: reg.nids.clone(),
+            };
             match fs.targets.iter_mut().find(|t| t.name == name) {
                 Some(t) if *t == info => return Ok(info),
                 Some(t) => *t = info.clone(),
@@ -108,7 +121,11 @@ impl Store {
             fs.targets.sort_by_key(|t| (t.kind as u8, t.index));
             fs.generation += 1;
             let new = fs.to_wire().to_vec();
-            if self.config.compare_and_swap(KEY_FS, old, Some(new))?.is_ok() {
+            if self
+                .config
+                .compare_and_swap(KEY_FS, old, Some(new))?
+                .is_ok()
+            {
                 self.db.flush()?;
                 return Ok(info);
             }
@@ -140,7 +157,10 @@ impl Service for Mgs {
                 if r.fsname != self.fsname {
                     return Err(ServiceError::new(
                         Errno::ENOENT,
-                        format!("no filesystem {:?} here (this MGS serves {:?})", r.fsname, self.fsname),
+                        format!(
+                            "no filesystem {:?} here (this MGS serves {:?})",
+                            r.fsname, self.fsname
+                        ),
                     ));
                 }
                 let store = Arc::clone(&self.store);
@@ -156,11 +176,17 @@ impl Service for Mgs {
                 if r.fsname != self.fsname {
                     return Err(ServiceError::new(
                         Errno::EINVAL,
-                        format!("target of filesystem {:?} cannot join {:?}", r.fsname, self.fsname),
+                        format!(
+                            "target of filesystem {:?} cannot join {:?}",
+                            r.fsname, self.fsname
+                        ),
                     ));
                 }
                 if r.kind == TargetKind::Mgs || r.nids.is_empty() {
-                    return Err(ServiceError::new(Errno::EINVAL, "a target registers as MDT or OST with its NIDs"));
+                    return Err(ServiceError::new(
+                        Errno::EINVAL,
+                        "a target registers as MDT or OST with its NIDs",
+                    ));
                 }
                 for nid in &r.nids {
                     Nid::parse(nid)
@@ -244,7 +270,10 @@ mod tests {
             nids: vec!["127.0.0.1:7002@tcp".into()],
         };
         assert_eq!(store.register(&reg).unwrap().name, "sheen-OST000a");
-        let reg2 = TargetRegReq { nids: vec!["127.0.0.1:7003@tcp".into()], ..reg };
+        let reg2 = TargetRegReq {
+            nids: vec!["127.0.0.1:7003@tcp".into()],
+            ..reg
+        };
         store.register(&reg2).unwrap();
         drop(store);
         let store = Store::open(&cfg).unwrap();
@@ -252,7 +281,13 @@ mod tests {
         assert_eq!(fs.targets.len(), 1);
         assert_eq!(fs.targets[0].nids, vec!["127.0.0.1:7003@tcp".to_string()]);
         drop(store);
-        let other = MgsConfig { fsname: "other".into(), ..cfg };
-        assert!(matches!(Store::open(&other), Err(MgsError::FsnameMismatch { .. })));
+        let other = MgsConfig {
+            fsname: "other".into(),
+            ..cfg
+        };
+        assert!(matches!(
+            Store::open(&other),
+            Err(MgsError::FsnameMismatch { .. })
+        ));
     }
 }

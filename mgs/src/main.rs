@@ -32,7 +32,9 @@ fn main() -> anyhow::Result<()> {
     sheen_daemon::init_tracing("sheen-mgs");
     let _lock = sheen_daemon::DataDirLock::acquire(&args.data_dir)
         .with_context(|| format!("lock {}", args.data_dir.display()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let shutdown = sheen_daemon::shutdown_on_signals();
         let cfg = sheen_mgs::MgsConfig {

@@ -1,1 +1,295 @@
-//! sheen-oss.
+//! The object storage server [ofd]: serves one or more OSTs, each a [`sheen_osd::Osd`] in a
+//! block file, over RPC. Registers every OST with the MGS at start.
+//!
+//! Architecture invariant: the OSS knows objects and byte ranges, never names or files.
+//! OSD calls block (io_uring completion waits, fsync), so they run on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sheen_osd::{Osd, OsdError, OsdLabel};
+use sheen_rpc::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
+use sheen_wire::limits::{MAX_BULK_BYTES, PRECREATE_MAX};
+use sheen_wire::msg::{
+    Empty, ObjReq, OstCreateReply, OstCreateReq, OstListReply, OstListReq, OstPunchReq, OstReadReq,
+    OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq, StatfsReply, TargetRegReply,
+    TargetRegReq,
+};
+use sheen_wire::{frame::NO_TARGET, Errno, Nid, Opcode, TargetKind};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// How the OSS is started.
+#[derive(Clone, Debug)]
+pub struct OssConfig {
+    pub fsname: String,
+    pub mgs: Nid,
+    pub listen: Nid,
+    /// (OST index, block file) pairs.
+    pub osts: Vec<(u32, PathBuf)>,
+    /// Size of block files formatted at start when missing.
+    pub ost_size_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OssError {
+    #[error("OST {index} ({path}): {source}")]
+    Osd {
+        index: u32,
+        path: PathBuf,
+        source: OsdError,
+    },
+    #[error("block file {path} belongs to {found_fs}-OST{found_idx:04x}, not index {index}")]
+    WrongLabel {
+        path: PathBuf,
+        index: u32,
+        found_fs: String,
+        found_idx: u32,
+    },
+    #[error("OST index {0} given twice")]
+    DuplicateIndex(u32),
+    #[error("no OST given")]
+    NoOst,
+    #[error("registration with the MGS failed: {0}")]
+    Register(#[from] sheen_rpc::RpcError),
+    #[error("transport: {0}")]
+    Transport(#[from] sheen_transport::TransportError),
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+struct Oss {
+    osts: BTreeMap<u32, Arc<Osd>>,
+    instance: u64,
+}
+
+fn osd_err(e: OsdError) -> ServiceError {
+    if matches!(
+        e,
+        OsdError::Checksum { .. } | OsdError::Corrupt(_) | OsdError::Io(_)
+    ) {
+        error!("OSD failure: {e}");
+    }
+    ServiceError::new(e.errno(), e.to_string())
+}
+
+/// Runs a blocking OSD call on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+where
+    F: FnOnce() -> Result<T, OsdError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::new(Errno::EIO, format!("OSD task failed: {e}")))?
+        .map_err(osd_err)
+}
+
+impl Oss {
+    fn ost(&self, idx: u32) -> Result<Arc<Osd>, ServiceError> {
+        self.osts.get(&idx).cloned().ok_or_else(|| {
+            ServiceError::new(Errno::ENODEV, format!("OST index {idx} is not served here"))
+        })
+    }
+}
+
+#[async_trait]
+impl Service for Oss {
+    fn name(&self) -> String {
+        "OSS".into()
+    }
+
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        let ost = self.ost(req.target_idx())?;
+        match req.opcode {
+            Opcode::OstRead => {
+                let r: OstReadReq = req.decode()?;
+                if u64::from(r.len) > MAX_BULK_BYTES {
+                    return Err(ServiceError::new(
+                        Errno::EINVAL,
+                        "read larger than the bulk limit",
+                    ));
+                }
+                let data = blocking(move || ost.read(r.oid, r.offset, r.len)).await?;
+                Ok(Response::new(&Empty {}).with_bulk(data))
+            }
+            Opcode::OstWrite => {
+                let r: OstWriteReq = req.decode()?;
+                let data: Bytes = req.bulk;
+                let size = blocking(move || ost.write(r.oid, r.offset, &data, r.mtime)).await?;
+                Ok(Response::new(&OstWriteReply { size }))
+            }
+            Opcode::OstCreate => {
+                let r: OstCreateReq = req.decode()?;
+                if r.count == 0 || r.count > PRECREATE_MAX {
+                    return Err(ServiceError::new(
+                        Errno::EINVAL,
+                        "precreate count out of range",
+                    ));
+                }
+                let count = r.count;
+                let first_oid = blocking(move || ost.precreate(count)).await?;
+                Ok(Response::new(&OstCreateReply { first_oid, count }))
+            }
+            Opcode::OstDestroy => {
+                let r: ObjReq = req.decode()?;
+                blocking(move || ost.destroy(r.oid)).await?;
+                Ok(Response::empty())
+            }
+            Opcode::OstPunch => {
+                let r: OstPunchReq = req.decode()?;
+                blocking(move || ost.punch(r.oid, r.size)).await?;
+                Ok(Response::empty())
+            }
+            Opcode::OstGetattr => {
+                let r: ObjReq = req.decode()?;
+                let attr = blocking(move || ost.getattr(r.oid)).await?;
+                Ok(Response::new(&attr))
+            }
+            Opcode::OstSetattr => {
+                let r: OstSetattrReq = req.decode()?;
+                if let Some(mtime) = r.mtime {
+                    blocking(move || ost.set_mtime(r.oid, mtime)).await?;
+                }
+                Ok(Response::empty())
+            }
+            Opcode::OstSync => {
+                let _r: OstSyncReq = req.decode()?;
+                blocking(move || ost.sync()).await?;
+                Ok(Response::empty())
+            }
+            Opcode::OstStatfs => {
+                let s = ost.statfs();
+                let bsize = 4096u64;
+                Ok(Response::new(&StatfsReply {
+                    bsize: 4096,
+                    blocks: s.total_bytes / bsize,
+                    bfree: s.free_bytes / bsize,
+                    bavail: s.free_bytes / bsize,
+                    files: s.max_objects,
+                    ffree: s.max_objects.saturating_sub(s.objects),
+                    namelen: 255,
+                }))
+            }
+            Opcode::OstGetInfo => {
+                let r: OstListReq = req.decode()?;
+                let max = r.max.min(4096);
+                let (objects, eof) = ost.list(r.start, max);
+                Ok(Response::new(&OstListReply { objects, eof }))
+            }
+            other => Err(ServiceError::new(
+                Errno::EOPNOTSUPP,
+                format!("{} is not an OST operation", other.name()),
+            )),
+        }
+    }
+}
+
+/// Opens (formatting when missing) every OST block file.
+fn open_osts(cfg: &OssConfig) -> Result<BTreeMap<u32, Arc<Osd>>, OssError> {
+    let mut osts = BTreeMap::new();
+    for (index, path) in &cfg.osts {
+        let (index, path) = (*index, path.clone());
+        if osts.contains_key(&index) {
+            return Err(OssError::DuplicateIndex(index));
+        }
+        let wrap = |source| OssError::Osd {
+            index,
+            path: path.clone(),
+            source,
+        };
+        if !path.exists() {
+            let label = OsdLabel {
+                fsname: cfg.fsname.clone(),
+                ost_index: index,
+            };
+            Osd::format(&path, cfg.ost_size_bytes, &label).map_err(wrap)?;
+            info!(index, path = %path.display(), size = cfg.ost_size_bytes, "formatted OST");
+        }
+        let osd = Osd::open(&path).map_err(wrap)?;
+        let label = osd.label();
+        if label.ost_index != index || label.fsname != cfg.fsname {
+            return Err(OssError::WrongLabel {
+                path,
+                index,
+                found_fs: label.fsname.clone(),
+                found_idx: label.ost_index,
+            });
+        }
+        osts.insert(index, Arc::new(osd));
+    }
+    if osts.is_empty() {
+        return Err(OssError::NoOst);
+    }
+    Ok(osts)
+}
+
+/// Registers every OST with the MGS (retrying while the MGS is not up yet).
+async fn register(
+    cfg: &OssConfig,
+    nid: Nid,
+    osts: &BTreeMap<u32, Arc<Osd>>,
+) -> Result<(), OssError> {
+    let mut icfg = ImportConfig::new(format!("OSS@{nid}"), Opcode::MgsConnect);
+    icfg.retry_for = Duration::from_secs(60);
+    let mgs = Import::new(sheen_transport::for_nid(&cfg.mgs)?, cfg.mgs, icfg);
+    for index in osts.keys() {
+        let reg = TargetRegReq {
+            fsname: cfg.fsname.clone(),
+            kind: TargetKind::Ost,
+            index: *index,
+            nids: vec![nid.to_string()],
+        };
+        let reply: TargetRegReply = mgs.call(Opcode::MgsTargetReg, NO_TARGET, &reg).await?;
+        info!(target = %reply.name, %nid, "registered with the MGS");
+    }
+    mgs.disconnect().await;
+    Ok(())
+}
+
+/// Opens the OSTs, registers them, listens and serves until `shutdown`.
+pub async fn run(cfg: OssConfig, shutdown: CancellationToken) -> Result<(), OssError> {
+    let osts = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || open_osts(&cfg)).await??
+    };
+    let transport = sheen_transport::for_nid(&cfg.listen)?;
+    // With a fixed port, register before listening so that "accepts connections" means
+    // "ready and known to the MGS"; with port 0 the port is known only after binding.
+    let listener = if cfg.listen.port != 0 {
+        register(&cfg, cfg.listen, &osts).await?;
+        transport.listen(&cfg.listen).await?
+    } else {
+        let l = transport.listen(&cfg.listen).await?;
+        register(&cfg, l.local_nid(), &osts).await?;
+        l
+    };
+    info!(nid = %listener.local_nid(), osts = osts.len(), "OSS ready");
+    let service = Arc::new(Oss {
+        osts: osts.clone(),
+        instance: instance_id(),
+    });
+    serve(listener, service, shutdown).await;
+    for (index, osd) in osts {
+        if let Err(e) = tokio::task::spawn_blocking(move || osd.sync()).await? {
+            error!(index, "failed to sync OST at shutdown: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn instance_id() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    t ^ (u64::from(std::process::id()) << 40)
+}

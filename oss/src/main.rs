@@ -1,1 +1,65 @@
-fn main() {}
+//! `sheen-oss`: the object storage server daemon. Parses flags and runs [`sheen_oss::run`].
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use sheen_wire::Nid;
+
+/// Sheen object storage server: serves OSTs kept in block files.
+#[derive(Parser, Debug)]
+#[command(name = "sheen-oss", version)]
+struct Args {
+    /// Filesystem name.
+    #[arg(long, default_value = "sheen")]
+    fsname: String,
+    /// NID of the MGS.
+    #[arg(long)]
+    mgs: Nid,
+    /// NID to listen on, e.g. 127.0.0.1:7002@tcp.
+    #[arg(long)]
+    listen: Nid,
+    /// An OST to serve, as INDEX:BLOCKFILE (repeat for several).
+    #[arg(long = "ost", value_name = "INDEX:PATH", required = true)]
+    osts: Vec<String>,
+    /// Size of block files created when missing (K, M, G suffixes).
+    #[arg(long, default_value = "1GiB", value_parser = sheen_daemon::parse_size)]
+    ost_size: u64,
+}
+
+fn parse_ost(s: &str) -> anyhow::Result<(u32, PathBuf)> {
+    let Some((idx, path)) = s.split_once(':') else {
+        bail!("--ost {s:?}: expected INDEX:PATH");
+    };
+    let idx: u32 = idx
+        .parse()
+        .with_context(|| format!("--ost {s:?}: bad index"))?;
+    if path.is_empty() {
+        bail!("--ost {s:?}: empty path");
+    }
+    Ok((idx, PathBuf::from(path)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sheen_daemon::init_tracing("sheen-oss");
+    let osts = args
+        .osts
+        .iter()
+        .map(|s| parse_ost(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let shutdown = sheen_daemon::shutdown_on_signals();
+        let cfg = sheen_oss::OssConfig {
+            fsname: args.fsname,
+            mgs: args.mgs,
+            listen: args.listen,
+            osts,
+            ost_size_bytes: args.ost_size,
+        };
+        sheen_oss::run(cfg, shutdown).await.context("OSS failed")
+    })
+}

@@ -26,7 +26,9 @@ fn garbage_and_bad_checksums_close_the_connection_only() {
     let (_tmp, cluster) = crate::cluster(2);
     let rt = crate::runtime();
     let spec: MountSpec = cluster.mount_spec().parse().unwrap();
-    let client = rt.block_on(Client::mount(&spec, ClientConfig::default())).unwrap();
+    let client = rt
+        .block_on(Client::mount(&spec, ClientConfig::default()))
+        .unwrap();
     let targets: Vec<msg::TargetInfo> = client.fs_config().targets.clone();
     let mut nids: Vec<Nid> = targets
         .iter()

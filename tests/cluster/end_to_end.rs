@@ -26,7 +26,11 @@ fn check_file(path: &Path, seed: u64) {
     let mut buf = vec![0u8; MIB];
     for i in 0..FILE_MIB {
         f.read_exact(&mut buf).unwrap();
-        assert!(buf == pattern(seed + i as u64, MIB), "MiB {i} of {} differs", path.display());
+        assert!(
+            buf == pattern(seed + i as u64, MIB),
+            "MiB {i} of {} differs",
+            path.display()
+        );
     }
     assert_eq!(f.read(&mut buf).unwrap(), 0, "file longer than written");
 }
@@ -41,7 +45,10 @@ fn striped_io_namespace_and_restarts() {
 
     // A 64 MiB file striped over 4 OSTs with 1 MiB stripes.
     let big = mnt.join("big.bin");
-    run_ok(&lfs, &["setstripe", "-c", "4", "-S", "1M", big.to_str().unwrap()]);
+    run_ok(
+        &lfs,
+        &["setstripe", "-c", "4", "-S", "1M", big.to_str().unwrap()],
+    );
     write_file(&big, 100);
     check_file(&big, 100);
 
@@ -59,7 +66,11 @@ fn striped_io_namespace_and_restarts() {
         let client = Client::mount(&spec, ClientConfig::default()).await.unwrap();
         for (ost_idx, oid) in &objects {
             let attr = client.ost_getattr(*ost_idx, *oid).await.unwrap();
-            assert_eq!(attr.size, (FILE_MIB * MIB / 4) as u64, "OST {ost_idx} object {oid}");
+            assert_eq!(
+                attr.size,
+                (FILE_MIB * MIB / 4) as u64,
+                "OST {ost_idx} object {oid}"
+            );
             let listed = client.ost_list(*ost_idx, *oid, 1).await.unwrap();
             assert_eq!(listed.objects.first().map(|o| o.oid), Some(*oid));
         }
@@ -79,7 +90,10 @@ fn striped_io_namespace_and_restarts() {
     fs::rename(d.join("winner"), d.join("victim")).unwrap();
     assert_eq!(fs::read(d.join("victim")).unwrap(), b"new");
     std::os::unix::fs::symlink("sub/b.txt", d.join("link")).unwrap();
-    assert_eq!(fs::read_link(d.join("link")).unwrap(), Path::new("sub/b.txt"));
+    assert_eq!(
+        fs::read_link(d.join("link")).unwrap(),
+        Path::new("sub/b.txt")
+    );
     assert_eq!(fs::read(d.join("link")).unwrap(), b"hello sheen");
     fs::hard_link(d.join("sub/b.txt"), d.join("hard")).unwrap();
     assert_eq!(fs::metadata(d.join("hard")).unwrap().nlink(), 2);
@@ -108,11 +122,17 @@ fn striped_io_namespace_and_restarts() {
     cluster.mount(&mnt).unwrap();
     check_file(&big, 100);
     assert_eq!(fs::read(d.join("victim")).unwrap(), b"new");
-    assert_eq!(fs::read(d.join("after-restart")).unwrap(), b"still writable");
+    assert_eq!(
+        fs::read(d.join("after-restart")).unwrap(),
+        b"still writable"
+    );
 
     // Removing the file frees its space on the OSTs.
     fs::remove_file(&big).unwrap();
     cluster.stop().unwrap();
     let errors = cluster.log_errors();
-    assert!(errors.iter().all(|l| !l.contains(" ERROR ")), "errors in daemon logs: {errors:#?}");
+    assert!(
+        errors.iter().all(|l| !l.contains(" ERROR ")),
+        "errors in daemon logs: {errors:#?}"
+    );
 }

@@ -39,16 +39,18 @@ pub enum LayoutError {
 
 impl Geometry {
     pub fn new(stripe_size: u64, stripe_count: u32) -> Result<Geometry, LayoutError> {
-        if stripe_size < STRIPE_SIZE_MIN_BYTES
-            || stripe_size > STRIPE_SIZE_MAX_BYTES
-            || stripe_size % STRIPE_SIZE_MIN_BYTES != 0
+        if !(STRIPE_SIZE_MIN_BYTES..=STRIPE_SIZE_MAX_BYTES).contains(&stripe_size)
+            || !stripe_size.is_multiple_of(STRIPE_SIZE_MIN_BYTES)
         {
             return Err(LayoutError::StripeSize(stripe_size));
         }
         if stripe_count == 0 || stripe_count > STRIPE_COUNT_MAX {
             return Err(LayoutError::StripeCount(stripe_count));
         }
-        Ok(Geometry { stripe_size, stripe_count })
+        Ok(Geometry {
+            stripe_size,
+            stripe_count,
+        })
     }
 
     /// The geometry of an instantiated file layout (objects allocated).
@@ -94,7 +96,12 @@ impl Geometry {
             let (stripe_idx, obj_offset) = self.file_to_object(pos);
             let unit_end = (pos / self.stripe_size + 1) * self.stripe_size;
             let piece_end = unit_end.min(end);
-            let chunk = StripeChunk { stripe_idx, obj_offset, file_offset: pos, len: piece_end - pos };
+            let chunk = StripeChunk {
+                stripe_idx,
+                obj_offset,
+                file_offset: pos,
+                len: piece_end - pos,
+            };
             pos = piece_end;
             Some(chunk)
         })
@@ -192,7 +199,10 @@ mod tests {
         assert_eq!(g.file_to_object(4 * MIB + 5), (0, MIB + 5));
         assert_eq!(g.file_to_object(7 * MIB - 1), (2, 2 * MIB - 1));
         check_round_trip(g, &[0, 1, MIB - 1, MIB, 3 * MIB + 17, 1 << 40]);
-        check_round_trip(Geometry::new(64 << 10, 3).unwrap(), &[0, 65535, 65536, 999_999]);
+        check_round_trip(
+            Geometry::new(64 << 10, 3).unwrap(),
+            &[0, 65535, 65536, 999_999],
+        );
     }
 
     #[test]
@@ -200,7 +210,15 @@ mod tests {
         let g = Geometry::new(MIB, 4).unwrap();
         let chunks: Vec<_> = g.split(MIB / 2, 3 * MIB).collect();
         assert_eq!(chunks.len(), 4);
-        assert_eq!(chunks[0], StripeChunk { stripe_idx: 0, obj_offset: MIB / 2, file_offset: MIB / 2, len: MIB / 2 });
+        assert_eq!(
+            chunks[0],
+            StripeChunk {
+                stripe_idx: 0,
+                obj_offset: MIB / 2,
+                file_offset: MIB / 2,
+                len: MIB / 2
+            }
+        );
         assert_eq!(chunks[3].len, MIB / 2);
         assert_eq!(chunks.iter().map(|c| c.len).sum::<u64>(), 3 * MIB);
         let mut pos = MIB / 2;
@@ -214,7 +232,16 @@ mod tests {
     #[test]
     fn object_sizes_and_file_size_agree() {
         let g = Geometry::new(MIB, 4).unwrap();
-        for size in [0, 1, MIB, MIB + 1, 4 * MIB, 4 * MIB + 3, 64 * MIB, 9 * MIB - 7] {
+        for size in [
+            0,
+            1,
+            MIB,
+            MIB + 1,
+            4 * MIB,
+            4 * MIB + 3,
+            64 * MIB,
+            9 * MIB - 7,
+        ] {
             let sizes: Vec<u64> = (0..4).map(|i| g.object_size(i, size)).collect();
             assert_eq!(sizes.iter().sum::<u64>(), size, "size {size}");
             assert_eq!(g.file_size(&sizes), size, "size {size}");
@@ -225,18 +252,36 @@ mod tests {
     #[test]
     fn rejects_bad_geometry() {
         assert_eq!(Geometry::new(4096, 1), Err(LayoutError::StripeSize(4096)));
-        assert_eq!(Geometry::new(MIB + 1, 1), Err(LayoutError::StripeSize(MIB + 1)));
+        assert_eq!(
+            Geometry::new(MIB + 1, 1),
+            Err(LayoutError::StripeSize(MIB + 1))
+        );
         assert_eq!(Geometry::new(MIB, 0), Err(LayoutError::StripeCount(0)));
-        assert_eq!(Geometry::new(MIB, 2001), Err(LayoutError::StripeCount(2001)));
+        assert_eq!(
+            Geometry::new(MIB, 2001),
+            Err(LayoutError::StripeCount(2001))
+        );
     }
 
     #[test]
     fn templates_resolve_defaults() {
         let s = resolve_template(None, 1, MIB, 4).unwrap();
         assert_eq!((s.stripe_count, s.stripe_size), (1, MIB));
-        let t = StripeLayout { stripe_count: STRIPE_COUNT_ALL, ..s.clone() };
-        assert_eq!(resolve_template(Some(&t), 1, MIB, 4).unwrap().stripe_count, 4);
-        let t = StripeLayout { stripe_count: 9, ..s };
-        assert_eq!(resolve_template(Some(&t), 1, MIB, 4).unwrap().stripe_count, 4);
+        let t = StripeLayout {
+            stripe_count: STRIPE_COUNT_ALL,
+            ..s.clone()
+        };
+        assert_eq!(
+            resolve_template(Some(&t), 1, MIB, 4).unwrap().stripe_count,
+            4
+        );
+        let t = StripeLayout {
+            stripe_count: 9,
+            ..s
+        };
+        assert_eq!(
+            resolve_template(Some(&t), 1, MIB, 4).unwrap().stripe_count,
+            4
+        );
     }
 }

@@ -1,1 +1,483 @@
-//! sheen-namespace.
+//! The MDT's namespace store [mdd, osd-ldiskfs]: inodes, directory entries, layouts and
+//! extended attributes in one sled database, with every change made in one transaction.
+//!
+//! An operation that changes several keys (a rename changes up to two entries and four
+//! inodes) changes all of them or none: each modifying call runs as one sled transaction
+//! over all trees, and also bumps the transaction number stored in the same transaction.
+//! [`Namespace::flush`] makes everything committed so far durable. The key layout is
+//! described in the `codec` module.
+//!
+//! Directory entries are ordered by a stable 63-bit hash of their name, and a readdir
+//! cookie is the hash of the next entry, so a listing resumed from a cookie stays complete
+//! and without duplicates while other entries come and go.
+//!
+//! Architecture invariant: no networking, no async. Calls are synchronous and take
+//! `&self`; the MDS calls them from `spawn_blocking`.
+
+mod codec;
+mod error;
+pub mod limits;
+mod ops;
+mod txn;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sheen_wire::{Attr, DirEntry, Fid, Layout, Timespec};
+use sled::transaction::TransactionError;
+use sled::{IVec, Transactional};
+use tracing::info;
+
+use crate::codec::{mode, Inode};
+use crate::limits::{READDIR_MAX_ENTRIES, XATTR_NAME_MAX_BYTES, XATTR_RESCAN_MAX};
+use crate::txn::{Tx, TxAbort, TxResult, Views};
+
+pub use crate::codec::COOKIE_EOF;
+pub use crate::error::NsError;
+
+/// `rename` flag: fail with `Exists` if the target exists (Linux RENAME_NOREPLACE).
+pub const RENAME_NOREPLACE: u32 = 1;
+/// `rename` flag: swap source and target, which must both exist (Linux RENAME_EXCHANGE).
+pub const RENAME_EXCHANGE: u32 = 2;
+/// `set_xattr` flag: fail with `Exists` if the attribute exists.
+pub const XATTR_CREATE: u32 = 1;
+/// `set_xattr` flag: fail with `NoData` if the attribute does not exist.
+pub const XATTR_REPLACE: u32 = 2;
+
+/// What to create: a regular file, directory, symlink, FIFO, socket or device node,
+/// chosen by the `S_IFMT` bits of `mode` (none means a regular file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateArgs {
+    pub parent: Fid,
+    pub name: Vec<u8>,
+    /// File type and permission bits.
+    pub mode: u32,
+    /// The device number of a character or block device; ignored for other types.
+    pub rdev: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A symlink's target: required for symlinks, refused for anything else.
+    pub symlink: Option<Vec<u8>>,
+    /// A regular file's layout, or a directory's default layout. Refused for other types.
+    pub layout: Option<Layout>,
+}
+
+/// What an operation that drops a link left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// The inode after the link drop (nlink 0 when destroyed).
+    pub attr: Attr,
+    /// The last link is gone and the inode was deleted.
+    pub destroyed: bool,
+    /// A destroyed regular file's layout, so that the MDS destroys its OST objects. Always
+    /// `None` for directories (their default layout holds no objects).
+    pub layout: Option<Layout>,
+}
+
+/// The result of [`Namespace::flush`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Every transaction up to this number is on disk.
+    pub transno: u64,
+}
+
+/// Space and inode usage of the namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsStatfs {
+    pub inodes_used: u64,
+    pub inodes_max: u64,
+    /// Bytes the database takes on disk.
+    pub bytes_used: u64,
+}
+
+thread_local! {
+    static LAST_OP_TRANSNO: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The namespace of one MDT.
+pub struct Namespace {
+    db: sled::Db,
+    inodes: sled::Tree,
+    dirents: sled::Tree,
+    layouts: sled::Tree,
+    xattrs: sled::Tree,
+    meta: sled::Tree,
+    /// The directory name hash; only tests replace it (to force collisions).
+    hash: fn(&[u8]) -> u64,
+    last_transno: AtomicU64,
+    /// Tests set this to make every transaction abort after it wrote everything.
+    #[cfg(test)]
+    inject_abort: std::sync::atomic::AtomicBool,
+}
+
+impl Namespace {
+    /// Opens the namespace in `dir`, creating the database and the root directory on first
+    /// open.
+    pub fn open(dir: &Path) -> Result<Namespace, NsError> {
+        Self::open_with_hash(dir, codec::name_hash)
+    }
+
+    fn open_with_hash(dir: &Path, hash: fn(&[u8]) -> u64) -> Result<Namespace, NsError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let ns = Namespace {
+            inodes: db.open_tree(codec::TREE_INODES)?,
+            dirents: db.open_tree(codec::TREE_DIRENTS)?,
+            layouts: db.open_tree(codec::TREE_LAYOUTS)?,
+            xattrs: db.open_tree(codec::TREE_XATTRS)?,
+            meta: db.open_tree(codec::TREE_META)?,
+            db,
+            hash,
+            last_transno: AtomicU64::new(0),
+            #[cfg(test)]
+            inject_abort: std::sync::atomic::AtomicBool::new(false),
+        };
+        match ns.meta.get(codec::META_FORMAT)? {
+            None => ns.format()?,
+            Some(v) => {
+                let format = codec::decode_u32("format", &v)?;
+                if format != codec::FORMAT_VERSION {
+                    return Err(NsError::Corrupt(format!(
+                        "unsupported format version {format}"
+                    )));
+                }
+            }
+        }
+        match ns.read_inode(Fid::ROOT) {
+            Ok(root) if root.is_dir() => {}
+            Ok(_) => return Err(NsError::Corrupt("root is not a directory".into())),
+            Err(NsError::NotFound) => return Err(NsError::Corrupt("no root directory".into())),
+            Err(e) => return Err(e),
+        }
+        let transno = match ns.meta.get(codec::META_TRANSNO)? {
+            Some(v) => codec::decode_u64("transno", &v)?,
+            None => return Err(NsError::Corrupt("no transno".into())),
+        };
+        ns.last_transno.store(transno, Ordering::SeqCst);
+        info!(path = %dir.display(), transno, "opened namespace");
+        Ok(ns)
+    }
+
+    /// Writes a new database: format version, counters and the root directory.
+    fn format(&self) -> Result<(), NsError> {
+        let now = Timespec::now();
+        let root = Inode {
+            attr: Attr {
+                fid: Fid::ROOT,
+                mode: mode::S_IFDIR | 0o755,
+                nlink: 2,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                size: ops::DIR_SIZE_BYTES,
+                blocks: ops::DIR_SIZE_BYTES / 512,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                btime: now,
+                layout_gen: 0,
+                hsm_state: 0,
+                flags: 0,
+            },
+            parent: Fid::ROOT,
+            entries: 0,
+            xattr_count: 0,
+            symlink: None,
+        };
+        let first = Fid {
+            seq: Fid::FIRST_NORMAL_SEQ,
+            oid: 1,
+            ver: 0,
+        };
+        let trees = (&self.inodes, &self.meta);
+        let res: Result<(), TransactionError<NsError>> = trees.transaction(|(inodes, meta)| {
+            inodes.insert(&codec::fid_key(Fid::ROOT)[..], codec::encode_inode(&root))?;
+            meta.insert(codec::META_NEXT_FID, &codec::encode_next_fid(first)[..])?;
+            meta.insert(codec::META_TRANSNO, &0u64.to_le_bytes()[..])?;
+            meta.insert(codec::META_INODES, &1u64.to_le_bytes()[..])?;
+            meta.insert(codec::META_FORMAT, &codec::FORMAT_VERSION.to_le_bytes()[..])?;
+            Ok(())
+        });
+        match res {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(NsError::Db(e)),
+        }
+        self.db.flush()?;
+        info!("formatted a new namespace");
+        Ok(())
+    }
+
+    /// Runs `op` as one transaction over all trees and commits it with the next
+    /// transaction number. `op` may run several times (sled retries on conflicts, and an
+    /// operation that destroys an inode with xattrs reruns after scanning their names).
+    fn txn<T>(&self, op: impl Fn(&mut Tx<'_>) -> TxResult<T>) -> Result<T, NsError> {
+        let mut xattr_keys: HashMap<Fid, Vec<IVec>> = HashMap::new();
+        for _ in 0..XATTR_RESCAN_MAX {
+            let now = Timespec::now();
+            let trees = (
+                &self.inodes,
+                &self.dirents,
+                &self.layouts,
+                &self.xattrs,
+                &self.meta,
+            );
+            let res = trees.transaction(|views: &Views| {
+                let mut tx = Tx::new(views, self.hash, &xattr_keys, now);
+                let out = op(&mut tx)?;
+                let transno = tx.finish()?;
+                #[cfg(test)]
+                if self.inject_abort.load(Ordering::SeqCst) {
+                    return txn::fail(NsError::Invalid("injected fault"));
+                }
+                Ok((out, transno))
+            });
+            match res {
+                Ok((out, transno)) => {
+                    self.last_transno.fetch_max(transno, Ordering::SeqCst);
+                    LAST_OP_TRANSNO.with(|t| t.set(transno));
+                    return Ok(out);
+                }
+                Err(TransactionError::Abort(TxAbort::Ns(e))) => return Err(e),
+                Err(TransactionError::Abort(TxAbort::Rescan(fid))) => {
+                    xattr_keys.insert(fid, self.xattr_keys(fid)?);
+                }
+                Err(TransactionError::Storage(e)) => return Err(NsError::Db(e)),
+            }
+        }
+        Err(NsError::Corrupt(
+            "xattr count does not match the stored xattrs".into(),
+        ))
+    }
+
+    fn xattr_keys(&self, fid: Fid) -> Result<Vec<IVec>, NsError> {
+        let mut keys = Vec::new();
+        for k in self.xattrs.scan_prefix(codec::fid_key(fid)).keys() {
+            keys.push(k?);
+        }
+        Ok(keys)
+    }
+
+    fn read_inode(&self, fid: Fid) -> Result<Inode, NsError> {
+        match self.inodes.get(codec::fid_key(fid))? {
+            Some(v) => codec::decode_inode(fid, &v),
+            None => Err(NsError::NotFound),
+        }
+    }
+
+    fn read_dir(&self, fid: Fid) -> Result<Inode, NsError> {
+        let i = self.read_inode(fid)?;
+        if !i.is_dir() {
+            return Err(NsError::NotDir);
+        }
+        Ok(i)
+    }
+
+    fn read_layout(&self, fid: Fid) -> Result<Option<Layout>, NsError> {
+        match self.layouts.get(codec::fid_key(fid))? {
+            Some(v) => codec::decode_layout(fid, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn getattr(&self, fid: Fid) -> Result<Attr, NsError> {
+        Ok(self.read_inode(fid)?.attr)
+    }
+
+    /// Looks `name` up in directory `parent`; `.` is the directory itself and `..` its
+    /// parent (the root's parent is the root).
+    pub fn lookup(&self, parent: Fid, name: &[u8]) -> Result<Attr, NsError> {
+        let dir = self.read_dir(parent)?;
+        match name {
+            b"." => return Ok(dir.attr),
+            b".." => return self.read_inode(dir.parent).map(|i| i.attr),
+            _ => check_name(name)?,
+        }
+        let key = codec::dirent_key(parent, (self.hash)(name), name);
+        let Some(v) = self.dirents.get(key)? else {
+            return Err(NsError::NotFound);
+        };
+        let (child, _) = codec::decode_dirent(&v)?;
+        // An unlink may remove the inode between the two reads; that is a miss too.
+        Ok(self.read_inode(child)?.attr)
+    }
+
+    /// A regular file's layout, or a directory's own default layout.
+    pub fn layout(&self, fid: Fid) -> Result<Option<Layout>, NsError> {
+        self.read_inode(fid)?;
+        self.read_layout(fid)
+    }
+
+    /// The layout template a new file in `dir` inherits: the directory's default layout,
+    /// else the filesystem default (the root's default); `None` if neither is set.
+    pub fn inherited_layout(&self, dir: Fid) -> Result<Option<Layout>, NsError> {
+        self.read_dir(dir)?;
+        if let Some(l) = self.read_layout(dir)? {
+            return Ok(Some(l));
+        }
+        if dir == Fid::ROOT {
+            return Ok(None);
+        }
+        self.read_layout(Fid::ROOT)
+    }
+
+    /// A symlink's target; `Invalid` for anything else.
+    pub fn readlink(&self, fid: Fid) -> Result<Vec<u8>, NsError> {
+        self.read_inode(fid)?
+            .symlink
+            .ok_or(NsError::Invalid("not a symlink"))
+    }
+
+    /// Lists directory `dir` from `cookie` (0 = the start), at most `max` entries (capped at
+    /// [`READDIR_MAX_ENTRIES`]), without `.` and `..`. Returns the entries and whether the
+    /// listing reached the end; each entry's `next_cookie` resumes after it, and the last
+    /// entry of the directory has [`COOKIE_EOF`].
+    ///
+    /// Entries whose names hash alike share a cookie, so a page never ends inside such a
+    /// group: it ends before the group, or, if the group fills the whole page, after it.
+    /// Only then (a 63-bit hash collision, and `max` smaller than the group) does a page
+    /// hold more than `max` entries.
+    pub fn readdir(
+        &self,
+        dir: Fid,
+        cookie: u64,
+        max: u32,
+    ) -> Result<(Vec<DirEntry>, bool), NsError> {
+        self.read_dir(dir)?;
+        if max == 0 {
+            return Err(NsError::Invalid("readdir of zero entries"));
+        }
+        let max = usize::try_from(max.min(READDIR_MAX_ENTRIES)).unwrap_or(usize::MAX);
+        let prefix = codec::dirent_prefix(dir);
+        let mut out: Vec<DirEntry> = Vec::new();
+        let mut hashes: Vec<u64> = Vec::new();
+        let mut eof = true;
+        for item in self.dirents.range(codec::dirent_start(dir, cookie)..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let (hash, name) = codec::decode_dirent_key(&k)?;
+            if out.len() >= max {
+                let group_start = if hashes.last() == Some(&hash) {
+                    hashes.iter().position(|&h| h == hash).unwrap_or(0)
+                } else {
+                    out.len()
+                };
+                if group_start > 0 {
+                    out.truncate(group_start);
+                    hashes.truncate(group_start);
+                    if let Some(last) = out.last_mut() {
+                        last.next_cookie = hash;
+                    }
+                    eof = false;
+                    break;
+                }
+                // The whole page shares one hash: finish the group.
+            }
+            if let Some(last) = out.last_mut() {
+                last.next_cookie = hash;
+            }
+            let (fid, file_type) = codec::decode_dirent(&v)?;
+            out.push(DirEntry {
+                name: name.to_vec(),
+                fid,
+                file_type,
+                next_cookie: COOKIE_EOF,
+            });
+            hashes.push(hash);
+        }
+        Ok((out, eof))
+    }
+
+    /// The value of extended attribute `name`; `NoData` if there is none.
+    pub fn get_xattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>, NsError> {
+        check_xattr_name(name)?;
+        match self.xattrs.get(codec::xattr_key(fid, name))? {
+            Some(v) => Ok(v.to_vec()),
+            None => {
+                self.read_inode(fid)?;
+                Err(NsError::NoData)
+            }
+        }
+    }
+
+    /// The names of the extended attributes of `fid`, sorted.
+    pub fn list_xattr(&self, fid: Fid) -> Result<Vec<Vec<u8>>, NsError> {
+        self.read_inode(fid)?;
+        let keys = self.xattr_keys(fid)?;
+        let mut names = Vec::with_capacity(keys.len());
+        for k in keys {
+            match k.get(16..) {
+                Some(name) if !name.is_empty() => names.push(name.to_vec()),
+                _ => return Err(NsError::Corrupt(format!("xattr key of {fid}"))),
+            }
+        }
+        Ok(names)
+    }
+
+    pub fn statfs(&self) -> Result<NsStatfs, NsError> {
+        let inodes_used = match self.meta.get(codec::META_INODES)? {
+            Some(v) => codec::decode_u64("inode count", &v)?,
+            None => return Err(NsError::Corrupt("no inode count".into())),
+        };
+        Ok(NsStatfs {
+            inodes_used,
+            inodes_max: limits::INODES_MAX,
+            bytes_used: self.db.size_on_disk()?,
+        })
+    }
+
+    /// The number of the last committed transaction.
+    pub fn last_transno(&self) -> u64 {
+        self.last_transno.load(Ordering::SeqCst)
+    }
+
+    /// The transaction number of the last modifying call this thread made (on any
+    /// namespace), 0 if none: what the MDS puts in its reply.
+    pub fn last_op_transno(&self) -> u64 {
+        LAST_OP_TRANSNO.with(Cell::get)
+    }
+
+    /// Makes everything committed so far durable and returns the last transaction number
+    /// that is now on disk.
+    pub fn flush(&self) -> Result<Committed, NsError> {
+        let transno = self.last_transno();
+        self.db.flush()?;
+        Ok(Committed { transno })
+    }
+}
+
+/// Checks a name a new entry would get: 1 to NAME_MAX bytes, not `.` or `..`, no `/` or
+/// NUL.
+fn check_name(name: &[u8]) -> Result<(), NsError> {
+    if name.is_empty() {
+        return Err(NsError::Invalid("empty name"));
+    }
+    if name.len() > sheen_wire::limits::NAME_MAX_BYTES {
+        return Err(NsError::NameTooLong);
+    }
+    if name == b"." || name == b".." {
+        return Err(NsError::Invalid("'.' or '..' as a name"));
+    }
+    if name.iter().any(|&b| b == b'/' || b == 0) {
+        return Err(NsError::Invalid("'/' or NUL in a name"));
+    }
+    Ok(())
+}
+
+/// Checks an xattr name: 1 to XATTR_NAME_MAX bytes (else `Range`, as Linux), no NUL (the
+/// list is NUL-separated on the wire).
+fn check_xattr_name(name: &[u8]) -> Result<(), NsError> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX_BYTES {
+        return Err(NsError::Range);
+    }
+    if name.contains(&0) {
+        return Err(NsError::Invalid("NUL in an xattr name"));
+    }
+    Ok(())
+}

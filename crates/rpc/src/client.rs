@@ -111,7 +111,10 @@ impl Drop for Inner {
 /// the same bytes in the same place, may; namespace changes and precreates may not (their
 /// resend needs the reply reconstruction of the recovery work).
 fn resend_safe(op: Opcode) -> bool {
-    !matches!(op, Opcode::MdsReint | Opcode::OstCreate | Opcode::OstDestroy)
+    !matches!(
+        op,
+        Opcode::MdsReint | Opcode::OstCreate | Opcode::OstDestroy
+    )
 }
 
 impl Import {
@@ -175,7 +178,10 @@ impl Import {
             if resent {
                 header.flags |= FLAG_RESENT;
             }
-            match self.round_trip(&live, header, body.clone(), bulk.clone(), opcode).await {
+            match self
+                .round_trip(&live, header, body.clone(), bulk.clone(), opcode)
+                .await
+            {
                 Ok(reply) => return self.finish(opcode, reply),
                 Err(Attempt::NotSent) if Instant::now() < give_up => {
                     live.close();
@@ -215,7 +221,9 @@ impl Import {
         Req: WireEncode,
         Rep: WireDecode,
     {
-        let (rep, _) = self.call_bulk(opcode, target_idx, req, Bytes::new()).await?;
+        let (rep, _) = self
+            .call_bulk(opcode, target_idx, req, Bytes::new())
+            .await?;
         Ok(rep)
     }
 
@@ -231,16 +239,23 @@ impl Import {
         Req: WireEncode,
         Rep: WireDecode,
     {
-        let reply = self.call_raw(opcode, target_idx, req.to_wire(), bulk).await?;
+        let reply = self
+            .call_raw(opcode, target_idx, req.to_wire(), bulk)
+            .await?;
         let rep = Rep::from_wire(&reply.body)?;
         Ok((rep, reply.bulk))
     }
 
     /// OBD_PING: checks the server answers.
     pub async fn ping(&self) -> Result<(), RpcError> {
-        self.call_raw(Opcode::ObdPing, sheen_wire::frame::NO_TARGET, Bytes::new(), Bytes::new())
-            .await
-            .map(|_| ())
+        self.call_raw(
+            Opcode::ObdPing,
+            sheen_wire::frame::NO_TARGET,
+            Bytes::new(),
+            Bytes::new(),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Says goodbye to the server and drops the connection.
@@ -272,7 +287,9 @@ impl Import {
     }
 
     fn finish(&self, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
-        self.inner.last_committed.fetch_max(reply.header.last_committed, Ordering::Relaxed);
+        self.inner
+            .last_committed
+            .fetch_max(reply.header.last_committed, Ordering::Relaxed);
         if let Some(errno) = Errno::from_status(reply.header.status) {
             let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
                 .map(|e| e.message)
@@ -284,7 +301,11 @@ impl Import {
                 message,
             });
         }
-        Ok(Reply { header: reply.header, body: reply.body, bulk: reply.bulk })
+        Ok(Reply {
+            header: reply.header,
+            body: reply.body,
+            bulk: reply.bulk,
+        })
     }
 
     async fn round_trip(
@@ -307,7 +328,12 @@ impl Import {
             live.forget(xid);
             return Err(Attempt::NotSent);
         }
-        let sent = live.sender.lock().await.send(Message { header, body, bulk }).await;
+        let sent = live
+            .sender
+            .lock()
+            .await
+            .send(Message { header, body, bulk })
+            .await;
         if let Err(e) = sent {
             debug!(xid, op = opcode.name(), "send failed: {e}");
             live.forget(xid);
@@ -334,13 +360,16 @@ impl Import {
             }
         }
         let cfg = &self.inner.config;
-        let conn = tokio::time::timeout(cfg.connect_timeout, self.inner.transport.connect(&self.inner.nid))
-            .await
-            .map_err(|_| RpcError::Timeout {
-                opcode: "connect",
-                nid: self.inner.nid.to_string(),
-                timeout_ms: cfg.connect_timeout.as_millis() as u64,
-            })??;
+        let conn = tokio::time::timeout(
+            cfg.connect_timeout,
+            self.inner.transport.connect(&self.inner.nid),
+        )
+        .await
+        .map_err(|_| RpcError::Timeout {
+            opcode: "connect",
+            nid: self.inner.nid.to_string(),
+            timeout_ms: cfg.connect_timeout.as_millis() as u64,
+        })??;
         let live = Arc::new(Live {
             sender: Mutex::new(conn.sender),
             pending: std::sync::Mutex::new(HashMap::new()),
@@ -356,12 +385,18 @@ impl Import {
                 let Some(live) = weak.upgrade() else { return };
                 match msg {
                     Ok(m) if m.header.kind == MsgKind::Reply => {
-                        let waiter = live.pending.lock().ok().and_then(|mut p| p.remove(&m.header.xid));
+                        let waiter = live
+                            .pending
+                            .lock()
+                            .ok()
+                            .and_then(|mut p| p.remove(&m.header.xid));
                         match waiter {
                             Some(w) => {
                                 let _ = w.send(m);
                             }
-                            None => debug!(xid = m.header.xid, "reply for a request no longer waiting"),
+                            None => {
+                                debug!(xid = m.header.xid, "reply for a request no longer waiting")
+                            }
                         }
                     }
                     Ok(m) => {
@@ -381,14 +416,23 @@ impl Import {
             *r = Some(reader);
         }
         // CONNECT handshake.
-        let connect = msg::ConnectReq { client_uuid: cfg.client_uuid.clone(), target: cfg.target.clone() };
+        let connect = msg::ConnectReq {
+            client_uuid: cfg.client_uuid.clone(),
+            target: cfg.target.clone(),
+        };
         let header = MsgHeader::request(
             cfg.connect_opcode.as_u32(),
             self.xid(),
             sheen_wire::frame::NO_TARGET,
         );
         let reply = self
-            .round_trip(&live, header, sheen_wire::encode(&connect), Bytes::new(), cfg.connect_opcode)
+            .round_trip(
+                &live,
+                header,
+                sheen_wire::encode(&connect),
+                Bytes::new(),
+                cfg.connect_opcode,
+            )
             .await
             .map_err(|_| RpcError::ConnectionLost {
                 opcode: cfg.connect_opcode.name(),
@@ -396,7 +440,10 @@ impl Import {
             })?;
         let reply = self.finish(cfg.connect_opcode, reply)?;
         let connected = sheen_wire::decode::<msg::ConnectReply>(&reply.body)?;
-        let old = self.inner.server_instance.swap(connected.instance, Ordering::Relaxed);
+        let old = self
+            .inner
+            .server_instance
+            .swap(connected.instance, Ordering::Relaxed);
         if old != 0 && old != connected.instance {
             debug!(nid = %self.inner.nid, server = %connected.server_uuid, "server restarted");
         }

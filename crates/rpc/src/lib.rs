@@ -17,15 +17,24 @@ mod server;
 pub use client::{Import, ImportConfig, Reply};
 pub use server::{serve, Request, Response, Service, ServiceError};
 
-use sheen_wire::{DecodeError, Errno};
 use sheen_transport::TransportError;
+use sheen_wire::{DecodeError, Errno};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     #[error("{opcode} to {nid}: the server answered {errno}: {message}")]
-    Remote { opcode: &'static str, nid: String, errno: Errno, message: String },
+    Remote {
+        opcode: &'static str,
+        nid: String,
+        errno: Errno,
+        message: String,
+    },
     #[error("{opcode} to {nid}: no reply within {timeout_ms} ms")]
-    Timeout { opcode: &'static str, nid: String, timeout_ms: u64 },
+    Timeout {
+        opcode: &'static str,
+        nid: String,
+        timeout_ms: u64,
+    },
     #[error("{opcode} to {nid}: connection lost before the reply")]
     ConnectionLost { opcode: &'static str, nid: String },
     #[error("transport: {0}")]

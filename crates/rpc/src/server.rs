@@ -45,7 +45,11 @@ pub struct Response {
 
 impl Response {
     pub fn new<T: WireEncode>(body: &T) -> Response {
-        Response { body: body.to_wire(), bulk: Bytes::new(), transno: 0 }
+        Response {
+            body: body.to_wire(),
+            bulk: Bytes::new(),
+            transno: 0,
+        }
     }
 
     pub fn empty() -> Response {
@@ -72,13 +76,19 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(errno: Errno, message: impl Into<String>) -> ServiceError {
-        ServiceError { errno, message: message.into() }
+        ServiceError {
+            errno,
+            message: message.into(),
+        }
     }
 }
 
 impl From<Errno> for ServiceError {
     fn from(errno: Errno) -> ServiceError {
-        ServiceError { errno, message: String::new() }
+        ServiceError {
+            errno,
+            message: String::new(),
+        }
     }
 }
 
@@ -128,8 +138,16 @@ pub async fn serve(
     info!(nid = %local, "stopped serving");
 }
 
-async fn serve_connection(conn: Connection, service: Arc<dyn Service>, shutdown: CancellationToken) {
-    let Connection { sender, mut receiver, peer } = conn;
+async fn serve_connection(
+    conn: Connection,
+    service: Arc<dyn Service>,
+    shutdown: CancellationToken,
+) {
+    let Connection {
+        sender,
+        mut receiver,
+        peer,
+    } = conn;
     let sender: Arc<Mutex<Box<dyn MsgSender>>> = Arc::new(Mutex::new(sender));
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION));
     debug!("connection accepted");
@@ -150,10 +168,15 @@ async fn serve_connection(conn: Connection, service: Arc<dyn Service>, shutdown:
             }
         };
         if msg.header.kind != MsgKind::Request {
-            warn!(xid = msg.header.xid, "closing connection: peer sent a reply to a server");
+            warn!(
+                xid = msg.header.xid,
+                "closing connection: peer sent a reply to a server"
+            );
             break;
         }
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
         let service = Arc::clone(&service);
         let sender = Arc::clone(&sender);
         let span = tracing::info_span!(
@@ -200,7 +223,13 @@ async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
         }
         Some(Opcode::ObdPing) => Ok(Response::empty()),
         Some(opcode) => {
-            let req = Request { header: req_header, opcode, body: msg.body, bulk: msg.bulk, peer };
+            let req = Request {
+                header: req_header,
+                opcode,
+                body: msg.body,
+                bulk: msg.bulk,
+                peer,
+            };
             service.handle(req).await
         }
     };
@@ -212,14 +241,22 @@ async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
         Ok(resp) => {
             header.status = 0;
             header.transno = resp.transno;
-            Message { header, body: resp.body, bulk: resp.bulk }
+            Message {
+                header,
+                body: resp.body,
+                bulk: resp.bulk,
+            }
         }
         Err(e) => {
             debug!(errno = e.errno.raw(), "request failed: {}", e.message);
             header.status = e.errno.to_status();
             header.transno = 0;
             let body = sheen_wire::encode(&msg::ErrorReply { message: e.message });
-            Message { header, body, bulk: Bytes::new() }
+            Message {
+                header,
+                body,
+                bulk: Bytes::new(),
+            }
         }
     }
 }

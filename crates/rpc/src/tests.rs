@@ -28,9 +28,11 @@ impl Service for Echo {
         match req.opcode {
             Opcode::OstWrite => {
                 let w: msg::OstWriteReq = req.decode()?;
-                Ok(Response::new(&msg::OstWriteReply { size: w.offset + req.bulk.len() as u64 })
-                    .with_bulk(req.bulk.clone())
-                    .with_transno(5))
+                Ok(Response::new(&msg::OstWriteReply {
+                    size: w.offset + req.bulk.len() as u64,
+                })
+                .with_bulk(req.bulk.clone())
+                .with_transno(5))
             }
             Opcode::OstDestroy => Err(ServiceError::new(Errno::ENOENT, "no such object")),
             _ => Err(Errno::EOPNOTSUPP.into()),
@@ -63,18 +65,28 @@ async fn calls_with_bulk_errors_and_pings() {
     imp.ping().await.unwrap();
     assert_eq!(imp.server_instance(), 7);
     let data = Bytes::from(vec![3u8; 3 << 20]);
-    let req = msg::OstWriteReq { oid: 1, offset: 10, mtime: msg::Timespec::default() };
-    let (rep, bulk): (msg::OstWriteReply, Bytes) =
-        imp.call_bulk(Opcode::OstWrite, 0, &req, data.clone()).await.unwrap();
+    let req = msg::OstWriteReq {
+        oid: 1,
+        offset: 10,
+        mtime: msg::Timespec::default(),
+    };
+    let (rep, bulk): (msg::OstWriteReply, Bytes) = imp
+        .call_bulk(Opcode::OstWrite, 0, &req, data.clone())
+        .await
+        .unwrap();
     assert_eq!(rep.size, 10 + (3 << 20));
     assert_eq!(bulk, data);
     assert_eq!(imp.last_committed(), 42);
-    let err = imp.call::<_, msg::Empty>(Opcode::OstDestroy, 0, &msg::ObjReq { oid: 1 }).await;
+    let err = imp
+        .call::<_, msg::Empty>(Opcode::OstDestroy, 0, &msg::ObjReq { oid: 1 })
+        .await;
     let err = err.unwrap_err();
     assert_eq!(err.errno(), Errno::ENOENT);
     assert!(err.to_string().contains("no such object"));
     // A malformed body gets EPROTO, not a dropped connection.
-    let bad = imp.call_raw(Opcode::OstWrite, 0, Bytes::from_static(b"xx"), Bytes::new()).await;
+    let bad = imp
+        .call_raw(Opcode::OstWrite, 0, Bytes::from_static(b"xx"), Bytes::new())
+        .await;
     assert_eq!(bad.unwrap_err().errno(), Errno::EPROTO);
     imp.ping().await.unwrap();
     // Many requests in flight at once on one connection.
@@ -82,9 +94,15 @@ async fn calls_with_bulk_errors_and_pings() {
     for i in 0..32u64 {
         let imp = imp.clone();
         tasks.push(tokio::spawn(async move {
-            let req = msg::OstWriteReq { oid: i, offset: i, mtime: msg::Timespec::default() };
-            let (rep, _): (msg::OstWriteReply, Bytes) =
-                imp.call_bulk(Opcode::OstWrite, 0, &req, Bytes::from(vec![0u8; 100])).await.unwrap();
+            let req = msg::OstWriteReq {
+                oid: i,
+                offset: i,
+                mtime: msg::Timespec::default(),
+            };
+            let (rep, _): (msg::OstWriteReply, Bytes) = imp
+                .call_bulk(Opcode::OstWrite, 0, &req, Bytes::from(vec![0u8; 100]))
+                .await
+                .unwrap();
             assert_eq!(rep.size, i + 100);
         }));
     }
@@ -100,7 +118,9 @@ async fn garbage_client_does_not_hurt_others() {
     let (nid, _stop) = start().await;
     let good = import(nid);
     good.ping().await.unwrap();
-    let mut bad = tokio::net::TcpStream::connect(nid.socket_addr()).await.unwrap();
+    let mut bad = tokio::net::TcpStream::connect(nid.socket_addr())
+        .await
+        .unwrap();
     bad.write_all(&[0xAB; 4096]).await.unwrap();
     // The server closes the garbage connection...
     let mut buf = [0u8; 16];

@@ -35,7 +35,10 @@ impl Transport for TcpTransport {
             .await
             .map_err(|source| TransportError::Listen { nid: *nid, source })?;
         let local = listener.local_addr()?;
-        let nid = Nid { port: local.port(), ..*nid };
+        let nid = Nid {
+            port: local.port(),
+            ..*nid
+        };
         Ok(Box::new(TcpListenerImpl { listener, nid }))
     }
 }
@@ -45,7 +48,9 @@ fn split(stream: TcpStream, peer: Nid) -> Connection {
     let (r, w) = stream.into_split();
     Connection {
         sender: Box::new(TcpSender { w }),
-        receiver: Box::new(TcpReceiver { r: BufReader::with_capacity(READ_BUFFER_BYTES, r) }),
+        receiver: Box::new(TcpReceiver {
+            r: BufReader::with_capacity(READ_BUFFER_BYTES, r),
+        }),
         peer,
     }
 }
@@ -59,7 +64,11 @@ struct TcpListenerImpl {
 impl Listener for TcpListenerImpl {
     async fn accept(&mut self) -> Result<Connection, TransportError> {
         let (stream, addr): (TcpStream, SocketAddr) = self.listener.accept().await?;
-        let peer = Nid { addr: addr.ip(), port: addr.port(), ..self.nid };
+        let peer = Nid {
+            addr: addr.ip(),
+            port: addr.port(),
+            ..self.nid
+        };
         Ok(split(stream, peer))
     }
 
@@ -132,7 +141,11 @@ impl MsgReceiver for TcpReceiver {
             }
             bulk.freeze()
         };
-        Ok(Message { header, body: body.freeze(), bulk })
+        Ok(Message {
+            header,
+            body: body.freeze(),
+            bulk,
+        })
     }
 }
 
@@ -143,7 +156,10 @@ mod tests {
 
     async fn pair() -> (Connection, Connection) {
         let t = TcpTransport::default();
-        let mut l = t.listen(&Nid::parse("127.0.0.1:0@tcp").unwrap()).await.unwrap();
+        let mut l = t
+            .listen(&Nid::parse("127.0.0.1:0@tcp").unwrap())
+            .await
+            .unwrap();
         let nid = l.local_nid();
         let (c, s) = tokio::join!(t.connect(&nid), l.accept());
         (c.unwrap(), s.unwrap())
@@ -152,7 +168,9 @@ mod tests {
     #[tokio::test]
     async fn message_with_bulk_round_trips() {
         let (mut c, mut s) = pair().await;
-        let bulk: Bytes = (0..(3 * BULK_FRAME_BYTES + 17)).map(|i| (i % 251) as u8).collect();
+        let bulk: Bytes = (0..(3 * BULK_FRAME_BYTES + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let msg = Message {
             header: MsgHeader::request(4, 9, NO_TARGET),
             body: Bytes::from_static(b"body"),
@@ -164,13 +182,19 @@ mod tests {
         assert_eq!(&got.body[..], b"body");
         assert_eq!(got.bulk, bulk);
         drop(c);
-        assert!(matches!(s.receiver.recv().await, Err(TransportError::Closed)));
+        assert!(matches!(
+            s.receiver.recv().await,
+            Err(TransportError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn garbage_and_bad_checksums_are_rejected() {
         let t = TcpTransport::default();
-        let mut l = t.listen(&Nid::parse("127.0.0.1:0@tcp").unwrap()).await.unwrap();
+        let mut l = t
+            .listen(&Nid::parse("127.0.0.1:0@tcp").unwrap())
+            .await
+            .unwrap();
         let addr = l.local_nid().socket_addr();
         // A valid header whose body checksum does not match the body that follows.
         let mut h = MsgHeader::request(4, 1, NO_TARGET);
@@ -182,7 +206,10 @@ mod tests {
             let mut stream = stream.unwrap();
             let mut accepted = accepted.unwrap();
             stream.write_all(&raw).await.unwrap();
-            assert!(matches!(accepted.receiver.recv().await, Err(TransportError::Frame(_))));
+            assert!(matches!(
+                accepted.receiver.recv().await,
+                Err(TransportError::Frame(_))
+            ));
         }
         // A good connection on the same listener still works.
         let nid = l.local_nid();

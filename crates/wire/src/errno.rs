@@ -90,7 +90,10 @@ mod tests {
     #[test]
     fn status_round_trip() {
         assert_eq!(Errno::from_status(0), None);
-        assert_eq!(Errno::from_status(Errno::ENOENT.to_status()), Some(Errno::ENOENT));
+        assert_eq!(
+            Errno::from_status(Errno::ENOENT.to_status()),
+            Some(Errno::ENOENT)
+        );
         assert_eq!(Errno::from_status(5), Some(Errno::EPROTO));
         assert_eq!(Errno::from_status(i32::MIN), Some(Errno::EPROTO));
     }

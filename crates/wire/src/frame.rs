@@ -74,7 +74,11 @@ pub enum FrameError {
     #[error("bulk checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     BulkChecksum { stored: u32, computed: u32 },
     #[error("{what} length {len} exceeds the limit {max}")]
-    TooLong { what: &'static str, len: u64, max: u64 },
+    TooLong {
+        what: &'static str,
+        len: u64,
+        max: u64,
+    },
     #[error("bulk frame for xid {got} where xid {expected} was expected")]
     BulkXid { expected: u64, got: u64 },
     #[error("reserved header bytes are not zero")]
@@ -165,7 +169,11 @@ impl MsgHeader {
             });
         }
         if h.bulk_len > MAX_BULK_BYTES {
-            return Err(FrameError::TooLong { what: "bulk", len: h.bulk_len, max: MAX_BULK_BYTES });
+            return Err(FrameError::TooLong {
+                what: "bulk",
+                len: h.bulk_len,
+                max: MAX_BULK_BYTES,
+            });
         }
         Ok(h)
     }
@@ -174,7 +182,10 @@ impl MsgHeader {
     pub fn check_body(&self, body: &[u8]) -> Result<(), FrameError> {
         let computed = crc32c::crc32c(body);
         if computed != self.body_crc || body.len() != self.body_len as usize {
-            return Err(FrameError::BodyChecksum { stored: self.body_crc, computed });
+            return Err(FrameError::BodyChecksum {
+                stored: self.body_crc,
+                computed,
+            });
         }
         Ok(())
     }
@@ -222,13 +233,24 @@ impl BulkFrameHeader {
         if magic != BULK_MAGIC {
             return Err(FrameError::BadMagic(magic));
         }
-        let h = BulkFrameHeader { xid: le_u64(b, 8), len: le_u32(b, 16), crc: le_u32(b, 20) };
+        let h = BulkFrameHeader {
+            xid: le_u64(b, 8),
+            len: le_u32(b, 16),
+            crc: le_u32(b, 20),
+        };
         if h.xid != xid {
-            return Err(FrameError::BulkXid { expected: xid, got: h.xid });
+            return Err(FrameError::BulkXid {
+                expected: xid,
+                got: h.xid,
+            });
         }
         let max = remaining.min(u64::from(BULK_FRAME_BYTES));
         if u64::from(h.len) > max || h.len == 0 {
-            return Err(FrameError::TooLong { what: "bulk frame", len: u64::from(h.len), max });
+            return Err(FrameError::TooLong {
+                what: "bulk frame",
+                len: u64::from(h.len),
+                max,
+            });
         }
         Ok(h)
     }
@@ -236,7 +258,10 @@ impl BulkFrameHeader {
     pub fn check(&self, data: &[u8]) -> Result<(), FrameError> {
         let computed = crc32c::crc32c(data);
         if computed != self.crc {
-            return Err(FrameError::BulkChecksum { stored: self.crc, computed });
+            return Err(FrameError::BulkChecksum {
+                stored: self.crc,
+                computed,
+            });
         }
         Ok(())
     }
@@ -273,7 +298,10 @@ mod tests {
         let b = h.encode();
         assert_eq!(MsgHeader::decode(&b), Ok(h));
         assert!(h.check_body(b"hello").is_ok());
-        assert!(matches!(h.check_body(b"hellp"), Err(FrameError::BodyChecksum { .. })));
+        assert!(matches!(
+            h.check_body(b"hellp"),
+            Err(FrameError::BodyChecksum { .. })
+        ));
     }
 
     #[test]
@@ -292,18 +320,30 @@ mod tests {
         let good = sample().encode();
         let mut b = good;
         b[0] ^= 1;
-        assert!(matches!(MsgHeader::decode(&b), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            MsgHeader::decode(&b),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut b = good;
         b[20] ^= 1;
-        assert!(matches!(MsgHeader::decode(&b), Err(FrameError::HeaderChecksum { .. })));
+        assert!(matches!(
+            MsgHeader::decode(&b),
+            Err(FrameError::HeaderChecksum { .. })
+        ));
         // A huge body length with a valid checksum is refused before any allocation.
         let mut h = sample();
         h.body_len = MAX_BODY_BYTES + 1;
         let b = h.encode();
-        assert!(matches!(MsgHeader::decode(&b), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            MsgHeader::decode(&b),
+            Err(FrameError::TooLong { .. })
+        ));
         let mut h = sample();
         h.bulk_len = MAX_BULK_BYTES + 1;
-        assert!(matches!(MsgHeader::decode(&h.encode()), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            MsgHeader::decode(&h.encode()),
+            Err(FrameError::TooLong { .. })
+        ));
         let garbage = [0xffu8; MSG_HEADER_BYTES];
         assert!(MsgHeader::decode(&garbage).is_err());
     }
@@ -315,10 +355,19 @@ mod tests {
         let b = h.encode();
         let d = BulkFrameHeader::decode(&b, 5, 4096).unwrap();
         assert!(d.check(&data).is_ok());
-        assert!(matches!(BulkFrameHeader::decode(&b, 6, 4096), Err(FrameError::BulkXid { .. })));
-        assert!(matches!(BulkFrameHeader::decode(&b, 5, 100), Err(FrameError::TooLong { .. })));
+        assert!(matches!(
+            BulkFrameHeader::decode(&b, 6, 4096),
+            Err(FrameError::BulkXid { .. })
+        ));
+        assert!(matches!(
+            BulkFrameHeader::decode(&b, 5, 100),
+            Err(FrameError::TooLong { .. })
+        ));
         let mut bad = data.clone();
         bad[0] = 0;
-        assert!(matches!(d.check(&bad), Err(FrameError::BulkChecksum { .. })));
+        assert!(matches!(
+            d.check(&bad),
+            Err(FrameError::BulkChecksum { .. })
+        ));
     }
 }

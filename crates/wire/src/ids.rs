@@ -4,7 +4,15 @@ use std::fmt;
 
 /// A file identifier, printed as Lustre prints one: `[0x200000007:0x1:0x0]`.
 #[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
     rkyv::Deserialize,
 )]
 #[rkyv(derive(Debug))]
@@ -16,7 +24,11 @@ pub struct Fid {
 
 impl Fid {
     /// The root directory's FID, as in Lustre.
-    pub const ROOT: Fid = Fid { seq: 0x2_0000_0007, oid: 1, ver: 0 };
+    pub const ROOT: Fid = Fid {
+        seq: 0x2_0000_0007,
+        oid: 1,
+        ver: 0,
+    };
     /// The first sequence handed out to normal files.
     pub const FIRST_NORMAL_SEQ: u64 = 0x2_0000_0400;
 
@@ -40,7 +52,11 @@ impl Fid {
             return None;
         }
         let oid = (ino & 0xffff_ffff) as u32;
-        Some(Fid { seq: Fid::FIRST_NORMAL_SEQ + seq_rel - 1, oid, ver: 0 })
+        Some(Fid {
+            seq: Fid::FIRST_NORMAL_SEQ + seq_rel - 1,
+            oid,
+            ver: 0,
+        })
     }
 
     /// Big-endian bytes, so that keys sort by FID.
@@ -131,8 +147,16 @@ mod tests {
     fn ino_round_trip() {
         assert_eq!(Fid::ROOT.to_ino(), 1);
         for fid in [
-            Fid { seq: Fid::FIRST_NORMAL_SEQ, oid: 1, ver: 0 },
-            Fid { seq: Fid::FIRST_NORMAL_SEQ + 7, oid: u32::MAX, ver: 0 },
+            Fid {
+                seq: Fid::FIRST_NORMAL_SEQ,
+                oid: 1,
+                ver: 0,
+            },
+            Fid {
+                seq: Fid::FIRST_NORMAL_SEQ + 7,
+                oid: u32::MAX,
+                ver: 0,
+            },
         ] {
             assert_eq!(Fid::from_ino(fid.to_ino()), Some(fid));
         }

@@ -22,7 +22,7 @@ pub use errno::Errno;
 pub use frame::{BulkFrameHeader, FrameError, MsgHeader, MsgKind};
 pub use ids::{Fid, ObjId, TargetKind};
 pub use msg::*;
-pub use nid::{Nid, NidError, NetType};
+pub use nid::{NetType, Nid, NidError};
 pub use opcode::Opcode;
 
 /// One message as the RPC layer sees it: a validated header, the encoded body and the bulk

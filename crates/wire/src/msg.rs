@@ -31,7 +31,10 @@ impl Timespec {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        Timespec { sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX), nsec: d.subsec_nanos() }
+        Timespec {
+            sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nsec: d.subsec_nanos(),
+        }
     }
 }
 
@@ -480,8 +483,16 @@ mod tests {
             stripe_offset: 1,
             pool: String::new(),
             objects: vec![
-                OstObject { ost_idx: 1, oid: 5, seq: 0 },
-                OstObject { ost_idx: 2, oid: 9, seq: 0 },
+                OstObject {
+                    ost_idx: 1,
+                    oid: 5,
+                    seq: 0,
+                },
+                OstObject {
+                    ost_idx: 2,
+                    oid: 9,
+                    seq: 0,
+                },
             ],
         })
     }

@@ -38,7 +38,12 @@ pub enum NidError {
 
 impl Nid {
     pub fn tcp(addr: SocketAddr) -> Nid {
-        Nid { addr: addr.ip(), port: addr.port(), net: NetType::Tcp, net_num: 0 }
+        Nid {
+            addr: addr.ip(),
+            port: addr.port(),
+            net: NetType::Tcp,
+            net_num: 0,
+        }
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -48,8 +53,9 @@ impl Nid {
     /// Parses a comma- or colon-free single NID.
     pub fn parse(s: &str) -> Result<Nid, NidError> {
         let s = s.trim();
-        let (addr_part, net_part) =
-            s.rsplit_once('@').ok_or_else(|| NidError::MissingNet(s.to_string()))?;
+        let (addr_part, net_part) = s
+            .rsplit_once('@')
+            .ok_or_else(|| NidError::MissingNet(s.to_string()))?;
         let net_name = net_part.trim_end_matches(|c: char| c.is_ascii_digit());
         let num = &net_part[net_name.len()..];
         let net = match net_name {
@@ -60,7 +66,8 @@ impl Nid {
         let net_num = if num.is_empty() {
             0
         } else {
-            num.parse().map_err(|_| NidError::UnknownNet(s.to_string()))?
+            num.parse()
+                .map_err(|_| NidError::UnknownNet(s.to_string()))?
         };
         let bad = || NidError::BadAddress(s.to_string());
         let (addr, port) = if let Ok(sa) = SocketAddr::from_str(addr_part) {
@@ -69,7 +76,12 @@ impl Nid {
             let a = addr_part.trim_start_matches('[').trim_end_matches(']');
             (IpAddr::from_str(a).map_err(|_| bad())?, DEFAULT_PORT)
         };
-        Ok(Nid { addr, port, net, net_num })
+        Ok(Nid {
+            addr,
+            port,
+            net,
+            net_num,
+        })
     }
 }
 
@@ -110,18 +122,38 @@ mod tests {
 
     #[test]
     fn parses_and_prints_like_lustre() {
-        for s in ["127.0.0.1@tcp", "10.0.0.1@o2ib1", "127.0.0.1:7001@tcp", "192.168.1.2@tcp3"] {
+        for s in [
+            "127.0.0.1@tcp",
+            "10.0.0.1@o2ib1",
+            "127.0.0.1:7001@tcp",
+            "192.168.1.2@tcp3",
+        ] {
             assert_eq!(Nid::parse(s).unwrap().to_string(), s);
         }
-        assert_eq!(Nid::parse("127.0.0.1@rdma").unwrap().to_string(), "127.0.0.1@o2ib");
+        assert_eq!(
+            Nid::parse("127.0.0.1@rdma").unwrap().to_string(),
+            "127.0.0.1@o2ib"
+        );
         assert_eq!(Nid::parse("127.0.0.1@tcp").unwrap().port, 988);
     }
 
     #[test]
     fn rejects_bad_nids() {
-        assert!(matches!(Nid::parse("127.0.0.1"), Err(NidError::MissingNet(_))));
-        assert!(matches!(Nid::parse("127.0.0.1@eth"), Err(NidError::UnknownNet(_))));
-        assert!(matches!(Nid::parse("host@tcp"), Err(NidError::BadAddress(_))));
-        assert!(matches!(Nid::parse("1.2.3.4@tcpx"), Err(NidError::UnknownNet(_))));
+        assert!(matches!(
+            Nid::parse("127.0.0.1"),
+            Err(NidError::MissingNet(_))
+        ));
+        assert!(matches!(
+            Nid::parse("127.0.0.1@eth"),
+            Err(NidError::UnknownNet(_))
+        ));
+        assert!(matches!(
+            Nid::parse("host@tcp"),
+            Err(NidError::BadAddress(_))
+        ));
+        assert!(matches!(
+            Nid::parse("1.2.3.4@tcpx"),
+            Err(NidError::UnknownNet(_))
+        ));
     }
 }

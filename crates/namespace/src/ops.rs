@@ -1,0 +1,486 @@
+//! The modifying operations: create, setattr, link, unlink, rmdir, rename, layouts and
+//! xattrs. Each is one transaction ([`Namespace::txn`]).
+//!
+//! Times follow POSIX: adding or removing an entry sets the directory's mtime and ctime;
+//! any change to an inode (link count, attributes, layout, xattrs) sets its ctime.
+
+use sheen_wire::limits::{PATH_MAX_BYTES, XATTR_VALUE_MAX_BYTES};
+use sheen_wire::{Attr, Fid, Layout, SetAttr, TimeSet};
+
+use crate::codec::{mode, Inode, NO_FID};
+use crate::limits::{DIR_NLINK_MAX, LINK_MAX, XATTRS_PER_INODE_MAX};
+use crate::txn::{fail, Tx, TxResult};
+use crate::{
+    check_name, check_xattr_name, CreateArgs, Namespace, NsError, Removed, RENAME_EXCHANGE,
+    RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE,
+};
+
+/// The size a directory reports, as on ext4.
+pub(crate) const DIR_SIZE_BYTES: u64 = 4096;
+
+/// 512-byte blocks for `size` bytes.
+fn blocks_for(size: u64) -> u64 {
+    size.div_ceil(512)
+}
+
+/// Drops one link of non-directory `fid`, destroying it when it was the last.
+fn drop_link(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Removed> {
+    let now = tx.now;
+    let inode = tx.modify(fid, |i| {
+        i.attr.nlink = i.attr.nlink.saturating_sub(1);
+        i.attr.ctime = now;
+        Ok(())
+    })?;
+    if inode.attr.nlink > 0 {
+        return Ok(Removed {
+            attr: inode.attr,
+            destroyed: false,
+            layout: None,
+        });
+    }
+    let layout = tx.destroy(fid)?;
+    Ok(Removed {
+        attr: inode.attr,
+        destroyed: true,
+        layout,
+    })
+}
+
+/// Destroys empty directory `fid`, which lost its entry in `parent`.
+fn destroy_dir(tx: &mut Tx<'_>, parent: Fid, fid: Fid) -> TxResult<Removed> {
+    let now = tx.now;
+    tx.modify(parent, |p| {
+        p.attr.nlink = p.attr.nlink.saturating_sub(1);
+        Ok(())
+    })?;
+    let inode = tx.modify(fid, |i| {
+        i.attr.nlink = 0;
+        i.attr.ctime = now;
+        Ok(())
+    })?;
+    tx.destroy(fid)?;
+    Ok(Removed {
+        attr: inode.attr,
+        destroyed: true,
+        layout: None,
+    })
+}
+
+/// Moves directory `dir` from `from` to `to`: its `..` and both parents' link counts.
+fn move_dir(tx: &mut Tx<'_>, dir: Fid, from: Fid, to: Fid) -> TxResult<()> {
+    if from == to {
+        return Ok(());
+    }
+    tx.modify(to, |p| {
+        if p.attr.nlink >= DIR_NLINK_MAX {
+            return Err(NsError::TooManyLinks);
+        }
+        p.attr.nlink += 1;
+        Ok(())
+    })?;
+    tx.modify(from, |p| {
+        p.attr.nlink = p.attr.nlink.saturating_sub(1);
+        Ok(())
+    })?;
+    tx.modify(dir, |d| {
+        d.parent = to;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn touch_ctime(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Inode> {
+    let now = tx.now;
+    tx.modify(fid, |i| {
+        i.attr.ctime = now;
+        Ok(())
+    })
+}
+
+impl Namespace {
+    /// Creates a file, directory, symlink, FIFO, socket or device node in `args.parent`.
+    pub fn create(&self, args: CreateArgs) -> Result<Attr, NsError> {
+        check_name(&args.name)?;
+        let file_type = match args.mode & mode::S_IFMT {
+            0 => mode::S_IFREG,
+            t @ (mode::S_IFREG
+            | mode::S_IFDIR
+            | mode::S_IFLNK
+            | mode::S_IFIFO
+            | mode::S_IFSOCK
+            | mode::S_IFCHR
+            | mode::S_IFBLK) => t,
+            _ => return Err(NsError::Invalid("unknown file type")),
+        };
+        let is_dir = file_type == mode::S_IFDIR;
+        match (&args.symlink, file_type == mode::S_IFLNK) {
+            (Some(t), true) if t.is_empty() => return Err(NsError::Invalid("empty symlink")),
+            (Some(t), true) if t.len() > PATH_MAX_BYTES => return Err(NsError::NameTooLong),
+            (Some(t), true) if t.contains(&0) => return Err(NsError::Invalid("NUL in symlink")),
+            (Some(_), true) | (None, false) => {}
+            (None, true) => return Err(NsError::Invalid("symlink without a target")),
+            (Some(_), false) => return Err(NsError::Invalid("symlink target for a non-symlink")),
+        }
+        if args.layout.is_some() && !(is_dir || file_type == mode::S_IFREG) {
+            return Err(NsError::Invalid("layout for a special file"));
+        }
+        let size = match (&args.symlink, is_dir) {
+            (_, true) => DIR_SIZE_BYTES,
+            (Some(t), _) => u64::try_from(t.len()).unwrap_or(u64::MAX),
+            (None, _) => 0,
+        };
+        let is_dev = file_type == mode::S_IFCHR || file_type == mode::S_IFBLK;
+        self.txn(|tx| {
+            let parent = tx.dir(args.parent)?;
+            if tx.entry(args.parent, &args.name)?.is_some() {
+                return fail(NsError::Exists);
+            }
+            if is_dir && parent.attr.nlink >= DIR_NLINK_MAX {
+                return fail(NsError::TooManyLinks);
+            }
+            let fid = tx.alloc_fid()?;
+            let now = tx.now;
+            let layout_gen = match &args.layout {
+                Some(l) if !is_dir => l.layout_gen,
+                _ => 0,
+            };
+            let attr = Attr {
+                fid,
+                mode: file_type | (args.mode & mode::S_IPERM),
+                nlink: if is_dir { 2 } else { 1 },
+                uid: args.uid,
+                gid: args.gid,
+                rdev: if is_dev { args.rdev } else { 0 },
+                size,
+                blocks: if is_dir { blocks_for(size) } else { 0 },
+                atime: now,
+                mtime: now,
+                ctime: now,
+                btime: now,
+                layout_gen,
+                hsm_state: 0,
+                flags: 0,
+            };
+            tx.create_inode(Inode {
+                attr: attr.clone(),
+                parent: if is_dir { args.parent } else { NO_FID },
+                entries: 0,
+                xattr_count: 0,
+                symlink: args.symlink.clone(),
+            });
+            tx.put_layout(fid, args.layout.as_ref())?;
+            tx.add_entry(args.parent, &args.name, fid, file_type)?;
+            if is_dir {
+                tx.modify(args.parent, |p| {
+                    p.attr.nlink += 1;
+                    Ok(())
+                })?;
+            }
+            Ok(attr)
+        })
+    }
+
+    /// Changes attributes of `fid` and sets its ctime (to `attr.ctime` if given, else now).
+    /// A size is accepted for regular files only (`IsDir` for directories).
+    pub fn setattr(&self, fid: Fid, attr: &SetAttr) -> Result<Attr, NsError> {
+        self.txn(|tx| {
+            let now = tx.now;
+            let inode = tx.modify(fid, |i| {
+                if let Some(size) = attr.size {
+                    match i.file_type() {
+                        mode::S_IFREG => {}
+                        mode::S_IFDIR => return Err(NsError::IsDir),
+                        _ => return Err(NsError::Invalid("size of a special file")),
+                    }
+                    i.attr.size = size;
+                    i.attr.blocks = blocks_for(size);
+                }
+                if let Some(m) = attr.mode {
+                    i.attr.mode = (i.attr.mode & mode::S_IFMT) | (m & mode::S_IPERM);
+                }
+                if let Some(uid) = attr.uid {
+                    i.attr.uid = uid;
+                }
+                if let Some(gid) = attr.gid {
+                    i.attr.gid = gid;
+                }
+                let resolve = |t: TimeSet| match t {
+                    TimeSet::Now => now,
+                    TimeSet::At(t) => t,
+                };
+                if let Some(t) = attr.atime {
+                    i.attr.atime = resolve(t);
+                }
+                if let Some(t) = attr.mtime {
+                    i.attr.mtime = resolve(t);
+                }
+                i.attr.ctime = attr.ctime.unwrap_or(now);
+                Ok(())
+            })?;
+            Ok(inode.attr)
+        })
+    }
+
+    /// Adds a hard link `parent/name` to non-directory `fid`.
+    pub fn link(&self, fid: Fid, parent: Fid, name: &[u8]) -> Result<Attr, NsError> {
+        check_name(name)?;
+        self.txn(|tx| {
+            let inode = tx.inode(fid)?;
+            if inode.is_dir() {
+                return fail(NsError::Perm);
+            }
+            tx.dir(parent)?;
+            if tx.entry(parent, name)?.is_some() {
+                return fail(NsError::Exists);
+            }
+            let now = tx.now;
+            let inode = tx.modify(fid, |i| {
+                if i.attr.nlink >= LINK_MAX {
+                    return Err(NsError::TooManyLinks);
+                }
+                i.attr.nlink += 1;
+                i.attr.ctime = now;
+                Ok(())
+            })?;
+            tx.add_entry(parent, name, fid, inode.file_type())?;
+            Ok(inode.attr)
+        })
+    }
+
+    /// Removes the entry `parent/name` of a non-directory, destroying the inode with its
+    /// last link.
+    pub fn unlink(&self, parent: Fid, name: &[u8]) -> Result<Removed, NsError> {
+        if name == b"." || name == b".." {
+            return Err(NsError::IsDir);
+        }
+        check_name(name)?;
+        self.txn(|tx| {
+            tx.dir(parent)?;
+            let Some((child, _)) = tx.entry(parent, name)? else {
+                return fail(NsError::NotFound);
+            };
+            if tx.inode(child)?.is_dir() {
+                return fail(NsError::IsDir);
+            }
+            tx.remove_entry(parent, name)?;
+            drop_link(tx, child)
+        })
+    }
+
+    /// Removes the empty directory `parent/name`.
+    pub fn rmdir(&self, parent: Fid, name: &[u8]) -> Result<Removed, NsError> {
+        match name {
+            b"." => return Err(NsError::Invalid("rmdir of '.'")),
+            b".." => return Err(NsError::NotEmpty),
+            _ => check_name(name)?,
+        }
+        self.txn(|tx| {
+            tx.dir(parent)?;
+            let Some((child, _)) = tx.entry(parent, name)? else {
+                return fail(NsError::NotFound);
+            };
+            let inode = tx.inode(child)?;
+            if !inode.is_dir() {
+                return fail(NsError::NotDir);
+            }
+            if child == Fid::ROOT {
+                return fail(NsError::Busy);
+            }
+            if inode.entries > 0 {
+                return fail(NsError::NotEmpty);
+            }
+            tx.remove_entry(parent, name)?;
+            destroy_dir(tx, parent, child)
+        })
+    }
+
+    /// Renames `src_parent/src_name` to `dst_parent/dst_name` with POSIX semantics, or swaps
+    /// the two with [`RENAME_EXCHANGE`]. Returns the inode an overwrite replaced.
+    pub fn rename(
+        &self,
+        src_parent: Fid,
+        src_name: &[u8],
+        dst_parent: Fid,
+        dst_name: &[u8],
+        flags: u32,
+    ) -> Result<Option<Removed>, NsError> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags == RENAME_NOREPLACE | RENAME_EXCHANGE
+        {
+            return Err(NsError::Invalid("rename flags"));
+        }
+        for name in [src_name, dst_name] {
+            if name == b"." || name == b".." {
+                return Err(NsError::Busy);
+            }
+            check_name(name)?;
+        }
+        let (sp, sn, dp, dn) = (src_parent, src_name, dst_parent, dst_name);
+        self.txn(|tx| {
+            tx.dir(sp)?;
+            tx.dir(dp)?;
+            let Some((src, src_type)) = tx.entry(sp, sn)? else {
+                return fail(NsError::NotFound);
+            };
+            let src_is_dir = tx.inode(src)?.is_dir();
+            let dst = tx.entry(dp, dn)?;
+            if let Some((d, _)) = dst {
+                if d == src {
+                    // Two names of one inode (or the same name): POSIX says do nothing.
+                    return Ok(None);
+                }
+                if flags & RENAME_NOREPLACE != 0 {
+                    return fail(NsError::Exists);
+                }
+            }
+            if src_is_dir {
+                tx.check_not_ancestor(src, dp)?;
+            }
+            let removed = match dst {
+                None if flags & RENAME_EXCHANGE != 0 => return fail(NsError::NotFound),
+                Some((d, d_type)) if flags & RENAME_EXCHANGE != 0 => {
+                    let d_is_dir = tx.inode(d)?.is_dir();
+                    if d_is_dir {
+                        tx.check_not_ancestor(d, sp)?;
+                    }
+                    tx.replace_entry(sp, sn, d, d_type)?;
+                    tx.replace_entry(dp, dn, src, src_type)?;
+                    if src_is_dir {
+                        move_dir(tx, src, sp, dp)?;
+                    }
+                    if d_is_dir {
+                        move_dir(tx, d, dp, sp)?;
+                    }
+                    touch_ctime(tx, d)?;
+                    None
+                }
+                Some((d, _)) => {
+                    let victim = tx.inode(d)?;
+                    match (src_is_dir, victim.is_dir()) {
+                        (true, false) => return fail(NsError::NotDir),
+                        (false, true) => return fail(NsError::IsDir),
+                        (true, true) if victim.entries > 0 => return fail(NsError::NotEmpty),
+                        _ => {}
+                    }
+                    tx.remove_entry(sp, sn)?;
+                    tx.replace_entry(dp, dn, src, src_type)?;
+                    let removed = if src_is_dir {
+                        destroy_dir(tx, dp, d)?
+                    } else {
+                        drop_link(tx, d)?
+                    };
+                    if src_is_dir {
+                        move_dir(tx, src, sp, dp)?;
+                    }
+                    Some(removed)
+                }
+                None => {
+                    tx.remove_entry(sp, sn)?;
+                    tx.add_entry(dp, dn, src, src_type)?;
+                    if src_is_dir {
+                        move_dir(tx, src, sp, dp)?;
+                    }
+                    None
+                }
+            };
+            touch_ctime(tx, src)?;
+            Ok(removed)
+        })
+    }
+
+    /// Replaces a regular file's layout, bumping its layout generation, or sets (`None`:
+    /// clears) a directory's default layout. Returns the new attributes and the old layout.
+    pub fn set_layout(
+        &self,
+        fid: Fid,
+        layout: Option<Layout>,
+    ) -> Result<(Attr, Option<Layout>), NsError> {
+        self.txn(|tx| {
+            let inode = tx.inode(fid)?;
+            let old = tx.layout(fid)?;
+            let now = tx.now;
+            let inode = match inode.file_type() {
+                mode::S_IFREG => {
+                    let gen = inode.attr.layout_gen.wrapping_add(1);
+                    let new = layout.clone().map(|mut l| {
+                        l.layout_gen = gen;
+                        l
+                    });
+                    tx.put_layout(fid, new.as_ref())?;
+                    tx.modify(fid, |i| {
+                        i.attr.layout_gen = gen;
+                        i.attr.ctime = now;
+                        Ok(())
+                    })?
+                }
+                mode::S_IFDIR => {
+                    tx.put_layout(fid, layout.as_ref())?;
+                    touch_ctime(tx, fid)?
+                }
+                _ => return fail(NsError::Invalid("layout for a special file")),
+            };
+            Ok((inode.attr, old))
+        })
+    }
+
+    /// Sets extended attribute `name`; [`XATTR_CREATE`] and [`XATTR_REPLACE`] as Linux.
+    pub fn set_xattr(
+        &self,
+        fid: Fid,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), NsError> {
+        check_xattr_name(name)?;
+        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+            return Err(NsError::Invalid("xattr flags"));
+        }
+        if value.len() > XATTR_VALUE_MAX_BYTES {
+            return Err(NsError::TooBig);
+        }
+        self.txn(|tx| {
+            let inode = tx.inode(fid)?;
+            let exists = tx.xattr(fid, name)?.is_some();
+            if exists && flags & XATTR_CREATE != 0 {
+                return fail(NsError::Exists);
+            }
+            if !exists && flags & XATTR_REPLACE != 0 {
+                return fail(NsError::NoData);
+            }
+            if !exists && inode.xattr_count >= XATTRS_PER_INODE_MAX {
+                return fail(NsError::NoSpace);
+            }
+            tx.put_xattr(fid, name, value)?;
+            let now = tx.now;
+            tx.modify(fid, |i| {
+                if !exists {
+                    i.xattr_count += 1;
+                }
+                i.attr.ctime = now;
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Removes extended attribute `name`; `NoData` if there is none.
+    pub fn remove_xattr(&self, fid: Fid, name: &[u8]) -> Result<(), NsError> {
+        check_xattr_name(name)?;
+        self.txn(|tx| {
+            tx.inode(fid)?;
+            if tx.remove_xattr(fid, name)?.is_none() {
+                return fail(NsError::NoData);
+            }
+            let now = tx.now;
+            tx.modify(fid, |i| {
+                i.xattr_count = i
+                    .xattr_count
+                    .checked_sub(1)
+                    .ok_or_else(|| NsError::Corrupt(format!("xattr count of {}", i.attr.fid)))?;
+                i.attr.ctime = now;
+                Ok(())
+            })?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! OST object allocation for new files [osp/lod]: the MDS keeps, per OST, a pool of objects
+//! precreated on the OSS in batches, picks the OSTs of a new file (round robin, or from the
+//! requested starting index) and takes one object from each pool. Destroys objects of
+//! removed files in the background.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sheen_layout::resolve_template;
+use sheen_rpc::{Import, ImportConfig, ServiceError};
+use sheen_wire::msg::{
+    ConfigReadReq, Empty, FsConfig, Layout, ObjReq, OstCreateReply, OstCreateReq, OstObject,
+    STRIPE_OFFSET_ANY,
+};
+use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
+use tracing::{debug, info, warn};
+
+/// Objects precreated per OST per batch.
+pub const PRECREATE_BATCH: u32 = 1024;
+
+/// A pool of precreated object ids on one OST: `[next, end)`.
+#[derive(Default)]
+struct Pool {
+    next: ObjId,
+    end: ObjId,
+}
+
+struct Ost {
+    import: Import,
+    pool: tokio::sync::Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct State {
+    config: Option<FsConfig>,
+    osts: BTreeMap<u32, Arc<Ost>>,
+    imports: HashMap<String, Import>,
+}
+
+/// The configuration and the OSTs it names, by index.
+type Snapshot = (FsConfig, Vec<(u32, Arc<Ost>)>);
+
+pub struct ObjectAllocator {
+    fsname: String,
+    mgs: Import,
+    state: Mutex<State>,
+    round_robin: AtomicU32,
+}
+
+fn err(errno: Errno, message: impl Into<String>) -> ServiceError {
+    ServiceError::new(errno, message)
+}
+
+impl ObjectAllocator {
+    pub fn new(fsname: String, mgs: Import) -> ObjectAllocator {
+        ObjectAllocator {
+            fsname,
+            mgs,
+            state: Mutex::new(State::default()),
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// Fetches the configuration from the MGS and connects to OSTs not seen before.
+    pub async fn refresh_config(&self) {
+        let req = ConfigReadReq {
+            fsname: self.fsname.clone(),
+        };
+        let cfg: FsConfig = match self.mgs.call(Opcode::MgsConfigRead, NO_TARGET, &req).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("failed to read the configuration from the MGS: {e}");
+                return;
+            }
+        };
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        if st.config.as_ref().map(|c| c.generation) == Some(cfg.generation) {
+            return;
+        }
+        for t in cfg.targets.iter().filter(|t| t.kind == TargetKind::Ost) {
+            let Some(nid_str) = t.nids.first() else {
+                continue;
+            };
+            let Ok(nid) = Nid::parse(nid_str) else {
+                warn!(target = %t.name, nid = %nid_str, "ignoring a target with a bad NID");
+                continue;
+            };
+            let import = match st.imports.get(nid_str) {
+                Some(i) => i.clone(),
+                None => {
+                    let Ok(transport) = sheen_transport::for_nid(&nid) else {
+                        continue;
+                    };
+                    let icfg = ImportConfig::new(
+                        format!("{}-MDT0000-osp", self.fsname),
+                        Opcode::OstConnect,
+                    );
+                    let i = Import::new(transport, nid, icfg);
+                    st.imports.insert(nid_str.clone(), i.clone());
+                    i
+                }
+            };
+            let same = st
+                .osts
+                .get(&t.index)
+                .map(|o| o.import.nid() == nid)
+                .unwrap_or(false);
+            if !same {
+                info!(target = %t.name, %nid, "using OST");
+                st.osts.insert(
+                    t.index,
+                    Arc::new(Ost {
+                        import,
+                        pool: tokio::sync::Mutex::new(Pool::default()),
+                    }),
+                );
+            }
+        }
+        st.config = Some(cfg);
+    }
+
+    fn snapshot(&self) -> Option<Snapshot> {
+        let st = self.state.lock().ok()?;
+        let cfg = st.config.clone()?;
+        let osts = st.osts.iter().map(|(i, o)| (*i, Arc::clone(o))).collect();
+        Some((cfg, osts))
+    }
+
+    async fn current(&self) -> Result<Snapshot, ServiceError> {
+        if let Some((cfg, osts)) = self.snapshot() {
+            if !osts.is_empty() {
+                return Ok((cfg, osts));
+            }
+        }
+        self.refresh_config().await;
+        match self.snapshot() {
+            Some((cfg, osts)) if !osts.is_empty() => Ok((cfg, osts)),
+            _ => Err(err(Errno::ENOSPC, "no OST is registered with the MGS")),
+        }
+    }
+
+    /// Checks a layout template without allocating anything.
+    pub async fn check_template(&self, template: &Layout) -> Result<(), ServiceError> {
+        let stripe = template
+            .as_plain()
+            .ok_or_else(|| err(Errno::EOPNOTSUPP, "composite layouts are not supported yet"))?;
+        let (cfg, osts) = self.current().await?;
+        resolve_template(
+            Some(stripe),
+            cfg.default_stripe_count,
+            cfg.default_stripe_size,
+            osts.len() as u32,
+        )
+        .map_err(|e| err(Errno::EINVAL, e.to_string()))?;
+        if stripe.stripe_offset != STRIPE_OFFSET_ANY
+            && !osts.iter().any(|(i, _)| *i == stripe.stripe_offset)
+        {
+            return Err(err(
+                Errno::EINVAL,
+                format!("no OST with index {}", stripe.stripe_offset),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Turns a template (or the filesystem default) into a file layout with objects.
+    pub async fn instantiate(&self, template: Option<&Layout>) -> Result<Layout, ServiceError> {
+        let stripe_template = match template {
+            Some(t) => Some(t.as_plain().ok_or_else(|| {
+                err(Errno::EOPNOTSUPP, "composite layouts are not supported yet")
+            })?),
+            None => None,
+        };
+        let (cfg, osts) = self.current().await?;
+        let n = osts.len() as u32;
+        let mut stripe = resolve_template(
+            stripe_template,
+            cfg.default_stripe_count,
+            cfg.default_stripe_size,
+            n,
+        )
+        .map_err(|e| err(Errno::EINVAL, e.to_string()))?;
+        let start = if stripe.stripe_offset == STRIPE_OFFSET_ANY {
+            self.round_robin.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            osts.iter()
+                .position(|(i, _)| *i == stripe.stripe_offset)
+                .ok_or_else(|| {
+                    err(
+                        Errno::EINVAL,
+                        format!("no OST with index {}", stripe.stripe_offset),
+                    )
+                })? as u32
+        };
+        let mut objects = Vec::with_capacity(stripe.stripe_count as usize);
+        for k in 0..stripe.stripe_count {
+            let (ost_idx, ost) = &osts[((start + k) % n) as usize];
+            let oid = match self.take(*ost_idx, ost).await {
+                Ok(oid) => oid,
+                Err(e) => {
+                    self.destroy_objects_later(objects);
+                    return Err(e);
+                }
+            };
+            objects.push(OstObject {
+                ost_idx: *ost_idx,
+                oid,
+                seq: 0,
+            });
+        }
+        stripe.stripe_offset = objects.first().map(|o| o.ost_idx).unwrap_or(0);
+        stripe.objects = objects;
+        Ok(Layout::plain(stripe))
+    }
+
+    /// Takes one object from an OST's pool, precreating a batch when it is empty.
+    async fn take(&self, ost_idx: u32, ost: &Ost) -> Result<ObjId, ServiceError> {
+        let mut pool = ost.pool.lock().await;
+        if pool.next >= pool.end {
+            let req = OstCreateReq {
+                count: PRECREATE_BATCH,
+            };
+            let reply: OstCreateReply = ost
+                .import
+                .call(Opcode::OstCreate, ost_idx, &req)
+                .await
+                .map_err(|e| err(e.errno(), format!("precreate on OST{ost_idx:04x}: {e}")))?;
+            debug!(
+                ost_idx,
+                first = reply.first_oid,
+                count = reply.count,
+                "precreated objects"
+            );
+            pool.next = reply.first_oid;
+            pool.end = reply.first_oid + u64::from(reply.count);
+            if pool.next >= pool.end {
+                return Err(err(
+                    Errno::EIO,
+                    format!("OST{ost_idx:04x} precreated no objects"),
+                ));
+            }
+        }
+        let oid = pool.next;
+        pool.next += 1;
+        Ok(oid)
+    }
+
+    /// Destroys a removed file's objects in the background.
+    pub fn destroy_layout_later(&self, layout: Layout) {
+        let objects: Vec<OstObject> = layout
+            .components
+            .into_iter()
+            .flat_map(|c| c.stripe.objects)
+            .collect();
+        self.destroy_objects_later(objects);
+    }
+
+    fn destroy_objects_later(&self, objects: Vec<OstObject>) {
+        let imports: Vec<(OstObject, Option<Import>)> = {
+            let st = self.state.lock();
+            objects
+                .into_iter()
+                .map(|o| {
+                    let imp = st
+                        .as_ref()
+                        .ok()
+                        .and_then(|s| s.osts.get(&o.ost_idx))
+                        .map(|x| x.import.clone());
+                    (o, imp)
+                })
+                .collect()
+        };
+        for (obj, import) in imports {
+            let Some(import) = import else {
+                warn!(
+                    ost_idx = obj.ost_idx,
+                    oid = obj.oid,
+                    "cannot destroy an object on an unknown OST"
+                );
+                continue;
+            };
+            tokio::spawn(async move {
+                let r: Result<Empty, _> = import
+                    .call(Opcode::OstDestroy, obj.ost_idx, &ObjReq { oid: obj.oid })
+                    .await;
+                match r {
+                    Ok(_) => debug!(ost_idx = obj.ost_idx, oid = obj.oid, "destroyed object"),
+                    Err(e) if e.errno() == Errno::ENOENT => {}
+                    Err(e) => warn!(
+                        ost_idx = obj.ost_idx,
+                        oid = obj.oid,
+                        "failed to destroy object: {e}"
+                    ),
+                }
+            });
+        }
+    }
+}
