@@ -1,1 +1,219 @@
-fn main() {}
+//! Sheen's developer tasks, run as `cargo xtask TASK` (alias in `.cargo/config.toml`).
+//!
+//! - `cluster up|down`: a detached local cluster built in release mode, mounted with FUSE.
+//! - `demo`: the README's main job; a striped file written, read back and checked.
+//! - `test`: the README's test command; builds every binary, then `cargo test --workspace`.
+//! - `ci`: formatting, clippy, then `test`.
+//!
+//! xtask only builds with cargo and starts processes (through `sheen-cluster`), so it compiles
+//! quickly and never links the daemons themselves (STYLE.md practice 14).
+
+mod cluster_cmd;
+mod demo;
+mod util;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Sheen's developer tasks",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Start or stop a detached local cluster (MGS, MDS, OSS) with a FUSE mount.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Start a cluster, write a 4-way striped file through FUSE, read it back, compare it,
+    /// show `lfs getstripe` and `lfs df`, stop the cluster.
+    Demo(DemoArgs),
+    /// Install fuse3 if missing, build every binary, run `cargo test --workspace`.
+    ///
+    /// Extra arguments go to `cargo test`, as in `cargo xtask test -- --nocapture`.
+    Test {
+        /// Passed to `cargo test --workspace` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// What CI checks: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+    Ci,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Build in release mode, start a cluster in DIR, mount it at MNT, and return.
+    Up(UpArgs),
+    /// Unmount and stop exactly what `up` started in DIR.
+    Down {
+        /// The directory given to `up`.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Cluster directory: data, OST images, logs, cluster.json.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Mountpoint, created if missing.
+    #[arg(long)]
+    mount: PathBuf,
+    /// Number of OSTs.
+    #[arg(long, default_value_t = 4)]
+    osts: u32,
+    /// Size of each OST block file (binary units: 512MiB, 1GiB...).
+    #[arg(long, default_value = "1GiB", value_parser = util::parse_size)]
+    ost_size: u64,
+    /// Use debug binaries (target/debug) instead of building in release mode.
+    #[arg(long)]
+    debug: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Work directory (kept afterwards); default: a fresh one under the system temp dir,
+    /// removed after a successful run.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Size of the striped file in MiB.
+    #[arg(long, default_value_t = 64)]
+    size_mib: u64,
+    /// Seed of the pseudo-random data; default: from the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Use debug binaries (target/debug) instead of building in release mode.
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.task {
+        Task::Cluster {
+            action: ClusterAction::Up(args),
+        } => cluster_cmd::up(&args),
+        Task::Cluster {
+            action: ClusterAction::Down { dir },
+        } => cluster_cmd::down(&dir),
+        Task::Demo(args) => demo::run(&args),
+        Task::Test { cargo_test_args } => test(&test_args(cargo_test_args)),
+        Task::Ci => ci(),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The arguments after `test` exactly as typed: clap swallows a leading `--`, which
+/// `cargo test` needs to tell its own flags from the test harness's.
+fn test_args(parsed: Vec<String>) -> Vec<String> {
+    raw_args_after_test(std::env::args()).unwrap_or(parsed)
+}
+
+fn raw_args_after_test(args: impl Iterator<Item = String>) -> Option<Vec<String>> {
+    let mut args = args.skip(1).skip_while(|arg| arg != "test");
+    args.next()?;
+    Some(args.collect())
+}
+
+/// `cargo xtask test`: the README's test command.
+fn test(cargo_test_args: &[String]) -> Result<()> {
+    util::step("ensure fuse3 is installed");
+    util::ensure_fuse3()?;
+    util::step("build every binary (debug), for the tests that start real daemons");
+    util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
+    util::step("run the tests");
+    util::run(
+        util::cargo()
+            .args(["test", "--workspace"])
+            .args(cargo_test_args),
+    )?;
+    util::step("all tests passed");
+    Ok(())
+}
+
+/// `cargo xtask ci`.
+fn ci() -> Result<()> {
+    util::step("check formatting");
+    util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    util::step("clippy");
+    util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn test_arguments_pass_through_verbatim() {
+        for args in [
+            &["xtask", "test"][..],
+            &["xtask", "test", "--", "--nocapture"],
+            &["xtask", "test", "--no-fail-fast", "--", "--nocapture"],
+            &["xtask", "test", "-p", "sheen-wire"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(cli.task, Task::Test { .. }));
+            let raw = raw_args_after_test(strings(args).into_iter()).unwrap();
+            assert_eq!(raw, strings(&args[2..]));
+        }
+        assert_eq!(
+            raw_args_after_test(strings(&["xtask", "ci"]).into_iter()),
+            None
+        );
+    }
+
+    #[test]
+    fn cluster_up_parses_sizes() {
+        let args = [
+            "xtask",
+            "cluster",
+            "up",
+            "--dir",
+            "/d",
+            "--mount",
+            "/m",
+            "--ost-size",
+            "2G",
+        ];
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.task {
+            Task::Cluster {
+                action: ClusterAction::Up(up),
+            } => {
+                assert_eq!(up.ost_size, 2 << 30);
+                assert_eq!(up.osts, 4);
+            }
+            _ => panic!("expected cluster up"),
+        }
+    }
+}
