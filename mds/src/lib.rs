@@ -56,6 +56,22 @@ struct Mds {
     name: String,
     instance: u64,
     committed: std::sync::atomic::AtomicU64,
+    data_dir: PathBuf,
+}
+
+/// (blocks, free, available) in 4 KiB units of the filesystem holding `dir`.
+fn host_space(dir: &std::path::Path) -> (u64, u64, u64) {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return (0, 0, 0);
+    };
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return (0, 0, 0);
+    }
+    let frsize = st.f_frsize as u64;
+    let to4k = |n: u64| n.saturating_mul(frsize) / 4096;
+    (to4k(st.f_blocks as u64), to4k(st.f_bfree as u64), to4k(st.f_bavail as u64))
 }
 
 fn ns_err(e: NsError) -> ServiceError {
@@ -378,11 +394,15 @@ impl Service for Mds {
             }
             Opcode::MdsStatfs => {
                 let s = self.ns(|ns| ns.statfs()).await?;
+                // The MDT's space is the space of the filesystem holding its store.
+                let dir = self.data_dir.clone();
+                let (blocks, bfree, bavail) =
+                    tokio::task::spawn_blocking(move || host_space(&dir)).await.unwrap_or_default();
                 Ok(Response::new(&StatfsReply {
                     bsize: 4096,
-                    blocks: 0,
-                    bfree: 0,
-                    bavail: 0,
+                    blocks,
+                    bfree,
+                    bavail,
                     files: s.inodes_max,
                     ffree: s.inodes_max.saturating_sub(s.inodes_used),
                     namelen: 255,
@@ -454,6 +474,7 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         name,
         instance: instance_id(),
         committed,
+        data_dir: cfg.data_dir.clone(),
     });
     serve(listener, service, shutdown).await;
     refresher.abort();
