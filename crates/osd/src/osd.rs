@@ -1,0 +1,699 @@
+//! The [`Osd`] handle: format, open, and the object operations of one OST.
+//!
+//! Write path: lock the object's block range, read and verify the partially overwritten edge
+//! blocks, allocate fresh blocks (copy-on-write, never in place), checksum and write them in
+//! one submission, then commit a record through the group committer (a data flush, the log
+//! group, a log flush; each shared by every writer in the group).
+//! Read path: lock the range shared, look the blocks up, read every run in one submission,
+//! verify every block's crc32c before returning anything.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use bytes::Bytes;
+use sheen_wire::msg::{ObjAttr, Timespec};
+use sheen_wire::ObjId;
+
+use crate::alloc::Allocator;
+use crate::checkpoint::{self, CkptHeader};
+use crate::cipher::{BlockCipher, IdentityCipher};
+use crate::codec::{align_up, u64_of, usize_of};
+use crate::commit::{CommitQueue, LogState, Op};
+use crate::dev::{engine_for, AlignedBuf, BlockDev, ReadIo, WriteIo};
+use crate::error::OsdError;
+use crate::format::{validate_fsname, Geometry, Superblock};
+use crate::index::{blocks_for, Applied, Index, MappedRun};
+use crate::limits::*;
+use crate::locks::{lock, read};
+use crate::rangelock::{Mode, RangeLocks};
+use crate::record::{NewExtent, Record, TailBlock};
+use crate::replay::replay;
+
+/// Which filesystem and OST index a block file belongs to (kept in the superblock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OsdLabel {
+    pub fsname: String,
+    pub ost_index: u32,
+}
+
+/// Space and object counts, for statfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OsdStatfs {
+    /// Bytes of the data region.
+    pub total_bytes: u64,
+    /// Bytes a writer can still allocate (the small reserve for punches is not counted).
+    pub free_bytes: u64,
+    pub objects: u64,
+    pub max_objects: u64,
+    pub block_size: u32,
+}
+
+/// One open OST. `Send + Sync`: every method takes `&self` and may run on many threads.
+pub struct Osd {
+    label: OsdLabel,
+    pub(crate) geo: Geometry,
+    pub(crate) dev: Box<dyn BlockDev>,
+    cipher: Box<dyn BlockCipher>,
+    pub(crate) index: RwLock<Index>,
+    pub(crate) alloc: Mutex<Allocator>,
+    ranges: RangeLocks,
+    pub(crate) commit_queue: CommitQueue,
+    pub(crate) log: Mutex<LogState>,
+    pub(crate) halted: AtomicBool,
+}
+
+impl std::fmt::Debug for Osd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Osd")
+            .field("label", &self.label)
+            .field("engine", &self.dev.engine())
+            .field("data_blocks", &self.geo.data_blocks)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_flags(direct: bool) -> i32 {
+    libc::O_CLOEXEC | if direct { libc::O_DIRECT } else { 0 }
+}
+
+/// Takes the exclusive lock that keeps a second `open` (any process) off the file.
+fn flock_exclusive(file: &File) -> Result<(), OsdError> {
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(OsdError::Busy)
+    } else {
+        Err(e.into())
+    }
+}
+
+fn fallocate(file: &File, len: u64) -> Result<(), OsdError> {
+    let len_off = libc::off_t::try_from(len).map_err(|_| OsdError::Invalid("size too large"))?;
+    // SAFETY: fallocate on a descriptor we own, with integer arguments only.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => Err(OsdError::NoSpace),
+        Some(libc::EOPNOTSUPP) => {
+            tracing::warn!("fallocate not supported here; the block file will be sparse");
+            file.set_len(len)?;
+            Ok(())
+        }
+        _ => Err(e.into()),
+    }
+}
+
+fn fsync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+impl Osd {
+    /// Creates `path` (which must not exist) preallocated to `size_bytes` and formats it.
+    pub fn format(path: &Path, size_bytes: u64, label: &OsdLabel) -> Result<(), OsdError> {
+        validate_fsname(&label.fsname)?;
+        let geo = Geometry::for_device(size_bytes, None)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(open_flags(false))
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => OsdError::Exists,
+                _ => OsdError::Io(e),
+            })?;
+        let made = (|| {
+            flock_exclusive(&file)?;
+            fallocate(&file, geo.device_bytes)?;
+            let dev = crate::dev::sync::FileDev::new(file, geo.device_bytes);
+            Osd::format_dev(&dev, &geo, label)?;
+            fsync_parent(path)?;
+            Ok(())
+        })();
+        if made.is_err() {
+            if let Err(e) = std::fs::remove_file(path) {
+                let path = path.display();
+                tracing::warn!(%path, "failed to remove a half-formatted block file: {e}");
+            }
+        }
+        made
+    }
+
+    /// Writes an empty checkpoint (generation 1), then the superblock, each made durable.
+    pub(crate) fn format_dev(
+        dev: &dyn BlockDev,
+        geo: &Geometry,
+        label: &OsdLabel,
+    ) -> Result<(), OsdError> {
+        validate_fsname(&label.fsname)?;
+        let image = checkpoint::encode(&Index::default(), 1, 1, geo)?;
+        let ckpt = AlignedBuf::copy_of(&image, image.len());
+        let zero = AlignedBuf::zeroed(BLOCK_BYTES as usize);
+        dev.write_at(&[
+            WriteIo {
+                offset: geo.ckpt_slot_offset(1),
+                buf: &ckpt,
+            },
+            WriteIo {
+                offset: geo.ckpt_slot_offset(0),
+                buf: &zero,
+            },
+            WriteIo {
+                offset: geo.log_offset,
+                buf: &zero,
+            },
+        ])?;
+        dev.sync()?;
+        let sb = Superblock {
+            geo: geo.clone(),
+            label: label.clone(),
+        }
+        .encode();
+        let block = AlignedBuf::copy_of(&sb, BLOCK_BYTES as usize);
+        dev.write_at(&[WriteIo {
+            offset: 0,
+            buf: &block,
+        }])?;
+        dev.sync()?;
+        Ok(())
+    }
+
+    /// Opens a formatted block file: locks it, replays committed metadata, rebuilds the
+    /// allocator, and writes a fresh checkpoint.
+    pub fn open(path: &Path) -> Result<Osd, OsdError> {
+        let open = |direct: bool| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(open_flags(direct))
+                .open(path)
+        };
+        let (file, direct) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (open(false)?, false),
+            Err(e) => return Err(e.into()),
+        };
+        flock_exclusive(&file)?;
+        let len = file.metadata()?.len();
+        let dev = engine_for(file, direct, len)?;
+        Osd::open_dev(dev, Box::new(IdentityCipher))
+    }
+
+    /// Opens an OST on any block device (tests use in-memory and crashing ones).
+    pub(crate) fn open_dev(
+        dev: Box<dyn BlockDev>,
+        cipher: Box<dyn BlockCipher>,
+    ) -> Result<Osd, OsdError> {
+        let mut block = AlignedBuf::zeroed(BLOCK_BYTES as usize);
+        dev.read_at(&mut [ReadIo {
+            offset: 0,
+            buf: &mut block,
+        }])?;
+        let sb = Superblock::decode(&block)?;
+        let geo = sb.geo;
+        if geo.device_bytes > dev.len() {
+            return Err(OsdError::Corrupt(format!(
+                "superblock: device is {} bytes but the block file has only {}",
+                geo.device_bytes,
+                dev.len()
+            )));
+        }
+        let (header, mut index) = load_checkpoint(dev.as_ref(), &geo)?;
+        let stats = replay(
+            dev.as_ref(),
+            &geo,
+            &mut index,
+            header.generation,
+            header.next_seq,
+        )?;
+        let alloc = Allocator::from_used(geo.data_blocks, index.used_runs())?;
+        let log = LogState {
+            generation: header.generation,
+            next_seq: stats.next_seq,
+            tail: 0,
+        };
+        let osd = Osd {
+            label: sb.label,
+            geo,
+            dev,
+            cipher,
+            index: RwLock::new(index),
+            alloc: Mutex::new(alloc),
+            ranges: RangeLocks::default(),
+            commit_queue: CommitQueue::default(),
+            log: Mutex::new(log),
+            halted: AtomicBool::new(false),
+        };
+        // Makes the replayed state durable and starts a new log generation, so that no stale
+        // group past the old end of the log can ever be taken for a new one.
+        osd.checkpoint(&mut lock(&osd.log))?;
+        tracing::info!(
+            fsname = %osd.label.fsname,
+            ost_index = osd.label.ost_index,
+            generation = header.generation,
+            groups = stats.groups,
+            records = stats.records,
+            objects = read(&osd.index).objects.len(),
+            "OST opened"
+        );
+        Ok(osd)
+    }
+
+    pub fn label(&self) -> &OsdLabel {
+        &self.label
+    }
+
+    fn check_running(&self) -> Result<(), OsdError> {
+        if self.halted.load(Ordering::Acquire) {
+            Err(OsdError::Halted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Allocates `count` new empty objects with contiguous ids (never reused, starting at 1),
+    /// durable before return. Returns the first id. New objects have size 0 and mtime 0, as in
+    /// Lustre, so any client timestamp is newer.
+    pub fn precreate(&self, count: u32) -> Result<ObjId, OsdError> {
+        if count == 0 || count > PRECREATE_MAX_COUNT {
+            return Err(OsdError::Invalid(
+                "precreate count must be 1..=PRECREATE_MAX_COUNT",
+            ));
+        }
+        self.check_running()?;
+        match self.commit(Op::Precreate { count })? {
+            Applied::FirstOid(first) => Ok(first),
+            _ => Err(OsdError::Invalid("precreate produced no ids")),
+        }
+    }
+
+    /// Removes an object and frees its space.
+    pub fn destroy(&self, oid: ObjId) -> Result<(), OsdError> {
+        self.check_running()?;
+        let _range = self.ranges.lock_all(oid);
+        self.require(oid)?;
+        self.commit(Op::Record(Record::Destroy { oid }))?;
+        Ok(())
+    }
+
+    fn require(&self, oid: ObjId) -> Result<(), OsdError> {
+        if read(&self.index).objects.contains_key(&oid) {
+            Ok(())
+        } else {
+            Err(OsdError::NotFound(oid))
+        }
+    }
+
+    /// Reads up to `len` bytes at `offset`; shorter only at the object's end; holes read as
+    /// zeros. Every block read is verified against its crc32c; a mismatch is
+    /// `OsdError::Checksum` (never bad data), logged at error level.
+    pub fn read(&self, oid: ObjId, offset: u64, len: u32) -> Result<Bytes, OsdError> {
+        if len > MAX_IO_BYTES {
+            return Err(OsdError::Invalid("read longer than MAX_IO_BYTES"));
+        }
+        let req_end = offset.saturating_add(u64::from(len));
+        let b0 = offset / BLOCK_BYTES_U64;
+        let _range = self
+            .ranges
+            .lock(oid, b0, blocks_for(req_end).max(b0 + 1), Mode::Shared);
+        let (end, runs) = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            let end = req_end.min(obj.size);
+            if end <= offset {
+                return Ok(Bytes::new());
+            }
+            (end, obj.map.lookup(b0, blocks_for(end)))
+        };
+        let n_blocks = blocks_for(end) - b0;
+        let mut buf = AlignedBuf::zeroed(usize_of(n_blocks * BLOCK_BYTES_U64));
+        self.fetch(oid, b0, &runs, &mut buf)?;
+        let start = usize_of(offset - b0 * BLOCK_BYTES_U64);
+        let stop = start + usize_of(end - offset);
+        Ok(Bytes::from_owner(buf).slice(start..stop))
+    }
+
+    /// Reads the mapped `runs` into `buf` (which holds logical blocks from `b0` on) with one
+    /// submission, then decrypts and verifies each block. Unmapped blocks are left as they are.
+    fn fetch(
+        &self,
+        oid: ObjId,
+        b0: u64,
+        runs: &[MappedRun],
+        buf: &mut [u8],
+    ) -> Result<(), OsdError> {
+        if runs.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut ios = Vec::with_capacity(runs.len());
+            let mut rest: &mut [u8] = buf;
+            let mut rest_block = b0;
+            for run in runs {
+                let skip = usize_of((run.logical - rest_block) * BLOCK_BYTES_U64);
+                let len = usize_of(u64_of(run.crcs.len()) * BLOCK_BYTES_U64);
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+                let (this, after) = tail.split_at_mut(len);
+                ios.push(ReadIo {
+                    offset: self.geo.block_offset(run.phys),
+                    buf: this,
+                });
+                rest = after;
+                rest_block = run.logical + u64_of(run.crcs.len());
+            }
+            self.dev.read_at(&mut ios)?;
+        }
+        for run in runs {
+            for (i, stored) in run.crcs.iter().enumerate() {
+                let logical = run.logical + u64_of(i);
+                let at = usize_of((logical - b0) * BLOCK_BYTES_U64);
+                let block = &mut buf[at..at + BLOCK_BYTES as usize];
+                if !self.cipher.is_identity() {
+                    self.cipher
+                        .decrypt(oid, logical, run.phys + u64_of(i), block);
+                }
+                let computed = crc32c::crc32c(block);
+                if computed != *stored {
+                    let offset = logical * BLOCK_BYTES_U64;
+                    tracing::error!(
+                        oid,
+                        offset,
+                        phys_block = run.phys + u64_of(i),
+                        stored = format_args!("{stored:#010x}"),
+                        computed = format_args!("{computed:#010x}"),
+                        "checksum mismatch reading data block"
+                    );
+                    return Err(OsdError::Checksum {
+                        oid,
+                        offset,
+                        stored: *stored,
+                        computed,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates `n` blocks (dipping into the reserve only if `reserve` is 0), checksums and
+    /// encrypts `buf` (logical blocks from `b0`) and writes it there in one submission.
+    /// On failure the blocks go back to the allocator.
+    fn write_new_blocks(
+        &self,
+        oid: ObjId,
+        b0: u64,
+        buf: &mut [u8],
+        reserve: u64,
+    ) -> Result<Vec<NewExtent>, OsdError> {
+        let n = u64_of(buf.len()) / BLOCK_BYTES_U64;
+        let runs = lock(&self.alloc)
+            .alloc(n, reserve)
+            .ok_or(OsdError::NoSpace)?;
+        let crcs: Vec<u32> = buf
+            .chunks_exact(BLOCK_BYTES as usize)
+            .map(crc32c::crc32c)
+            .collect();
+        let mut extents = Vec::new();
+        let mut logical = b0;
+        for &(phys, len) in &runs {
+            let mut done = 0u64;
+            while done < len {
+                let take = (len - done).min(u64::from(MAX_EXTENT_BLOCKS));
+                let first = usize_of(logical + done - b0);
+                extents.push(NewExtent {
+                    logical: logical + done,
+                    phys: phys + done,
+                    crcs: crcs[first..first + usize_of(take)].to_vec(),
+                });
+                done += take;
+            }
+            logical += len;
+        }
+        if !self.cipher.is_identity() {
+            for x in &extents {
+                for i in 0..x.len_blocks() {
+                    let at = usize_of((x.logical + i - b0) * BLOCK_BYTES_U64);
+                    let block = &mut buf[at..at + BLOCK_BYTES as usize];
+                    self.cipher.encrypt(oid, x.logical + i, x.phys + i, block);
+                }
+            }
+        }
+        let mut ios = Vec::with_capacity(runs.len());
+        let mut at = 0usize;
+        for &(phys, len) in &runs {
+            let bytes = usize_of(len * BLOCK_BYTES_U64);
+            ios.push(WriteIo {
+                offset: self.geo.block_offset(phys),
+                buf: &buf[at..at + bytes],
+            });
+            at += bytes;
+        }
+        if let Err(e) = self.dev.write_at(&ios) {
+            let mut alloc = lock(&self.alloc);
+            for (phys, len) in runs {
+                alloc.free(phys, len);
+            }
+            return Err(e.into());
+        }
+        Ok(extents)
+    }
+
+    /// Writes `data` at `offset` (may extend the object, leaving holes); durable on return.
+    /// Returns the object's size after the write. The mtime becomes the later of the current
+    /// one and `mtime`. On a full OST: `NoSpace`, object unchanged.
+    pub fn write(
+        &self,
+        oid: ObjId,
+        offset: u64,
+        data: &[u8],
+        mtime: Timespec,
+    ) -> Result<u64, OsdError> {
+        self.check_running()?;
+        let len = u64_of(data.len());
+        if len > u64::from(MAX_IO_BYTES) {
+            return Err(OsdError::Invalid("write longer than MAX_IO_BYTES"));
+        }
+        if mtime.nsec >= 1_000_000_000 {
+            return Err(OsdError::Invalid("mtime nanoseconds out of range"));
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_OBJECT_BYTES)
+            .ok_or(OsdError::TooBig {
+                oid,
+                end: offset.saturating_add(len),
+            })?;
+        if len == 0 {
+            return self.getattr(oid).map(|a| a.size);
+        }
+        let b0 = offset / BLOCK_BYTES_U64;
+        let b1 = blocks_for(end);
+        let _range = self.ranges.lock(oid, b0, b1, Mode::Exclusive);
+        let head_partial = offset % BLOCK_BYTES_U64 != 0;
+        let tail_partial = end % BLOCK_BYTES_U64 != 0 && !(head_partial && b1 - 1 == b0);
+        let edges = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            let mut runs = Vec::new();
+            if head_partial {
+                runs.extend(obj.map.lookup(b0, b0 + 1));
+            }
+            if tail_partial {
+                runs.extend(obj.map.lookup(b1 - 1, b1));
+            }
+            runs
+        };
+        let mut buf = AlignedBuf::zeroed(usize_of((b1 - b0) * BLOCK_BYTES_U64));
+        self.fetch(oid, b0, &edges, &mut buf)?;
+        let at = usize_of(offset - b0 * BLOCK_BYTES_U64);
+        buf[at..at + data.len()].copy_from_slice(data);
+        let extents = self.write_new_blocks(oid, b0, &mut buf, RESERVED_BLOCKS)?;
+        match self.commit(Op::Record(Record::Write {
+            oid,
+            end,
+            mtime,
+            extents,
+        }))? {
+            Applied::Size(size) => Ok(size),
+            _ => Err(OsdError::Invalid("write produced no size")),
+        }
+    }
+
+    /// Truncates (or sparsely extends) the object to `size`: frees whole blocks past it and
+    /// zeroes the tail of a partial last block (by copy-on-write). Durable on return.
+    pub fn punch(&self, oid: ObjId, size: u64) -> Result<(), OsdError> {
+        self.check_running()?;
+        if size > MAX_OBJECT_BYTES {
+            return Err(OsdError::TooBig { oid, end: size });
+        }
+        let _range = self.ranges.lock_all(oid);
+        let last = size / BLOCK_BYTES_U64;
+        let (old_size, tail_run) = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            let shrinks_into_block = size < obj.size && size % BLOCK_BYTES_U64 != 0;
+            let run = if shrinks_into_block {
+                obj.map.lookup(last, last + 1)
+            } else {
+                Vec::new()
+            };
+            (obj.size, run)
+        };
+        if size == old_size {
+            return Ok(());
+        }
+        let mut tail = None;
+        if !tail_run.is_empty() {
+            let mut buf = AlignedBuf::zeroed(BLOCK_BYTES as usize);
+            self.fetch(oid, last, &tail_run, &mut buf)?;
+            buf[usize_of(size % BLOCK_BYTES_U64)..].fill(0);
+            let extents = self.write_new_blocks(oid, last, &mut buf, 0)?;
+            let (phys, crc) = extents
+                .first()
+                .and_then(|x| Some((x.phys, *x.crcs.first()?)))
+                .ok_or(OsdError::Invalid("punch tail produced no block"))?;
+            tail = Some(TailBlock {
+                logical: last,
+                phys,
+                crc,
+            });
+        }
+        self.commit(Op::Record(Record::Punch { oid, size, tail }))?;
+        Ok(())
+    }
+
+    pub fn getattr(&self, oid: ObjId) -> Result<ObjAttr, OsdError> {
+        let idx = read(&self.index);
+        let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+        Ok(obj.attr(oid))
+    }
+
+    /// Sets the object's mtime (exactly, even backwards, as utimes does). Durable on return.
+    pub fn set_mtime(&self, oid: ObjId, mtime: Timespec) -> Result<(), OsdError> {
+        self.check_running()?;
+        if mtime.nsec >= 1_000_000_000 {
+            return Err(OsdError::Invalid("mtime nanoseconds out of range"));
+        }
+        self.require(oid)?;
+        self.commit(Op::Record(Record::SetMtime { oid, mtime }))?;
+        Ok(())
+    }
+
+    /// Flushes the device. Every change is already durable when its call returns, so this only
+    /// matters to callers that want a barrier of their own.
+    pub fn sync(&self) -> Result<(), OsdError> {
+        self.check_running()?;
+        self.dev.sync()?;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> OsdStatfs {
+        let (free, total) = {
+            let alloc = lock(&self.alloc);
+            (
+                alloc.free_blocks().saturating_sub(RESERVED_BLOCKS),
+                alloc.total_blocks(),
+            )
+        };
+        OsdStatfs {
+            total_bytes: total * BLOCK_BYTES_U64,
+            free_bytes: free * BLOCK_BYTES_U64,
+            objects: u64_of(read(&self.index).objects.len()),
+            max_objects: self.geo.max_objects,
+            block_size: BLOCK_BYTES,
+        }
+    }
+
+    /// Objects with id ≥ `start`, in id order, at most `max`; the flag is true when no object
+    /// follows the ones returned.
+    pub fn list(&self, start: ObjId, max: u32) -> (Vec<ObjAttr>, bool) {
+        let idx = read(&self.index);
+        let mut it = idx.objects.range(start..);
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let attrs: Vec<ObjAttr> = it.by_ref().take(max).map(|(oid, o)| o.attr(*oid)).collect();
+        let done = it.next().is_none();
+        (attrs, done)
+    }
+
+    /// The byte offset in the block file of the data at `offset` of `oid`, if that block is
+    /// mapped. For fault-injection tests (flipping bits under a live object); not an API.
+    #[doc(hidden)]
+    pub fn debug_block_offset(&self, oid: ObjId, offset: u64) -> Option<u64> {
+        let (phys, _) = read(&self.index).mapping(oid, offset / BLOCK_BYTES_U64)?;
+        Some(self.geo.block_offset(phys) + offset % BLOCK_BYTES_U64)
+    }
+
+    /// Which I/O engine this OST uses ("io_uring" or "sync"), for logs and benchmarks.
+    pub fn engine(&self) -> &'static str {
+        self.dev.engine()
+    }
+}
+
+/// Reads both checkpoint slots and decodes the newest one whose crcs match.
+fn load_checkpoint(dev: &dyn BlockDev, geo: &Geometry) -> Result<(CkptHeader, Index), OsdError> {
+    let mut headers = Vec::new();
+    for slot_offset in geo.ckpt_offset {
+        let mut block = AlignedBuf::zeroed(BLOCK_BYTES as usize);
+        dev.read_at(&mut [ReadIo {
+            offset: slot_offset,
+            buf: &mut block,
+        }])?;
+        let Some(h) = CkptHeader::decode(&block) else {
+            continue;
+        };
+        if geo.ckpt_slot_offset(h.generation) != slot_offset {
+            tracing::warn!(
+                generation = h.generation,
+                slot_offset,
+                "checkpoint in the wrong slot; ignored"
+            );
+            continue;
+        }
+        headers.push((h, slot_offset));
+    }
+    headers.sort_by_key(|(h, _)| std::cmp::Reverse(h.generation));
+    for (h, slot_offset) in headers {
+        let max_body = geo.ckpt_slot_bytes - CKPT_HEADER_BYTES;
+        if h.body_bytes > max_body {
+            tracing::warn!(
+                generation = h.generation,
+                "checkpoint body longer than its slot; ignored"
+            );
+            continue;
+        }
+        let aligned = align_up(h.body_bytes, BLOCK_BYTES_U64).unwrap_or(max_body);
+        let mut body = AlignedBuf::zeroed(usize_of(aligned));
+        let body_offset = slot_offset + CKPT_HEADER_BYTES;
+        dev.read_at(&mut [ReadIo {
+            offset: body_offset,
+            buf: &mut body,
+        }])?;
+        let body = &body[..usize_of(h.body_bytes)];
+        if crc32c::crc32c(body) != h.body_crc {
+            tracing::warn!(
+                generation = h.generation,
+                "checkpoint body fails its crc (torn write); using the older checkpoint"
+            );
+            continue;
+        }
+        let index = checkpoint::decode_body(body, geo, body_offset)?;
+        return Ok((h, index));
+    }
+    Err(OsdError::Corrupt(
+        "no valid checkpoint in either slot".into(),
+    ))
+}

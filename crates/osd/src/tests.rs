@@ -1,0 +1,1114 @@
+//! Behaviour tests of the whole OSD: round trips against a reference model, persistence,
+//! space accounting, checksums, crash safety, checkpoints, locking and concurrency.
+//!
+//! Most run on an in-memory device (no fsync cost, so they stay fast); the ones about the real
+//! block file (engines, flock, O_DIRECT fallback, bit flips in the file) use small files in
+//! temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sheen_wire::msg::Timespec;
+use sheen_wire::{Errno, ObjId};
+
+use crate::cipher::{BlockCipher, IdentityCipher, XorCipher};
+use crate::dev::mem::{CrashDev, MemDev, Survivors};
+use crate::dev::BlockDev;
+use crate::format::Geometry;
+use crate::limits::*;
+use crate::locks::lock;
+use crate::{Osd, OsdError, OsdLabel};
+
+const MIB: u64 = 1 << 20;
+
+fn label() -> OsdLabel {
+    OsdLabel {
+        fsname: "sheen".into(),
+        ost_index: 3,
+    }
+}
+
+fn t(sec: i64) -> Timespec {
+    Timespec { sec, nsec: 0 }
+}
+
+/// Deterministic pseudo-random bytes.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// A small deterministic generator for randomized tests (seed printed on failure).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A formatted in-memory device.
+fn mem_dev(size: u64, log_bytes: Option<u64>) -> Arc<MemDev> {
+    let dev = Arc::new(MemDev::new(size));
+    let geo = Geometry::for_device(size, log_bytes).unwrap();
+    Osd::format_dev(dev.as_ref(), &geo, &label()).unwrap();
+    dev
+}
+
+fn open_mem(dev: &Arc<MemDev>) -> Osd {
+    Osd::open_dev(Box::new(dev.clone()), Box::new(IdentityCipher)).unwrap()
+}
+
+fn open_with(dev: Arc<dyn BlockDev>, cipher: Box<dyn BlockCipher>) -> Osd {
+    Osd::open_dev(Box::new(dev), cipher).unwrap()
+}
+
+fn block_file(dir: &tempfile::TempDir, size: u64) -> PathBuf {
+    let path = dir.path().join("ost0.img");
+    Osd::format(&path, size, &label()).unwrap();
+    path
+}
+
+fn read_all(osd: &Osd, oid: ObjId) -> Vec<u8> {
+    let size = osd.getattr(oid).unwrap().size;
+    let mut out = Vec::new();
+    while u64::try_from(out.len()).unwrap() < size {
+        let chunk = osd.read(oid, out.len() as u64, MAX_IO_BYTES).unwrap();
+        assert!(!chunk.is_empty());
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+/// Free blocks + blocks held by objects + the reserve must account for every data block.
+fn assert_no_leak(osd: &Osd) {
+    let st = osd.statfs();
+    let (attrs, done) = osd.list(0, u32::MAX);
+    assert!(done);
+    let held: u64 = attrs.iter().map(|a| a.allocated_bytes).sum();
+    let reserve = RESERVED_BLOCKS * BLOCK_BYTES_U64;
+    assert_eq!(
+        st.free_bytes + held + reserve,
+        st.total_bytes,
+        "blocks leaked or double counted"
+    );
+}
+
+/// Applies a write to the reference model of an object.
+fn model_write(model: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    if model.len() < offset + data.len() {
+        model.resize(offset + data.len(), 0);
+    }
+    model[offset..offset + data.len()].copy_from_slice(data);
+}
+
+#[test]
+fn osd_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Osd>();
+    check::<OsdError>();
+}
+
+#[test]
+fn random_ops_match_a_model_and_survive_reopen() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let first = osd.precreate(4).unwrap();
+    let oids: Vec<ObjId> = (first..first + 4).collect();
+    let mut models: Vec<Vec<u8>> = vec![Vec::new(); 4];
+    let seed = 0x5eed_1234_u64;
+    let mut rng = Rng(seed);
+    for step in 0..400u64 {
+        let k = usize::try_from(rng.below(4)).unwrap();
+        let oid = oids[k];
+        match rng.below(10) {
+            0..=5 => {
+                let offset = rng.below(300_000);
+                let len = 1 + rng.below(40_000);
+                let data = pattern(step, usize::try_from(len).unwrap());
+                let size = osd.write(oid, offset, &data, t(1)).unwrap();
+                model_write(&mut models[k], usize::try_from(offset).unwrap(), &data);
+                assert_eq!(size, models[k].len() as u64, "seed {seed} step {step}");
+            }
+            6 => {
+                let size = rng.below(320_000);
+                osd.punch(oid, size).unwrap();
+                models[k].resize(usize::try_from(size).unwrap(), 0);
+            }
+            _ => {
+                let offset = rng.below(340_000);
+                let len = u32::try_from(rng.below(70_000)).unwrap();
+                let got = osd.read(oid, offset, len).unwrap();
+                let m = &models[k];
+                let start = usize::try_from(offset).unwrap().min(m.len());
+                let end = (start + len as usize).min(m.len());
+                assert_eq!(&got[..], &m[start..end], "seed {seed} step {step}");
+            }
+        }
+        let attr = osd.getattr(oid).unwrap();
+        assert_eq!(attr.size, models[k].len() as u64);
+        assert!(attr.allocated_bytes <= attr.size.div_ceil(4096) * 4096);
+    }
+    assert_no_leak(&osd);
+    drop(osd);
+    let osd = open_mem(&dev);
+    for (k, oid) in oids.iter().enumerate() {
+        assert_eq!(read_all(&osd, *oid), models[k], "object {oid} after reopen");
+    }
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn holes_read_as_zeros_and_reads_stop_at_the_end() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    assert_eq!(osd.read(oid, 0, 100).unwrap().len(), 0, "empty object");
+    let size = osd.write(oid, 100_000, b"tail", t(5)).unwrap();
+    assert_eq!(size, 100_004);
+    let head = osd.read(oid, 0, 100_000).unwrap();
+    assert!(head.iter().all(|&b| b == 0));
+    assert_eq!(&osd.read(oid, 99_998, 100).unwrap()[..], b"\0\0tail");
+    assert_eq!(osd.read(oid, 100_004, 10).unwrap().len(), 0, "at the end");
+    assert_eq!(
+        osd.read(oid, 1 << 40, 10).unwrap().len(),
+        0,
+        "far past the end"
+    );
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!(attr.allocated_bytes, 4096, "a hole holds no blocks");
+    assert_eq!(attr.mtime, t(5));
+    assert!(matches!(osd.read(999, 0, 1), Err(OsdError::NotFound(999))));
+    assert_eq!(
+        osd.write(oid, 5, b"", t(9)).unwrap(),
+        100_004,
+        "empty write changes nothing"
+    );
+}
+
+#[test]
+fn block_file_overwrite_then_reopen_shows_new_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 64 * MIB);
+    let old = pattern(1, 300_000);
+    let new = pattern(2, 70_001);
+    {
+        let osd = Osd::open(&path).unwrap();
+        assert_eq!(osd.label(), &label());
+        let oid = osd.precreate(1).unwrap();
+        assert_eq!(oid, 1);
+        osd.write(oid, 0, &old, t(1)).unwrap();
+        osd.write(oid, 12_345, &new, t(2)).unwrap();
+        osd.sync().unwrap();
+    }
+    let osd = Osd::open(&path).unwrap();
+    let mut expect = old.clone();
+    model_write(&mut expect, 12_345, &new);
+    assert_eq!(read_all(&osd, 1), expect);
+    assert_eq!(osd.getattr(1).unwrap().mtime, t(2));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn sequential_mib_writes_land_contiguously() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    for i in 0..4u64 {
+        osd.write(oid, i * MIB, &pattern(i, 1 << 20), t(1)).unwrap();
+    }
+    let first = osd.debug_block_offset(oid, 0).unwrap();
+    for off in [MIB - 1, MIB, 3 * MIB + 5] {
+        assert_eq!(
+            osd.debug_block_offset(oid, off).unwrap(),
+            first + off,
+            "offset {off}"
+        );
+    }
+    let idx = crate::locks::read(&osd.index);
+    assert_eq!(
+        idx.objects[&oid].map.n_extents(),
+        1,
+        "merged into one extent"
+    );
+}
+
+#[test]
+fn many_objects_persist_across_reopen() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let first = osd.precreate(300).unwrap();
+    for oid in first..first + 300 {
+        let len = usize::try_from(oid * 37 % 9000 + 1).unwrap();
+        osd.write(
+            oid,
+            oid % 5000,
+            &pattern(oid, len),
+            t(i64::try_from(oid).unwrap()),
+        )
+        .unwrap();
+    }
+    for oid in (first..first + 300).step_by(3) {
+        osd.destroy(oid).unwrap();
+    }
+    drop(osd);
+    let osd = open_mem(&dev);
+    let (attrs, done) = osd.list(0, 1000);
+    assert!(done);
+    assert_eq!(attrs.len(), 200);
+    for a in &attrs {
+        let oid = a.oid;
+        assert_ne!((oid - first) % 3, 0, "destroyed object {oid} came back");
+        let len = usize::try_from(oid * 37 % 9000 + 1).unwrap();
+        let mut expect = vec![0; usize::try_from(oid % 5000).unwrap()];
+        expect.extend(pattern(oid, len));
+        assert_eq!(read_all(&osd, oid), expect);
+        assert_eq!(a.mtime, t(i64::try_from(oid).unwrap()));
+    }
+    // Paging.
+    let (page, done) = osd.list(first + 1, 10);
+    assert_eq!(page.len(), 10);
+    assert!(!done);
+    assert_eq!(page[0].oid, first + 1);
+    let (tail, done) = osd.list(first + 299, 10);
+    assert_eq!(tail.len(), 1);
+    assert!(done);
+    assert_eq!(osd.statfs().objects, 200);
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn destroy_frees_space() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let before = osd.statfs();
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, &pattern(1, 1 << 20), t(1)).unwrap();
+    let during = osd.statfs();
+    assert_eq!(during.free_bytes, before.free_bytes - MIB);
+    assert_eq!(osd.getattr(oid).unwrap().allocated_bytes, MIB);
+    osd.destroy(oid).unwrap();
+    assert_eq!(osd.statfs().free_bytes, before.free_bytes);
+    assert!(matches!(osd.destroy(oid), Err(OsdError::NotFound(_))));
+    assert!(matches!(osd.getattr(oid), Err(OsdError::NotFound(_))));
+    drop(osd);
+    assert_eq!(open_mem(&dev).statfs().free_bytes, before.free_bytes);
+}
+
+#[test]
+fn full_ost_gives_nospace_and_leaves_the_object_unchanged() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let a = osd.precreate(2).unwrap();
+    let b = a + 1;
+    let mut written = 0u64;
+    let err = loop {
+        match osd.write(a, written, &pattern(written, 1 << 20), t(1)) {
+            Ok(_) => written += MIB,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, OsdError::NoSpace), "{err}");
+    assert_eq!(err.errno(), Errno::ENOSPC);
+    assert!(written > 0);
+    let before = read_all(&osd, a);
+    assert_eq!(before.len() as u64, written);
+    // An overwrite needs fresh blocks too (copy-on-write), so it fails the same way.
+    let free_blocks = osd.statfs().free_bytes / 4096;
+    let too_big = vec![7u8; usize::try_from((free_blocks + 1) * 4096).unwrap()];
+    assert!(matches!(
+        osd.write(a, 0, &too_big, t(2)),
+        Err(OsdError::NoSpace)
+    ));
+    assert_eq!(read_all(&osd, a), before);
+    assert_eq!(osd.getattr(a).unwrap().mtime, t(1));
+    // A shrinking punch still works on a full OST (it may use the reserve).
+    osd.punch(a, written - 100).unwrap();
+    assert_no_leak(&osd);
+    osd.destroy(a).unwrap();
+    osd.write(b, 0, &pattern(9, 1 << 20), t(3)).unwrap();
+    assert_eq!(read_all(&osd, b), pattern(9, 1 << 20));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn flipped_byte_in_the_block_file_is_a_checksum_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    let data = pattern(3, 3 * 4096);
+    let at = {
+        let osd = Osd::open(&path).unwrap();
+        let oid = osd.precreate(1).unwrap();
+        osd.write(oid, 0, &data, t(1)).unwrap();
+        osd.debug_block_offset(oid, 4096 + 10).unwrap()
+    };
+    flip_byte(&path, at);
+    let osd = Osd::open(&path).unwrap();
+    match osd.read(1, 0, 3 * 4096) {
+        Err(OsdError::Checksum {
+            oid,
+            offset,
+            stored,
+            computed,
+        }) => {
+            assert_eq!((oid, offset), (1, 4096));
+            assert_ne!(stored, computed);
+        }
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    assert_eq!(osd.read(1, 4096, 1).unwrap_err().errno(), Errno::EIO);
+    // Blocks around it still read, and a partial overwrite over it cannot merge bad data.
+    assert_eq!(&osd.read(1, 0, 4096).unwrap()[..], &data[..4096]);
+    assert_eq!(&osd.read(1, 8192, 4096).unwrap()[..], &data[8192..]);
+    assert!(matches!(
+        osd.write(1, 4097, b"x", t(2)),
+        Err(OsdError::Checksum { .. })
+    ));
+    // A whole-block overwrite replaces the bad block.
+    osd.write(1, 4096, &data[4096..8192], t(2)).unwrap();
+    assert_eq!(read_all(&osd, 1), data);
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x01;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn second_open_is_busy_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    let osd = Osd::open(&path).unwrap();
+    let err = Osd::open(&path).unwrap_err();
+    assert!(matches!(err, OsdError::Busy), "{err}");
+    assert_eq!(err.errno(), Errno::EBUSY);
+    drop(osd);
+    Osd::open(&path).unwrap();
+}
+
+#[test]
+fn format_refuses_existing_files_and_bad_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    let err = Osd::format(&path, 32 * MIB, &label()).unwrap_err();
+    assert!(matches!(err, OsdError::Exists));
+    assert_eq!(err.errno(), Errno::EEXIST);
+    let other = dir.path().join("bad.img");
+    let bad = OsdLabel {
+        fsname: "much-too-long".into(),
+        ost_index: 0,
+    };
+    assert!(matches!(
+        Osd::format(&other, 32 * MIB, &bad),
+        Err(OsdError::Invalid(_))
+    ));
+    assert!(matches!(
+        Osd::format(&other, MIB, &label()),
+        Err(OsdError::Invalid(_))
+    ));
+    assert!(!other.exists());
+    assert!(matches!(Osd::open(&other), Err(OsdError::Io(_))));
+}
+
+#[test]
+fn damaged_superblock_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    flip_byte(&path, 40);
+    assert!(matches!(Osd::open(&path), Err(OsdError::Corrupt(_))));
+}
+
+#[test]
+fn precreate_ids_are_contiguous_and_never_reused() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    assert_eq!(osd.precreate(10).unwrap(), 1);
+    assert_eq!(osd.precreate(5).unwrap(), 11);
+    osd.destroy(15).unwrap();
+    osd.destroy(14).unwrap();
+    assert!(matches!(osd.precreate(0), Err(OsdError::Invalid(_))));
+    assert!(matches!(
+        osd.precreate(PRECREATE_MAX_COUNT + 1),
+        Err(OsdError::Invalid(_))
+    ));
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(osd.precreate(1).unwrap(), 16);
+    let attr = osd.getattr(16).unwrap();
+    assert_eq!(
+        (attr.size, attr.allocated_bytes, attr.mtime),
+        (0, 0, Timespec::default())
+    );
+}
+
+#[test]
+fn max_objects_is_enforced() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let max = osd.statfs().max_objects;
+    let mut made = 0u64;
+    while made + u64::from(PRECREATE_MAX_COUNT) <= max {
+        osd.precreate(PRECREATE_MAX_COUNT).unwrap();
+        made += u64::from(PRECREATE_MAX_COUNT);
+    }
+    let left = u32::try_from(max - made).unwrap();
+    if left > 0 {
+        osd.precreate(left).unwrap();
+    }
+    assert!(matches!(osd.precreate(1), Err(OsdError::NoSpace)));
+    osd.destroy(1).unwrap();
+    let next = osd.precreate(1).unwrap();
+    assert_eq!(next, max + 1, "ids keep growing after a destroy");
+    drop(osd);
+    assert_eq!(open_mem(&dev).statfs().objects, max);
+}
+
+#[test]
+fn punch_frees_blocks_and_zeroes_the_tail() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, &[0xff; 40_000], t(1)).unwrap();
+    assert_eq!(osd.getattr(oid).unwrap().allocated_bytes, 10 * 4096);
+    osd.punch(oid, 5000).unwrap();
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!((attr.size, attr.allocated_bytes), (5000, 2 * 4096));
+    osd.punch(oid, 30_000).unwrap();
+    let got = osd.read(oid, 0, 40_000).unwrap();
+    assert_eq!(got.len(), 30_000);
+    assert!(got[..5000].iter().all(|&b| b == 0xff));
+    assert!(
+        got[5000..].iter().all(|&b| b == 0),
+        "old bytes must not reappear"
+    );
+    osd.punch(oid, 0).unwrap();
+    assert_eq!(osd.getattr(oid).unwrap().allocated_bytes, 0);
+    osd.punch(oid, 0).unwrap();
+    assert!(matches!(osd.punch(77, 0), Err(OsdError::NotFound(77))));
+    assert!(matches!(
+        osd.punch(oid, MAX_OBJECT_BYTES + 1),
+        Err(OsdError::TooBig { .. })
+    ));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn mtime_rules() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, b"a", t(100)).unwrap();
+    osd.write(oid, 1, b"b", t(50)).unwrap();
+    assert_eq!(
+        osd.getattr(oid).unwrap().mtime,
+        t(100),
+        "writes never move mtime back"
+    );
+    osd.set_mtime(oid, Timespec { sec: 7, nsec: 9 }).unwrap();
+    assert_eq!(
+        osd.getattr(oid).unwrap().mtime,
+        Timespec { sec: 7, nsec: 9 }
+    );
+    let bad = Timespec {
+        sec: 1,
+        nsec: 1_000_000_000,
+    };
+    assert!(matches!(osd.set_mtime(oid, bad), Err(OsdError::Invalid(_))));
+    assert!(matches!(
+        osd.set_mtime(99, t(1)),
+        Err(OsdError::NotFound(99))
+    ));
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(
+        osd.getattr(oid).unwrap().mtime,
+        Timespec { sec: 7, nsec: 9 }
+    );
+}
+
+#[test]
+fn bad_arguments_are_rejected() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    assert!(matches!(
+        osd.read(oid, 0, MAX_IO_BYTES + 1),
+        Err(OsdError::Invalid(_))
+    ));
+    let big = vec![0u8; MAX_IO_BYTES as usize + 1];
+    assert!(matches!(
+        osd.write(oid, 0, &big, t(1)),
+        Err(OsdError::Invalid(_))
+    ));
+    let err = osd.write(oid, MAX_OBJECT_BYTES, b"x", t(1)).unwrap_err();
+    assert!(matches!(err, OsdError::TooBig { .. }));
+    assert_eq!(err.errno(), Errno::EFBIG);
+    assert!(matches!(
+        osd.write(oid, u64::MAX, b"x", t(1)),
+        Err(OsdError::TooBig { .. })
+    ));
+    // The last byte of the largest object is writable and readable.
+    osd.write(oid, MAX_OBJECT_BYTES - 1, b"z", t(1)).unwrap();
+    assert_eq!(&osd.read(oid, MAX_OBJECT_BYTES - 1, 10).unwrap()[..], b"z");
+}
+
+#[test]
+fn log_full_checkpoints_and_reopens() {
+    let dev = mem_dev(32 * MIB, Some(LOG_MIN_BYTES));
+    let osd = open_mem(&dev);
+    let gen0 = lock(&osd.log).generation;
+    let first = osd.precreate(8).unwrap();
+    let mut models = vec![Vec::new(); 8];
+    // Each commit takes at least one 4 KiB log block: 1 MiB of log fills after ~250 commits.
+    for i in 0..700u64 {
+        let k = usize::try_from(i % 8).unwrap();
+        let data = pattern(i, usize::try_from(i % 3000 + 1).unwrap());
+        let offset = usize::try_from(i * 131 % 20_000).unwrap();
+        osd.write(first + k as u64, offset as u64, &data, t(1))
+            .unwrap();
+        model_write(&mut models[k], offset, &data);
+    }
+    let gen1 = lock(&osd.log).generation;
+    assert!(
+        gen1 >= gen0 + 2,
+        "log wrapped through checkpoints ({gen0} → {gen1})"
+    );
+    drop(osd);
+    let osd = open_mem(&dev);
+    for (k, m) in models.iter().enumerate() {
+        assert_eq!(&read_all(&osd, first + k as u64), m);
+    }
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn the_cipher_hook_is_applied_on_every_path() {
+    let dev = mem_dev(32 * MIB, None);
+    let shared: Arc<dyn BlockDev> = dev.clone();
+    let osd = open_with(shared.clone(), Box::new(XorCipher));
+    let oid = osd.precreate(1).unwrap();
+    let data = pattern(5, 20_000);
+    osd.write(oid, 0, &data, t(1)).unwrap();
+    osd.write(oid, 5000, b"partial", t(1)).unwrap();
+    osd.punch(oid, 9000).unwrap();
+    let mut expect = data.clone();
+    expect[5000..5007].copy_from_slice(b"partial");
+    expect.truncate(9000);
+    assert_eq!(read_all(&osd, oid), expect);
+    // What is on the device is not the plaintext.
+    let at = usize::try_from(osd.debug_block_offset(oid, 0).unwrap()).unwrap();
+    assert_ne!(&dev.image()[at..at + 4096], &expect[..4096]);
+    drop(osd);
+    let osd = open_with(shared.clone(), Box::new(XorCipher));
+    assert_eq!(read_all(&osd, oid), expect);
+    drop(osd);
+    // Without the key every block fails its checksum instead of returning garbage.
+    let osd = open_with(shared, Box::new(IdentityCipher));
+    assert!(matches!(
+        osd.read(oid, 0, 10),
+        Err(OsdError::Checksum { .. })
+    ));
+}
+
+#[test]
+fn concurrent_writers_on_the_block_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 64 * MIB);
+    let osd = Arc::new(Osd::open(&path).unwrap());
+    let first = osd.precreate(4).unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|k| {
+            let osd = osd.clone();
+            std::thread::spawn(move || {
+                for i in 0..12u64 {
+                    let data = pattern(k * 100 + i, 64 << 10);
+                    osd.write(first + k, i * (64 << 10), &data, t(1)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    drop(osd);
+    let osd = Osd::open(&path).unwrap();
+    for k in 0..4u64 {
+        let got = read_all(&osd, first + k);
+        let expect: Vec<u8> = (0..12)
+            .flat_map(|i| pattern(k * 100 + i, 64 << 10))
+            .collect();
+        assert_eq!(got, expect, "object {}", first + k);
+    }
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn readers_never_see_torn_or_recycled_blocks_during_overwrites() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = Arc::new(open_mem(&dev));
+    let first = osd.precreate(3).unwrap();
+    let (hot, other, shared) = (first, first + 1, first + 2);
+    let unit = 3 * 4096 + 100; // unaligned: every overwrite merges edge blocks
+    osd.write(hot, 0, &vec![b'A'; unit], t(1)).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (osd, stop) = (osd.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let byte = if i % 2 == 0 { b'B' } else { b'A' };
+                osd.write(hot, 0, &vec![byte; unit], t(1)).unwrap();
+                // Churn: another object reuses freed blocks as fast as possible.
+                osd.write(other, 0, &pattern(i, 8 * 4096), t(1)).unwrap();
+                i += 1;
+            }
+        })
+    };
+    // Writers on disjoint ranges of one object run concurrently and both land.
+    let halves: Vec<_> = (0..2u64)
+        .map(|h| {
+            let osd = osd.clone();
+            std::thread::spawn(move || {
+                for i in 0..30u64 {
+                    let off = h * 64 * 4096 + (i % 4) * 4096;
+                    osd.write(shared, off, &[u8::try_from(h).unwrap() + 1; 4096], t(1))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..300 {
+        let got = osd.read(hot, 0, u32::try_from(unit).unwrap()).unwrap();
+        assert_eq!(got.len(), unit);
+        assert!(got.iter().all(|&b| b == got[0]), "torn read");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    for h in halves {
+        h.join().unwrap();
+    }
+    let s = read_all(&osd, shared);
+    assert!(s[..4 * 4096].iter().all(|&b| b == 1));
+    assert!(s[64 * 4096..68 * 4096].iter().all(|&b| b == 2));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn sync_engine_and_tmpfs_fallback_work() {
+    // The pread/pwrite engine on a real file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    let dev: Arc<dyn BlockDev> = Arc::new(crate::dev::sync::FileDev::new(file, len));
+    let osd = open_with(dev.clone(), Box::new(IdentityCipher));
+    assert_eq!(osd.engine(), "sync");
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 3, &pattern(1, 100_000), t(1)).unwrap();
+    drop(osd);
+    let osd = Osd::open(&path).unwrap();
+    assert_eq!(&read_all(&osd, oid)[3..], &pattern(1, 100_000)[..]);
+    drop(osd);
+    // tmpfs refuses O_DIRECT: open falls back to buffered I/O.
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let path = block_file(&dir, 32 * MIB);
+        let osd = Osd::open(&path).unwrap();
+        let oid = osd.precreate(1).unwrap();
+        osd.write(oid, 0, b"on tmpfs", t(1)).unwrap();
+        drop(osd);
+        assert_eq!(
+            &Osd::open(&path).unwrap().read(oid, 0, 100).unwrap()[..],
+            b"on tmpfs"
+        );
+    }
+}
+
+#[test]
+fn failed_metadata_write_halts_until_reopen() {
+    let dev = mem_dev(32 * MIB, None);
+    let crash = Arc::new(CrashDev::new(dev.image()));
+    let osd = open_with(crash.clone(), Box::new(IdentityCipher));
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, b"before", t(1)).unwrap();
+    crash.arm(2); // the data write and the data flush pass, the log write fails
+    assert!(matches!(
+        osd.write(oid, 0, b"after!", t(2)),
+        Err(OsdError::Io(_))
+    ));
+    assert!(matches!(
+        osd.write(oid, 0, b"again", t(2)),
+        Err(OsdError::Halted)
+    ));
+    assert!(matches!(osd.precreate(1), Err(OsdError::Halted)));
+    assert_eq!(OsdError::Halted.errno(), Errno::EIO);
+    drop(osd);
+    let image = crash.crash_image(Survivors::SyncedOnly);
+    let osd = open_with(
+        Arc::new(MemDev::from_image(image)),
+        Box::new(IdentityCipher),
+    );
+    assert_eq!(&read_all(&osd, oid)[..], b"before");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash safety
+
+/// One change of the crash workload and what the object holds before and after it.
+struct Case {
+    oid: ObjId,
+    old: Option<Vec<u8>>,
+    new: Option<Vec<u8>>,
+}
+
+/// Formats a device and writes the "old" state of the objects the workload changes.
+fn crash_base() -> (Vec<u8>, Vec<Case>) {
+    let dev = mem_dev(32 * MIB, Some(LOG_MIN_BYTES));
+    let osd = open_mem(&dev);
+    let first = osd.precreate(6).unwrap();
+    // Object 7 is the filler the crash runs use to fill the log.
+    assert_eq!(osd.precreate(1).unwrap(), 7);
+    let olds = [
+        pattern(10, 5 * 4096),
+        pattern(11, 20_000),
+        pattern(12, 100_000),
+        pattern(13, 30_000),
+        pattern(14, 9000),
+        pattern(15, 4096),
+    ];
+    for (i, old) in olds.iter().enumerate() {
+        osd.write(first + i as u64, 0, old, t(1)).unwrap();
+    }
+    let news = {
+        let mut n0 = olds[0].clone();
+        model_write(&mut n0, 1000, &pattern(20, 9000));
+        let mut n1 = olds[1].clone();
+        model_write(&mut n1, 50_000, &pattern(21, 5000));
+        let n2 = pattern(22, 5_000_000);
+        let mut n3 = olds[3].clone();
+        n3.truncate(6000);
+        vec![
+            Some(n0),
+            Some(n1),
+            Some(n2),
+            Some(n3),
+            None,
+            Some(olds[5].clone()),
+        ]
+    };
+    let cases = olds
+        .into_iter()
+        .zip(news)
+        .enumerate()
+        .map(|(i, (old, new))| Case {
+            oid: first + i as u64,
+            old: Some(old),
+            new,
+        })
+        .collect();
+    drop(osd);
+    (dev.image(), cases)
+}
+
+/// Runs the workload on `osd`; returns which cases were acknowledged.
+fn crash_workload(osd: &Osd, cases: &[Case]) -> Vec<bool> {
+    let mut acked = vec![false; cases.len() + 1];
+    let ops: Vec<Box<dyn Fn() -> Result<(), OsdError> + '_>> = vec![
+        Box::new(|| {
+            osd.write(cases[0].oid, 1000, &pattern(20, 9000), t(2))
+                .map(drop)
+        }),
+        Box::new(|| {
+            osd.write(cases[1].oid, 50_000, &pattern(21, 5000), t(2))
+                .map(drop)
+        }),
+        Box::new(|| {
+            osd.write(cases[2].oid, 0, &pattern(22, 5_000_000), t(2))
+                .map(drop)
+        }),
+        Box::new(|| osd.punch(cases[3].oid, 6000)),
+        Box::new(|| osd.destroy(cases[4].oid)),
+        Box::new(|| osd.set_mtime(cases[5].oid, t(99))),
+        Box::new(|| osd.precreate(3).map(drop)),
+    ];
+    for (i, op) in ops.iter().enumerate() {
+        if op().is_err() {
+            break;
+        }
+        acked[i] = true;
+    }
+    acked
+}
+
+/// Checks a reopened OST: every object old or new, never mixed; acknowledged ones new.
+fn check_after_crash(osd: &Osd, cases: &[Case], acked: &[bool], what: &str) {
+    for (i, case) in cases.iter().enumerate() {
+        let now = match osd.getattr(case.oid) {
+            Ok(_) => Some(read_all(osd, case.oid)),
+            Err(OsdError::NotFound(_)) => None,
+            Err(e) => panic!("{what}: object {}: {e}", case.oid),
+        };
+        let is_old = now == case.old;
+        let is_new = now == case.new;
+        assert!(
+            is_old || is_new,
+            "{what}: object {} is neither old nor new",
+            case.oid
+        );
+        if acked[i] {
+            assert!(
+                is_new,
+                "{what}: acknowledged change to object {} was lost",
+                case.oid
+            );
+        }
+    }
+    let mtime = osd.getattr(cases[5].oid).unwrap().mtime;
+    assert!(mtime == t(1) || mtime == t(99), "{what}");
+    if acked[5] {
+        assert_eq!(mtime, t(99), "{what}");
+    }
+    let precreated = (8..11).filter(|oid| osd.getattr(*oid).is_ok()).count();
+    assert!(
+        precreated == 0 || precreated == 3,
+        "{what}: precreate half applied"
+    );
+    if acked[6] {
+        assert_eq!(precreated, 3, "{what}");
+    }
+    assert_eq!(
+        osd.precreate(1).unwrap(),
+        if precreated == 3 { 11 } else { 8 },
+        "{what}"
+    );
+    assert_no_leak(osd);
+}
+
+#[test]
+fn crash_at_every_write_or_flush_leaves_old_or_new_never_mixed() {
+    let (base, cases) = crash_base();
+    // Runs the workload with power failing at event `arm`, with the log nearly full so that a
+    // checkpoint happens in the middle of the workload.
+    let run = |arm: Option<u64>| {
+        let crash = Arc::new(CrashDev::new(base.clone()));
+        let osd = open_with(crash.clone(), Box::new(IdentityCipher));
+        let filler = 7;
+        let mut i = 0u64;
+        while lock(&osd.log).tail < LOG_MIN_BYTES - 3 * 4096 {
+            osd.write(filler, i % 8 * 4096, &[1; 10], t(1)).unwrap();
+            i += 1;
+        }
+        let gen_before = lock(&osd.log).generation;
+        let start = crash.events_done();
+        if let Some(n) = arm {
+            crash.arm(n);
+        }
+        let acked = crash_workload(&osd, &cases);
+        let events = crash.events_done() - start;
+        let checkpointed = lock(&osd.log).generation > gen_before;
+        drop(osd);
+        (crash, acked, events, checkpointed)
+    };
+    let check = |crash: &CrashDev, acked: &[bool], arm: Option<u64>, survivors: Survivors| {
+        let image = crash.crash_image(survivors);
+        let what = format!("crash at event {arm:?}, {survivors:?}");
+        let osd = open_with(
+            Arc::new(MemDev::from_image(image)),
+            Box::new(IdentityCipher),
+        );
+        check_after_crash(&osd, &cases, acked, &what);
+        // The OST is healthy afterwards.
+        osd.write(cases[0].oid, 0, b"healthy", t(5)).unwrap();
+    };
+    let (crash, acked, total, checkpointed) = run(None);
+    check(&crash, &acked, None, Survivors::SyncedOnly);
+    assert!(checkpointed, "the workload must cross a checkpoint");
+    assert!(acked[..7].iter().all(|a| *a));
+    assert!(total > 10, "{total}");
+    for n in 0..=total {
+        let (crash, acked, _, _) = run(Some(n));
+        check(&crash, &acked, Some(n), Survivors::SyncedOnly);
+        for seed in 1..=5 {
+            check(&crash, &acked, Some(n), Survivors::SomeUnsynced(seed));
+        }
+    }
+}
+
+#[test]
+fn crash_during_concurrent_group_commits() {
+    let (base, cases) = crash_base();
+    for n in 0..24u64 {
+        for survivors in [Survivors::SyncedOnly, Survivors::SomeUnsynced(n)] {
+            let crash = Arc::new(CrashDev::new(base.clone()));
+            let osd = Arc::new(open_with(crash.clone(), Box::new(IdentityCipher)));
+            crash.arm(n);
+            let writes: Vec<(usize, u64, Vec<u8>)> = vec![
+                (0, 1000, pattern(20, 9000)),
+                (1, 50_000, pattern(21, 5000)),
+                (2, 0, pattern(22, 5_000_000)),
+            ];
+            let handles: Vec<_> = writes
+                .into_iter()
+                .map(|(k, off, data)| {
+                    let (osd, oid) = (osd.clone(), cases[k].oid);
+                    std::thread::spawn(move || osd.write(oid, off, &data, t(2)).is_ok())
+                })
+                .collect();
+            let mut acked: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            acked.resize(cases.len() + 1, false);
+            drop(osd);
+            let image = crash.crash_image(survivors);
+            let osd = open_with(
+                Arc::new(MemDev::from_image(image)),
+                Box::new(IdentityCipher),
+            );
+            let what = format!("concurrent, crash after {n} writes, {survivors:?}");
+            // Objects 3..6 were not touched: they must be old.
+            for case in &cases[..3] {
+                let now = Some(read_all(&osd, case.oid));
+                assert!(
+                    now == case.old || now == case.new,
+                    "{what}: object {}",
+                    case.oid
+                );
+            }
+            for (i, case) in cases.iter().enumerate().skip(3) {
+                assert_eq!(
+                    Some(read_all(&osd, case.oid)),
+                    case.old,
+                    "{what}: object {i}"
+                );
+            }
+            for (i, a) in acked.iter().enumerate().take(3) {
+                if *a {
+                    assert_eq!(Some(read_all(&osd, cases[i].oid)), cases[i].new, "{what}");
+                }
+            }
+            assert_no_leak(&osd);
+        }
+    }
+}
+
+#[test]
+fn torn_newest_checkpoint_falls_back_to_the_older_one() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, b"kept", t(1)).unwrap();
+    let log = *lock(&osd.log);
+    drop(osd);
+    // Simulate a crash while writing the next checkpoint: its header lands, its body is torn.
+    let geo = Geometry::for_device(32 * MIB, None).unwrap();
+    let next = log.generation + 1;
+    let idx = crate::index::Index::default();
+    let image = crate::checkpoint::encode(&idx, next, log.next_seq, &geo).unwrap();
+    let slot = usize::try_from(geo.ckpt_slot_offset(next)).unwrap();
+    let mut bytes = dev.image();
+    bytes[slot..slot + 4096].copy_from_slice(&image[..4096]);
+    bytes[slot + 4096] ^= 0xff;
+    let osd = open_with(
+        Arc::new(MemDev::from_image(bytes)),
+        Box::new(IdentityCipher),
+    );
+    assert_eq!(&read_all(&osd, oid)[..], b"kept");
+}
+
+#[test]
+fn damaged_complete_checkpoint_is_corrupt_not_a_silent_rollback() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, b"after the checkpoint", t(1)).unwrap();
+    let generation = lock(&osd.log).generation;
+    drop(osd);
+    let geo = Geometry::for_device(32 * MIB, None).unwrap();
+    // Bit rot in the body of the newest checkpoint, whose log already has groups.
+    dev.corrupt_byte(geo.ckpt_slot_offset(generation) + 4096 + 3);
+    let err = Osd::open_dev(Box::new(dev.clone()), Box::new(IdentityCipher)).unwrap_err();
+    assert!(matches!(err, OsdError::Corrupt(_)), "{err}");
+}
+
+#[test]
+fn corrupt_bytes_in_metadata_regions_never_panic() {
+    let dev = mem_dev(32 * MIB, Some(LOG_MIN_BYTES));
+    let osd = open_mem(&dev);
+    let first = osd.precreate(20).unwrap();
+    for oid in first..first + 20 {
+        osd.write(oid, oid * 1000, &pattern(oid, 5000), t(1))
+            .unwrap();
+    }
+    drop(osd);
+    let geo = Geometry::for_device(32 * MIB, Some(LOG_MIN_BYTES)).unwrap();
+    let image = dev.image();
+    let mut rng = Rng(42);
+    for _ in 0..60 {
+        let mut bad = image.clone();
+        let region = match rng.below(3) {
+            0 => geo.ckpt_offset[0],
+            1 => geo.ckpt_offset[1],
+            _ => geo.log_offset,
+        };
+        for _ in 0..4 {
+            let at = usize::try_from(region + rng.below(8192)).unwrap();
+            bad[at] ^= u8::try_from(rng.below(255) + 1).unwrap();
+        }
+        let dev = Arc::new(MemDev::from_image(bad));
+        // Either it opens (damage in unused bytes or a fallback) or it says what is wrong.
+        if let Ok(osd) = Osd::open_dev(Box::new(dev), Box::new(IdentityCipher)) {
+            let _ = osd.list(0, 100);
+        }
+    }
+}
+
+#[test]
+fn data_region_corruption_in_memory_is_detected() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, &pattern(1, 50_000), t(1)).unwrap();
+    let at = osd.debug_block_offset(oid, 40_000).unwrap();
+    dev.corrupt_byte(at);
+    let err = osd.read(oid, 39_000, 2000).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OsdError::Checksum {
+                oid: 1,
+                offset: 36_864,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        &osd.read(oid, 0, 100).unwrap()[..],
+        &pattern(1, 50_000)[..100]
+    );
+}
