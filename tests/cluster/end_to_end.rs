@@ -129,8 +129,8 @@ fn striped_io_namespace_and_restarts() {
 
     // Removing the file frees its space on the OSTs.
     fs::remove_file(&big).unwrap();
-    cluster.stop().unwrap();
     let errors = cluster.log_errors();
+    cluster.stop().unwrap();
     assert!(
         errors.iter().all(|l| !l.contains(" ERROR ")),
         "errors in daemon logs: {errors:#?}"

@@ -1,0 +1,1033 @@
+//! The FUSE filesystem: fuser callbacks mapped onto `sheen_client::Client` calls.
+//!
+//! Each callback moves its `reply` into a task on the tokio runtime, which calls the client
+//! and replies, so that many requests run at once. The helpers on [`Inner`] return
+//! `Result<_, fuser::Errno>` and each callback replies exactly once, at the end of its
+//! task. Tasks are never cancelled (an RPC is not cancellation-safe).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use sheen_client::{Attr, Bytes, Client, Creds, DirEntry, Layout, SetAttr, TimeSet};
+use tracing::{debug, warn, Instrument};
+
+use crate::convert::{self, errno, fid, file_attr};
+use crate::limits;
+use crate::state::{Handle, OpenFiles};
+
+/// The xattr that carries a file's layout; setting it changes the layout.
+const LOV_XATTR: &[u8] = b"lustre.lov";
+/// Readdir offsets 1 and 2 are "." and ".."; an MDS cookie `c` is offset `c + 2`.
+const DOT_ENTRIES: u64 = 2;
+
+type FsResult<T> = Result<T, Errno>;
+
+/// The mounted filesystem, as fuser sees it.
+pub struct SheenFs {
+    inner: Arc<Inner>,
+    runtime: tokio::runtime::Handle,
+}
+
+struct Inner {
+    client: Client,
+    read_only: bool,
+    open: Mutex<OpenFiles>,
+    dirs: Mutex<HashMap<u64, DirHandle>>,
+    next_dir_fh: AtomicU64,
+}
+
+/// An open directory: the entries last fetched, so that the kernel's successive readdir
+/// calls (a few KiB each) do not each cost an MDS round trip.
+#[derive(Default)]
+struct DirHandle {
+    /// The MDS cookie `entries` were fetched from.
+    from_cookie: u64,
+    entries: Vec<DirEntry>,
+    eof: bool,
+}
+
+impl DirHandle {
+    /// The buffered entries that follow MDS cookie `cookie`, and whether they end the
+    /// directory; `None` when the buffer does not hold that point, or holds nothing after
+    /// it short of the end (the MDS must be asked).
+    fn after(&self, cookie: u64) -> Option<(Vec<DirEntry>, bool)> {
+        let start = if cookie == self.from_cookie {
+            0
+        } else {
+            self.entries.iter().position(|e| e.next_cookie == cookie)? + 1
+        };
+        let rest = self.entries.get(start..)?;
+        if rest.is_empty() && !self.eof {
+            return None;
+        }
+        Some((rest.to_vec(), self.eof))
+    }
+}
+
+impl SheenFs {
+    pub fn new(client: Client, runtime: tokio::runtime::Handle, read_only: bool) -> SheenFs {
+        SheenFs {
+            inner: Arc::new(Inner {
+                client,
+                read_only,
+                open: Mutex::new(OpenFiles::default()),
+                dirs: Mutex::new(HashMap::new()),
+                next_dir_fh: AtomicU64::new(1),
+            }),
+            runtime,
+        }
+    }
+
+    /// Runs one request's work as its own task, in a span naming the operation.
+    fn spawn<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let span = tracing::debug_span!("fuse", op, ino = ino.0);
+        self.runtime
+            .spawn(work(Arc::clone(&self.inner)).instrument(span));
+    }
+}
+
+fn creds(req: &Request) -> Creds {
+    Creds {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn name_bytes(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+fn reply_entry(reply: ReplyEntry, result: FsResult<FileAttr>) {
+    match result {
+        Ok(attr) => reply.entry(&limits::ATTR_TTL, &attr, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Answers an xattr query: the size for a size-0 probe, the data if it fits, else ERANGE.
+fn reply_xattr(reply: ReplyXattr, size: u32, result: FsResult<Vec<u8>>) {
+    match result {
+        Ok(value) => {
+            let Ok(len) = u32::try_from(value.len()) else {
+                return reply.error(Errno::E2BIG);
+            };
+            if size == 0 {
+                reply.size(len);
+            } else if len > size {
+                reply.error(Errno::ERANGE);
+            } else {
+                reply.data(&value);
+            }
+        }
+        Err(e) => reply.error(e),
+    }
+}
+
+impl Inner {
+    fn open_files(&self) -> MutexGuard<'_, OpenFiles> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir_handles(&self) -> MutexGuard<'_, HashMap<u64, DirHandle>> {
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.read_only {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
+    /// fuser attributes for an MDS answer, with the size this client knows of if open.
+    fn attr_of(&self, attr: &Attr, layout: Option<&Layout>) -> FileAttr {
+        let size = self
+            .open_files()
+            .observe(attr.fid.to_ino(), attr.size, layout);
+        file_attr(attr, size)
+    }
+
+    async fn getattr(&self, ino: INodeNo) -> FsResult<FileAttr> {
+        let (attr, layout) = self
+            .client
+            .getattr(fid(ino)?)
+            .await
+            .map_err(|e| errno("getattr", &e))?;
+        Ok(self.attr_of(&attr, layout.as_ref()))
+    }
+
+    async fn lookup(&self, parent: INodeNo, name: &[u8]) -> FsResult<FileAttr> {
+        let (attr, layout) = self
+            .client
+            .lookup(fid(parent)?, name)
+            .await
+            .map_err(|e| errno("lookup", &e))?;
+        Ok(self.attr_of(&attr, layout.as_ref()))
+    }
+
+    async fn setattr(&self, ino: INodeNo, set: SetAttr) -> FsResult<FileAttr> {
+        self.check_writable()?;
+        let fid = fid(ino)?;
+        let size = set.size;
+        let explicit_mtime = matches!(set.mtime, Some(TimeSet::At(_)));
+        let attr = self
+            .client
+            .setattr(fid, set)
+            .await
+            .map_err(|e| errno("setattr", &e))?;
+        {
+            let mut open = self.open_files();
+            if let Some(size) = size {
+                open.truncated(ino.0, size);
+            }
+            if explicit_mtime {
+                open.mtime_set(ino.0);
+            }
+        }
+        Ok(self.attr_of(&attr, None))
+    }
+
+    async fn mknod(
+        &self,
+        parent: INodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        creds: Creds,
+    ) -> FsResult<FileAttr> {
+        self.check_writable()?;
+        let parent = fid(parent)?;
+        let attr = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => self.client.create(parent, name, mode, creds, None).await,
+            _ => self
+                .client
+                .mknod(parent, name, mode, rdev, creds)
+                .await
+                .map(|a| (a, None)),
+        };
+        let (attr, layout) = match attr {
+            Ok((a, l)) => (a, l),
+            Err(e) => return Err(errno("mknod", &e)),
+        };
+        Ok(self.attr_of(&attr, layout.as_ref()))
+    }
+
+    /// Opens a file: reads its attributes and layout, truncates for O_TRUNC, and registers
+    /// the handle.
+    async fn open(&self, ino: INodeNo, flags: i32) -> FsResult<u64> {
+        let write = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
+        if write {
+            self.check_writable()?;
+        }
+        let fid = fid(ino)?;
+        let (mut attr, layout) = self
+            .client
+            .getattr(fid)
+            .await
+            .map_err(|e| errno("open", &e))?;
+        let truncate = write && flags & libc::O_TRUNC != 0 && attr.is_reg();
+        if truncate {
+            let set = SetAttr {
+                size: Some(0),
+                mtime: Some(TimeSet::Now),
+                ctime: Some(convert::timespec(SystemTime::now())),
+                ..SetAttr::default()
+            };
+            attr = self
+                .client
+                .setattr(fid, set)
+                .await
+                .map_err(|e| errno("open", &e))?;
+        }
+        let handle = Handle {
+            ino: ino.0,
+            write,
+            append: flags & libc::O_APPEND != 0,
+        };
+        let mut open = self.open_files();
+        let fh = open.open(handle, attr.size, layout);
+        if truncate {
+            open.truncated(ino.0, 0);
+        }
+        Ok(fh)
+    }
+
+    async fn create(
+        &self,
+        parent: INodeNo,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        creds: Creds,
+    ) -> FsResult<(FileAttr, u64)> {
+        self.check_writable()?;
+        let (attr, layout) = self
+            .client
+            .create(fid(parent)?, name, mode, creds, None)
+            .await
+            .map_err(|e| errno("create", &e))?;
+        let write = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
+        let handle = Handle {
+            ino: attr.fid.to_ino(),
+            write,
+            append: flags & libc::O_APPEND != 0,
+        };
+        let fh = self.open_files().open(handle, attr.size, layout);
+        Ok((file_attr(&attr, attr.size), fh))
+    }
+
+    /// The layout and size to do I/O with; the layout is fetched again when it is not
+    /// cached (after a layout change, or on an inode not opened through us).
+    async fn io_view(&self, ino: INodeNo) -> FsResult<(Arc<Layout>, u64)> {
+        let cached = self.open_files().io_view(ino.0);
+        if let Some((Some(layout), size)) = cached {
+            return Ok((layout, size));
+        }
+        let (attr, layout) = self
+            .client
+            .getattr(fid(ino)?)
+            .await
+            .map_err(|e| errno("io", &e))?;
+        let size = self.open_files().observe(ino.0, attr.size, layout.as_ref());
+        match layout {
+            Some(l) => Ok((Arc::new(l), size)),
+            None => {
+                warn!(ino = ino.0, "regular file without a layout");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    async fn read(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
+        let (layout, file_size) = self.io_view(ino).await?;
+        self.client
+            .read(&layout, file_size, offset, size)
+            .await
+            .map_err(|e| errno("read", &e))
+    }
+
+    async fn write(&self, ino: INodeNo, fh: FileHandle, offset: u64, data: Bytes) -> FsResult<u32> {
+        let len = u32::try_from(data.len()).map_err(|_| Errno::EFBIG)?;
+        let append = self.open_files().handle(fh.0).is_some_and(|h| h.append);
+        let (layout, file_size) = self.io_view(ino).await?;
+        let offset = if append {
+            offset.max(file_size)
+        } else {
+            offset
+        };
+        let end = self
+            .client
+            .write(&layout, offset, data)
+            .await
+            .map_err(|e| errno("write", &e))?;
+        self.open_files().wrote(ino.0, end);
+        Ok(len)
+    }
+
+    /// Reports a size or mtime made stale by writes to the MDS.
+    async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
+        let Some(update) = self.open_files().take_flush(ino.0) else {
+            return Ok(());
+        };
+        let set = SetAttr {
+            size: update.size,
+            mtime: update.mtime.then_some(TimeSet::Now),
+            ..SetAttr::default()
+        };
+        match self.client.setattr_mds(fid(ino)?, set).await {
+            Ok(_) => {
+                self.open_files().flushed(ino.0, update);
+                Ok(())
+            }
+            Err(e) => {
+                self.open_files().flush_failed(ino.0, update);
+                Err(errno("flush", &e))
+            }
+        }
+    }
+
+    async fn release(&self, ino: INodeNo, fh: FileHandle) -> FsResult<()> {
+        let result = self.flush_size(ino).await;
+        if result.is_err() {
+            // Logged by flush_size; the state goes with the handle, so the MDS keeps the
+            // size it had.
+            warn!(
+                ino = ino.0,
+                "size report at last close failed; the MDS size may be short"
+            );
+        }
+        self.open_files().release(fh.0);
+        result
+    }
+
+    async fn fsync(&self, ino: INodeNo) -> FsResult<()> {
+        self.flush_size(ino).await?;
+        let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
+        self.client
+            .fsync(layout.as_deref())
+            .await
+            .map_err(|e| errno("fsync", &e))
+    }
+
+    /// Fills one readdir reply from offset `offset` on (see [`DOT_ENTRIES`]).
+    async fn readdir(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: &mut ReplyDirectory,
+    ) -> FsResult<()> {
+        let dir = fid(ino)?;
+        if offset == 0 && reply.add(ino, 1, fuser::FileType::Directory, ".") {
+            return Ok(());
+        }
+        // Without a parent pointer, ".." names the directory itself (only `d_ino` shows it).
+        if offset <= 1 && reply.add(ino, 2, fuser::FileType::Directory, "..") {
+            return Ok(());
+        }
+        let mut cookie = offset.saturating_sub(DOT_ENTRIES);
+        loop {
+            let buffered = self.dir_handles().get(&fh.0).and_then(|d| d.after(cookie));
+            let (entries, eof) = match buffered {
+                Some(b) => b,
+                None => {
+                    let (entries, eof) = self
+                        .client
+                        .readdir(dir, cookie, limits::READDIR_BATCH)
+                        .await
+                        .map_err(|e| errno("readdir", &e))?;
+                    let handle = DirHandle {
+                        from_cookie: cookie,
+                        entries: entries.clone(),
+                        eof,
+                    };
+                    self.dir_handles().insert(fh.0, handle);
+                    (entries, eof)
+                }
+            };
+            for e in &entries {
+                let offset = e
+                    .next_cookie
+                    .checked_add(DOT_ENTRIES)
+                    .ok_or(Errno::EOVERFLOW)?;
+                let name = OsStr::from_bytes(&e.name);
+                if reply.add(
+                    convert::ino(e.fid),
+                    offset,
+                    convert::file_type(e.file_type),
+                    name,
+                ) {
+                    return Ok(());
+                }
+            }
+            match entries.last() {
+                Some(last) if !eof => cookie = last.next_cookie,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn statfs(&self) -> FsResult<sheen_client::StatfsReply> {
+        self.client.statfs().await.map_err(|e| errno("statfs", &e))
+    }
+
+    async fn setxattr(&self, ino: INodeNo, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.check_writable()?;
+        let flags = u32::try_from(flags).map_err(|_| Errno::EINVAL)?;
+        self.client
+            .setxattr(fid(ino)?, name, value, flags)
+            .await
+            .map_err(|e| errno("setxattr", &e))?;
+        if name == LOV_XATTR {
+            self.open_files().invalidate_layout(ino.0);
+        }
+        Ok(())
+    }
+
+    /// `access(2)` when the kernel does not check permissions itself (it does with
+    /// `default_permissions`, which we mount with).
+    async fn access(&self, ino: INodeNo, mask: AccessFlags, uid: u32, gid: u32) -> FsResult<()> {
+        let (attr, _) = self
+            .client
+            .getattr(fid(ino)?)
+            .await
+            .map_err(|e| errno("access", &e))?;
+        if mask.contains(AccessFlags::W_OK) && self.read_only {
+            return Err(Errno::EROFS);
+        }
+        let perm = attr.mode & 0o7777;
+        let granted = if uid == 0 {
+            // Root may read and write anything, and execute what anyone may execute.
+            let any_x = perm & 0o111 != 0 || attr.is_dir();
+            0o6 | if any_x { 0o1 } else { 0 }
+        } else if uid == attr.uid {
+            (perm >> 6) & 0o7
+        } else if gid == attr.gid {
+            (perm >> 3) & 0o7
+        } else {
+            perm & 0o7
+        };
+        let wanted = u32::try_from(mask.bits()).unwrap_or(0) & 0o7;
+        if wanted & !granted != 0 {
+            return Err(Errno::EACCES);
+        }
+        Ok(())
+    }
+}
+
+impl Filesystem for SheenFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if let Err(max) = config.set_max_write(limits::MAX_WRITE_BYTES) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(limits::MAX_READAHEAD_BYTES) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(limits::MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(limits::CONGESTION_THRESHOLD);
+        // Each only if the kernel offers it: O_TRUNC handled in open, parallel lookups and
+        // readdirs in one directory, cached symlinks, page cache dropped when the size or
+        // mtime changes under us.
+        for cap in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                debug!(?cap, "kernel does not offer a FUSE capability");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name_bytes(name);
+        self.spawn("lookup", parent, |fs| async move {
+            reply_entry(reply, fs.lookup(parent, &name).await);
+        });
+    }
+
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        // Nothing is kept per looked-up inode: open files have their own state, released
+        // with their last handle.
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn("getattr", ino, |fs| async move {
+            match fs.getattr(ino).await {
+                Ok(attr) => reply.attr(&limits::ATTR_TTL, &attr),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(convert::time_set),
+            mtime: mtime.map(convert::time_set),
+            ctime: ctime.map(convert::timespec),
+        };
+        self.spawn("setattr", ino, |fs| async move {
+            match fs.setattr(ino, set).await {
+                Ok(attr) => reply.attr(&limits::ATTR_TTL, &attr),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn("readlink", ino, |fs| async move {
+            let target = match fid(ino) {
+                Ok(f) => fs
+                    .client
+                    .readlink(f)
+                    .await
+                    .map_err(|e| errno("readlink", &e)),
+                Err(e) => Err(e),
+            };
+            match target {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // The kernel applied the umask already (we do not ask for FUSE_DONT_MASK).
+        let (name, creds) = (name_bytes(name), creds(req));
+        self.spawn("mknod", parent, |fs| async move {
+            reply_entry(reply, fs.mknod(parent, &name, mode, rdev, creds).await);
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (name, creds) = (name_bytes(name), creds(req));
+        self.spawn("mkdir", parent, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                let attr = fs
+                    .client
+                    .mkdir(fid(parent)?, &name, mode, creds)
+                    .await
+                    .map_err(|e| errno("mkdir", &e))?;
+                Ok(file_attr(&attr, attr.size))
+            };
+            reply_entry(reply, result.await);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn("unlink", parent, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                fs.client
+                    .unlink(fid(parent)?, &name)
+                    .await
+                    .map_err(|e| errno("unlink", &e))
+            };
+            reply_empty(reply, result.await);
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn("rmdir", parent, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                fs.client
+                    .rmdir(fid(parent)?, &name)
+                    .await
+                    .map_err(|e| errno("rmdir", &e))
+            };
+            reply_empty(reply, result.await);
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, creds) = (name_bytes(link_name), creds(req));
+        let target = target.as_os_str().as_bytes().to_vec();
+        self.spawn("symlink", parent, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                let attr = fs
+                    .client
+                    .symlink(fid(parent)?, &name, &target, creds)
+                    .await
+                    .map_err(|e| errno("symlink", &e))?;
+                Ok(file_attr(&attr, attr.size))
+            };
+            reply_entry(reply, result.await);
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name_bytes(name), name_bytes(newname));
+        self.spawn("rename", parent, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                fs.client
+                    .rename(fid(parent)?, &name, fid(newparent)?, &newname, flags.bits())
+                    .await
+                    .map_err(|e| errno("rename", &e))
+            };
+            reply_empty(reply, result.await);
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = name_bytes(newname);
+        self.spawn("link", ino, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                let attr = fs
+                    .client
+                    .link(fid(ino)?, fid(newparent)?, &newname)
+                    .await
+                    .map_err(|e| errno("link", &e))?;
+                Ok(fs.attr_of(&attr, None))
+            };
+            reply_entry(reply, result.await);
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn("open", ino, |fs| async move {
+            match fs.open(ino, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn("read", ino, |fs| async move {
+            match fs.read(ino, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // The one copy of the write path: out of fuser's request buffer.
+        let data = Bytes::copy_from_slice(data);
+        self.spawn("write", ino, |fs| async move {
+            match fs.write(ino, fh, offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn("flush", ino, |fs| async move {
+            reply_empty(reply, fs.flush_size(ino).await);
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn("release", ino, |fs| async move {
+            reply_empty(reply, fs.release(ino, fh).await);
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn("fsync", ino, |fs| async move {
+            reply_empty(reply, fs.fsync(ino).await);
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.inner.next_dir_fh.fetch_add(1, Ordering::Relaxed);
+        self.inner.dir_handles().insert(fh, DirHandle::default());
+        debug!(ino = ino.0, fh, "opendir");
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn("readdir", ino, |fs| async move {
+            match fs.readdir(ino, fh, offset, &mut reply).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.inner.dir_handles().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn("fsyncdir", ino, |fs| async move {
+            let result = fs
+                .client
+                .fsync(None)
+                .await
+                .map_err(|e| errno("fsyncdir", &e));
+            reply_empty(reply, result);
+        });
+    }
+
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn("statfs", ino, |fs| async move {
+            match fs.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+                ),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let (name, value) = (name_bytes(name), value.to_vec());
+        self.spawn("setxattr", ino, |fs| async move {
+            reply_empty(reply, fs.setxattr(ino, &name, &value, flags).await);
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_bytes(name);
+        self.spawn("getxattr", ino, |fs| async move {
+            let value = match fid(ino) {
+                Ok(f) => fs
+                    .client
+                    .getxattr(f, &name)
+                    .await
+                    .map_err(|e| errno("getxattr", &e)),
+                Err(e) => Err(e),
+            };
+            reply_xattr(reply, size, value);
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn("listxattr", ino, |fs| async move {
+            let value = match fid(ino) {
+                Ok(f) => fs
+                    .client
+                    .listxattr(f)
+                    .await
+                    .map_err(|e| errno("listxattr", &e)),
+                Err(e) => Err(e),
+            };
+            reply_xattr(reply, size, value);
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn("removexattr", ino, |fs| async move {
+            let result = async {
+                fs.check_writable()?;
+                fs.client
+                    .removexattr(fid(ino)?, &name)
+                    .await
+                    .map_err(|e| errno("removexattr", &e))?;
+                if name == LOV_XATTR {
+                    fs.open_files().invalidate_layout(ino.0);
+                }
+                Ok(())
+            };
+            reply_empty(reply, result.await);
+        });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let (uid, gid) = (req.uid(), req.gid());
+        self.spawn("access", ino, |fs| async move {
+            reply_empty(reply, fs.access(ino, mask, uid, gid).await);
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (name, creds) = (name_bytes(name), creds(req));
+        self.spawn("create", parent, |fs| async move {
+            match fs.create(parent, &name, mode, flags, creds).await {
+                Ok((attr, fh)) => reply.created(
+                    &limits::ATTR_TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sheen_client::Fid;
+
+    fn entry(name: &str, next_cookie: u64) -> DirEntry {
+        DirEntry {
+            name: name.as_bytes().to_vec(),
+            fid: Fid {
+                seq: Fid::FIRST_NORMAL_SEQ,
+                oid: next_cookie as u32,
+                ver: 0,
+            },
+            file_type: libc::S_IFREG,
+            next_cookie,
+        }
+    }
+
+    #[test]
+    fn dir_buffer_resumes_after_any_entry() {
+        let d = DirHandle {
+            from_cookie: 10,
+            entries: vec![entry("a", 11), entry("b", 12), entry("c", 13)],
+            eof: true,
+        };
+        let names = |r: Option<(Vec<DirEntry>, bool)>| {
+            r.map(|(e, eof)| (e.into_iter().map(|e| e.name).collect::<Vec<_>>(), eof))
+        };
+        assert_eq!(
+            names(d.after(10)),
+            Some((vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], true))
+        );
+        assert_eq!(names(d.after(12)), Some((vec![b"c".to_vec()], true)));
+        assert_eq!(names(d.after(13)), Some((vec![], true)));
+        assert_eq!(names(d.after(99)), None);
+        assert_eq!(names(DirHandle::default().after(0)), None);
+        let partial = DirHandle { eof: false, ..d };
+        assert_eq!(names(partial.after(13)), None);
+    }
+}

@@ -1,0 +1,33 @@
+//! The FUSE client's limits and timings, in one place.
+
+use std::time::Duration;
+
+/// How long the kernel may cache attributes and directory entries (coherence between
+/// clients comes with the lock work; one second bounds staleness until then).
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
+/// Largest FUSE write request; the kernel derives FUSE_MAX_PAGES from it. One OST RPC.
+pub const MAX_WRITE_BYTES: u32 = 1 << 20;
+/// Readahead asked of the kernel (it may offer less, and we take what it offers).
+pub const MAX_READAHEAD_BYTES: u32 = 4 << 20;
+/// Asynchronous requests (readahead, async reads) the kernel may keep outstanding.
+pub const MAX_BACKGROUND: u16 = 64;
+/// Outstanding background requests at which the kernel considers us congested.
+pub const CONGESTION_THRESHOLD: u16 = 48;
+/// Directory entries fetched from the MDS per READPAGE when a readdir needs more.
+pub const READDIR_BATCH: u32 = 512;
+/// `st_blksize` reported to applications: the I/O size that fills one OST RPC.
+pub const BLKSIZE: u32 = 1 << 20;
+/// Threads reading requests from /dev/fuse by default (the work itself runs on tokio).
+pub const FUSE_THREADS_DEFAULT: usize = 1;
+/// Most threads `-o fuse_threads=N` may ask for.
+pub const FUSE_THREADS_MAX: usize = 16;
+/// How long the mount helper waits for the background process's mount to appear.
+pub const MOUNT_WAIT: Duration = Duration::from_secs(30);
+/// How often the mount helper looks at /proc/self/mountinfo while waiting.
+pub const MOUNT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long the runtime may take to finish its tasks after the session ended.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const _: () = assert!(MAX_WRITE_BYTES <= sheen_client::limits::MAX_RPC_BYTES);
+const _: () = assert!(CONGESTION_THRESHOLD <= MAX_BACKGROUND);
+const _: () = assert!(READDIR_BATCH <= sheen_wire::limits::READDIR_MAX_ENTRIES);

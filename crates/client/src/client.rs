@@ -1,0 +1,1046 @@
+//! The client proper [llite minus the VFS, mdc, osc, lov]: one MDC import to MDT0, one OSC
+//! import per OSS NID shared by the OSTs it serves, each OST with its own cap on RPCs in
+//! flight, and striped I/O that sends every stripe's pieces in parallel.
+//!
+//! Every fan-out waits for all of its RPCs (`join_all`), never dropping one half-way: an
+//! RPC future is not cancellation-safe (a dropped send could leave half a frame behind).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use sheen_layout::Geometry;
+use sheen_rpc::{Import, ImportConfig, RpcError};
+use sheen_wire::frame::NO_TARGET;
+use sheen_wire::limits::{
+    NAME_MAX_BYTES, PATH_MAX_BYTES, READDIR_MAX_ENTRIES, XATTR_VALUE_MAX_BYTES,
+};
+use sheen_wire::msg::{
+    Attr, AttrReply, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrReq, Layout,
+    LookupReq, ObjAttr, ObjReq, OstListReply, OstListReq, OstObject, OstPunchReq, OstReadReq,
+    OstSyncReq, OstWriteReply, OstWriteReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
+    SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
+};
+use sheen_wire::{Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, instrument, warn};
+
+use crate::io_plan::{assemble_read, plan_read, plan_write};
+use crate::limits;
+use crate::{ClientError, MountSpec};
+
+/// The MDT every metadata operation goes to (DNE comes later).
+const MDT0_INDEX: u32 = 0;
+
+/// Limits and identity of a client; [`Default`] takes them from [`crate::limits`].
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long one RPC waits for its reply.
+    pub rpc_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// How long an RPC keeps retrying an unreachable server before failing.
+    pub retry_for: Duration,
+    /// How long mount tries one MGS NID before the next.
+    pub mgs_retry_for: Duration,
+    /// Largest data one OST RPC moves.
+    pub max_rpc_bytes: u32,
+    /// OST RPCs in flight per OST.
+    pub max_rpcs_in_flight_per_ost: usize,
+    /// The name this client gives itself at connect.
+    pub client_uuid: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        ClientConfig {
+            rpc_timeout: limits::RPC_TIMEOUT,
+            connect_timeout: limits::CONNECT_TIMEOUT,
+            retry_for: limits::RETRY_FOR,
+            mgs_retry_for: limits::MGS_RETRY_FOR,
+            max_rpc_bytes: limits::MAX_RPC_BYTES,
+            max_rpcs_in_flight_per_ost: limits::MAX_RPCS_IN_FLIGHT_PER_OST,
+            client_uuid: format!(
+                "sheen-client-{}-{:x}",
+                std::process::id(),
+                nanos & 0xffff_ffff
+            ),
+        }
+    }
+}
+
+impl ClientConfig {
+    fn validate(&self) -> Result<(), ClientError> {
+        let max_bulk = sheen_wire::limits::MAX_BULK_BYTES;
+        if self.max_rpc_bytes == 0 || u64::from(self.max_rpc_bytes) > max_bulk {
+            return Err(ClientError::BadConfig(format!(
+                "max_rpc_bytes {} must be in 1..={max_bulk}",
+                self.max_rpc_bytes
+            )));
+        }
+        if self.max_rpcs_in_flight_per_ost == 0
+            || self.max_rpcs_in_flight_per_ost > Semaphore::MAX_PERMITS
+        {
+            return Err(ClientError::BadConfig(format!(
+                "max_rpcs_in_flight_per_ost {} must be positive",
+                self.max_rpcs_in_flight_per_ost
+            )));
+        }
+        Ok(())
+    }
+
+    fn import_config(&self, connect_opcode: Opcode, target: &str) -> ImportConfig {
+        let mut c = ImportConfig::new(self.client_uuid.clone(), connect_opcode);
+        c.timeout = self.rpc_timeout;
+        c.connect_timeout = self.connect_timeout;
+        c.retry_for = self.retry_for;
+        c.target = target.to_string();
+        c
+    }
+}
+
+/// A mounted Sheen filesystem. Cheap to clone; every clone shares the connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Mdt {
+    info: TargetInfo,
+    import: Import,
+}
+
+struct Ost {
+    info: TargetInfo,
+    import: Import,
+    in_flight: Semaphore,
+}
+
+struct Inner {
+    config: ClientConfig,
+    fs_config: FsConfig,
+    mgs: Import,
+    mdts: BTreeMap<u32, Mdt>,
+    osts: BTreeMap<u32, Ost>,
+    /// One import per OSS NID, shared by the OSTs it serves (kept for unmount).
+    oss_imports: Vec<Import>,
+    root: Fid,
+}
+
+fn new_import(nid: Nid, config: ImportConfig) -> Result<Import, ClientError> {
+    let transport = sheen_transport::for_nid(&nid)?;
+    Ok(Import::new(transport, nid, config))
+}
+
+/// The first NID of a target that parses (failover NIDs come later).
+fn target_nid(target: &TargetInfo) -> Result<Nid, ClientError> {
+    target
+        .nids
+        .iter()
+        .find_map(|s| Nid::parse(s).ok())
+        .ok_or_else(|| {
+            ClientError::BadConfig(format!(
+                "target {} has no usable NID (got {:?})",
+                target.name, target.nids
+            ))
+        })
+}
+
+fn check_name(name: &[u8]) -> Result<(), ClientError> {
+    if name.len() > NAME_MAX_BYTES {
+        return Err(ClientError::NameTooLong {
+            len: name.len(),
+            max: NAME_MAX_BYTES,
+        });
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(ClientError::Invalid(format!(
+            "bad file name {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<(), ClientError> {
+    if name.len() > limits::XATTR_NAME_MAX_BYTES {
+        return Err(ClientError::NameTooLong {
+            len: name.len(),
+            max: limits::XATTR_NAME_MAX_BYTES,
+        });
+    }
+    if name.is_empty() || name.contains(&0) {
+        return Err(ClientError::Invalid(
+            "empty or NUL-holding xattr name".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The stripe layout and geometry of a plain layout; composite ones are not supported yet.
+fn plain_geometry(layout: &Layout) -> Result<(&StripeLayout, Geometry), ClientError> {
+    let stripe = layout.as_plain().ok_or(ClientError::CompositeLayout)?;
+    let geom = Geometry::of(stripe)?;
+    Ok((stripe, geom))
+}
+
+fn stripe_object(stripe: &StripeLayout, stripe_idx: u32) -> Result<OstObject, ClientError> {
+    stripe
+        .objects
+        .get(stripe_idx as usize)
+        .copied()
+        .ok_or_else(|| {
+            ClientError::protocol("layout", format!("no object for stripe {stripe_idx}"))
+        })
+}
+
+/// Waits for all results and returns them, or the first error.
+fn all_ok<T>(results: Vec<Result<T, ClientError>>) -> Result<Vec<T>, ClientError> {
+    results.into_iter().collect()
+}
+
+impl Client {
+    /// Mounts: reads the filesystem configuration from the first MGS that answers, sets up
+    /// the imports of every MDT and OST (connections are made on first use), and checks the
+    /// MDS answers with the root directory.
+    #[instrument(level = "info", skip_all, fields(spec = %spec))]
+    pub async fn mount(spec: &MountSpec, config: ClientConfig) -> Result<Client, ClientError> {
+        config.validate()?;
+        let (mgs, fs_config) = fetch_config(spec, &config).await?;
+        if fs_config.fsname != spec.fsname {
+            return Err(ClientError::BadConfig(format!(
+                "MGS answered for filesystem {:?}, not {:?}",
+                fs_config.fsname, spec.fsname
+            )));
+        }
+        let mut mdts = BTreeMap::new();
+        let mut osts = BTreeMap::new();
+        let mut oss_by_nid: HashMap<Nid, Import> = HashMap::new();
+        for target in &fs_config.targets {
+            let duplicate = match target.kind {
+                TargetKind::Mgs => continue,
+                TargetKind::Mdt => {
+                    let nid = target_nid(target)?;
+                    let import =
+                        new_import(nid, config.import_config(Opcode::MdsConnect, &target.name))?;
+                    mdts.insert(
+                        target.index,
+                        Mdt {
+                            info: target.clone(),
+                            import,
+                        },
+                    )
+                    .is_some()
+                }
+                TargetKind::Ost => {
+                    let nid = target_nid(target)?;
+                    let import = match oss_by_nid.get(&nid) {
+                        Some(i) => i.clone(),
+                        None => {
+                            let i = new_import(nid, config.import_config(Opcode::OstConnect, ""))?;
+                            oss_by_nid.insert(nid, i.clone());
+                            i
+                        }
+                    };
+                    let ost = Ost {
+                        info: target.clone(),
+                        import,
+                        in_flight: Semaphore::new(config.max_rpcs_in_flight_per_ost),
+                    };
+                    osts.insert(target.index, ost).is_some()
+                }
+            };
+            if duplicate {
+                return Err(ClientError::BadConfig(format!(
+                    "target {} listed twice",
+                    target.name
+                )));
+            }
+        }
+        let mdt0 = mdts
+            .get(&MDT0_INDEX)
+            .ok_or_else(|| ClientError::NoTarget(TargetKind::Mdt.target_name(&spec.fsname, 0)))?;
+        let root: AttrReply = mdt0
+            .import
+            .call(Opcode::MdsGetRoot, MDT0_INDEX, &Empty {})
+            .await?;
+        info!(
+            fsname = %fs_config.fsname,
+            mdts = mdts.len(),
+            osts = osts.len(),
+            root = %root.attr.fid,
+            "mounted"
+        );
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                oss_imports: oss_by_nid.into_values().collect(),
+                fs_config,
+                mgs,
+                mdts,
+                osts,
+                root: root.attr.fid,
+            }),
+        })
+    }
+
+    /// The filesystem configuration read at mount.
+    pub fn fs_config(&self) -> &FsConfig {
+        &self.inner.fs_config
+    }
+
+    /// The configuration this client was mounted with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The root directory's FID.
+    pub fn root_fid(&self) -> Fid {
+        self.inner.root
+    }
+
+    async fn mds<Req: WireEncode, Rep: WireDecode>(
+        &self,
+        opcode: Opcode,
+        req: &Req,
+    ) -> Result<Rep, ClientError> {
+        let mdt = self
+            .inner
+            .mdts
+            .get(&MDT0_INDEX)
+            .ok_or_else(|| ClientError::NoTarget("MDT0000".into()))?;
+        Ok(mdt.import.call(opcode, MDT0_INDEX, req).await?)
+    }
+
+    async fn reint(&self, req: &ReintReq) -> Result<ReintReply, ClientError> {
+        self.mds(Opcode::MdsReint, req).await
+    }
+
+    fn ost(&self, ost_idx: u32) -> Result<&Ost, ClientError> {
+        self.inner.osts.get(&ost_idx).ok_or_else(|| {
+            ClientError::NoTarget(
+                TargetKind::Ost.target_name(&self.inner.fs_config.fsname, ost_idx),
+            )
+        })
+    }
+
+    /// One OST RPC, counted against that OST's cap on RPCs in flight.
+    async fn ost_call<Req: WireEncode, Rep: WireDecode>(
+        &self,
+        ost_idx: u32,
+        opcode: Opcode,
+        req: &Req,
+        bulk: Bytes,
+    ) -> Result<(Rep, Bytes), ClientError> {
+        let ost = self.ost(ost_idx)?;
+        let _permit = ost
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ClientError::Unmounted)?;
+        Ok(ost.import.call_bulk(opcode, ost_idx, req, bulk).await?)
+    }
+
+    /// The root directory's attributes.
+    pub async fn root(&self) -> Result<Attr, ClientError> {
+        let reply: AttrReply = self.mds(Opcode::MdsGetRoot, &Empty {}).await?;
+        Ok(reply.attr)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn getattr(&self, fid: Fid) -> Result<(Attr, Option<Layout>), ClientError> {
+        let reply: AttrReply = self
+            .mds(
+                Opcode::MdsGetattr,
+                &GetattrReq {
+                    fid,
+                    want_symlink: false,
+                },
+            )
+            .await?;
+        Ok((reply.attr, reply.layout))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn lookup(
+        &self,
+        parent: Fid,
+        name: &[u8],
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        check_name(name)?;
+        let req = LookupReq {
+            parent,
+            name: name.to_vec(),
+        };
+        let reply: AttrReply = self.mds(Opcode::MdsGetattrName, &req).await?;
+        Ok((reply.attr, reply.layout))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn readlink(&self, fid: Fid) -> Result<Vec<u8>, ClientError> {
+        let reply: AttrReply = self
+            .mds(
+                Opcode::MdsGetattr,
+                &GetattrReq {
+                    fid,
+                    want_symlink: true,
+                },
+            )
+            .await?;
+        match reply.symlink {
+            Some(target) => Ok(target),
+            None if !reply.attr.is_symlink() => Err(ClientError::NotSymlink),
+            None => Err(ClientError::protocol(
+                "mds_getattr",
+                "symlink without a target",
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // One argument per field of the REINT_CREATE body.
+    async fn create_inode(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        creds: Creds,
+        symlink: Option<Vec<u8>>,
+        layout: Option<Layout>,
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        check_name(name)?;
+        let req = ReintReq::Create {
+            parent,
+            name: name.to_vec(),
+            mode,
+            rdev,
+            creds,
+            symlink,
+            layout,
+        };
+        let reply = self.reint(&req).await?;
+        let attr = reply
+            .attr
+            .ok_or_else(|| ClientError::protocol("mds_reint", "create without attr"))?;
+        Ok((attr, reply.layout))
+    }
+
+    /// Creates a regular file; the MDS allocates its objects. `layout` is a template asking
+    /// for stripe settings (`None`: the directory's or the filesystem's default).
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn create(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        mode: u32,
+        creds: Creds,
+        layout: Option<Layout>,
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        let mode = (mode & 0o7777) | libc::S_IFREG;
+        self.create_inode(parent, name, mode, 0, creds, None, layout)
+            .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn mkdir(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        mode: u32,
+        creds: Creds,
+    ) -> Result<Attr, ClientError> {
+        let mode = (mode & 0o7777) | libc::S_IFDIR;
+        Ok(self
+            .create_inode(parent, name, mode, 0, creds, None, None)
+            .await?
+            .0)
+    }
+
+    /// Creates a device node, FIFO or socket (`mode` carries the type; none means a regular
+    /// file).
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn mknod(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        creds: Creds,
+    ) -> Result<Attr, ClientError> {
+        let file_type = match mode & libc::S_IFMT {
+            0 => libc::S_IFREG,
+            t
+            @ (libc::S_IFREG | libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK) => t,
+            t => return Err(ClientError::Invalid(format!("mknod of file type {t:#o}"))),
+        };
+        let mode = (mode & 0o7777) | file_type;
+        Ok(self
+            .create_inode(parent, name, mode, rdev, creds, None, None)
+            .await?
+            .0)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn symlink(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        target: &[u8],
+        creds: Creds,
+    ) -> Result<Attr, ClientError> {
+        if target.is_empty() || target.len() >= PATH_MAX_BYTES {
+            return Err(ClientError::TooLarge {
+                what: "symlink target",
+                len: target.len() as u64,
+                max: PATH_MAX_BYTES as u64 - 1,
+            });
+        }
+        let mode = 0o777 | libc::S_IFLNK;
+        let symlink = Some(target.to_vec());
+        Ok(self
+            .create_inode(parent, name, mode, 0, creds, symlink, None)
+            .await?
+            .0)
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%fid, %parent))]
+    pub async fn link(&self, fid: Fid, parent: Fid, name: &[u8]) -> Result<Attr, ClientError> {
+        check_name(name)?;
+        let reply = self
+            .reint(&ReintReq::Link {
+                fid,
+                parent,
+                name: name.to_vec(),
+            })
+            .await?;
+        match reply.attr {
+            Some(attr) => Ok(attr),
+            None => Ok(self.getattr(fid).await?.0),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn unlink(&self, parent: Fid, name: &[u8]) -> Result<(), ClientError> {
+        check_name(name)?;
+        self.reint(&ReintReq::Unlink {
+            parent,
+            name: name.to_vec(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn rmdir(&self, parent: Fid, name: &[u8]) -> Result<(), ClientError> {
+        check_name(name)?;
+        self.reint(&ReintReq::Rmdir {
+            parent,
+            name: name.to_vec(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Renames; `flags` are `renameat2`'s RENAME_NOREPLACE (1) and RENAME_EXCHANGE (2).
+    #[instrument(level = "debug", skip_all, fields(%src_parent, %dst_parent, flags))]
+    pub async fn rename(
+        &self,
+        src_parent: Fid,
+        src_name: &[u8],
+        dst_parent: Fid,
+        dst_name: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
+        check_name(src_name)?;
+        check_name(dst_name)?;
+        const KNOWN: u32 = 1 | 2;
+        if flags & !KNOWN != 0 || flags == KNOWN {
+            return Err(ClientError::Invalid(format!("rename flags {flags:#x}")));
+        }
+        let req = ReintReq::Rename {
+            src_parent,
+            src_name: src_name.to_vec(),
+            dst_parent,
+            dst_name: dst_name.to_vec(),
+            flags,
+        };
+        self.reint(&req).await?;
+        Ok(())
+    }
+
+    /// Changes attributes. A size change of a regular file first punches every stripe
+    /// object to its share of the new size, then records the size on the MDS (which keeps
+    /// the file size).
+    #[instrument(level = "debug", skip_all, fields(%fid, size = ?attr.size))]
+    pub async fn setattr(&self, fid: Fid, attr: SetAttr) -> Result<Attr, ClientError> {
+        if let Some(size) = attr.size {
+            let (current, layout) = self.getattr(fid).await?;
+            if current.is_reg() {
+                if let Some(layout) = layout {
+                    self.punch(&layout, size).await?;
+                }
+            }
+        }
+        self.setattr_mds(fid, attr).await
+    }
+
+    /// Records attributes on the MDS only, leaving the objects alone: how a writer reports
+    /// the size it wrote and the new mtime (Lustre's size-on-MDS update at close).
+    #[instrument(level = "debug", skip_all, fields(%fid, size = ?attr.size))]
+    pub async fn setattr_mds(&self, fid: Fid, attr: SetAttr) -> Result<Attr, ClientError> {
+        let reply = self.reint(&ReintReq::Setattr { fid, attr }).await?;
+        match reply.attr {
+            Some(a) => Ok(a),
+            None => Ok(self.getattr(fid).await?.0),
+        }
+    }
+
+    /// Punches every object of a file to what it holds of a file of `size` bytes.
+    async fn punch(&self, layout: &Layout, size: u64) -> Result<(), ClientError> {
+        let stripe = layout.as_plain().ok_or(ClientError::CompositeLayout)?;
+        if stripe.objects.is_empty() {
+            return Ok(()); // Not instantiated: nothing stored yet.
+        }
+        let geom = Geometry::of(stripe)?;
+        let punches = stripe.objects.iter().enumerate().map(|(i, obj)| {
+            let req = OstPunchReq {
+                oid: obj.oid,
+                size: geom.object_size(i as u32, size),
+            };
+            async move {
+                let (_, _): (Empty, Bytes) = self
+                    .ost_call(obj.ost_idx, Opcode::OstPunch, &req, Bytes::new())
+                    .await?;
+                Ok(())
+            }
+        });
+        all_ok(join_all(punches).await)?;
+        Ok(())
+    }
+
+    /// Lists a directory from `cookie` (0 = the start): at most `max` entries, without "."
+    /// and "..", and whether the listing is complete.
+    #[instrument(level = "debug", skip_all, fields(%dir, cookie))]
+    pub async fn readdir(
+        &self,
+        dir: Fid,
+        cookie: u64,
+        max: u32,
+    ) -> Result<(Vec<DirEntry>, bool), ClientError> {
+        let max_entries = max.clamp(1, READDIR_MAX_ENTRIES);
+        let reply: ReaddirReply = self
+            .mds(
+                Opcode::MdsReadpage,
+                &ReaddirReq {
+                    fid: dir,
+                    cookie,
+                    max_entries,
+                },
+            )
+            .await?;
+        Ok((reply.entries, reply.eof))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%fid, name = %String::from_utf8_lossy(name)))]
+    pub async fn getxattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>, ClientError> {
+        check_xattr_name(name)?;
+        let reply: XattrReply = self
+            .mds(
+                Opcode::MdsGetxattr,
+                &XattrReq::Get {
+                    fid,
+                    name: name.to_vec(),
+                },
+            )
+            .await?;
+        Ok(reply.value)
+    }
+
+    /// The names of a file's extended attributes, NUL-separated (as `listxattr(2)`).
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn listxattr(&self, fid: Fid) -> Result<Vec<u8>, ClientError> {
+        let reply: XattrReply = self
+            .mds(Opcode::MdsGetxattr, &XattrReq::List { fid })
+            .await?;
+        Ok(reply.value)
+    }
+
+    /// Sets an extended attribute; `flags` are XATTR_CREATE (1) and XATTR_REPLACE (2).
+    /// `lustre.lov` sets a layout (see the MDS).
+    #[instrument(level = "debug", skip_all, fields(%fid, name = %String::from_utf8_lossy(name)))]
+    pub async fn setxattr(
+        &self,
+        fid: Fid,
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), ClientError> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_VALUE_MAX_BYTES {
+            return Err(ClientError::TooLarge {
+                what: "xattr value",
+                len: value.len() as u64,
+                max: XATTR_VALUE_MAX_BYTES as u64,
+            });
+        }
+        let req = ReintReq::Setxattr {
+            fid,
+            name: name.to_vec(),
+            value: value.to_vec(),
+            flags,
+        };
+        self.reint(&req).await?;
+        Ok(())
+    }
+
+    #[instrument(level = "debug", skip_all, fields(%fid, name = %String::from_utf8_lossy(name)))]
+    pub async fn removexattr(&self, fid: Fid, name: &[u8]) -> Result<(), ClientError> {
+        check_xattr_name(name)?;
+        self.reint(&ReintReq::Removexattr {
+            fid,
+            name: name.to_vec(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reads `[offset, offset + len)` of a file of `file_size` bytes (clamped to it, and to
+    /// [`limits::MAX_IO_BYTES`]). Each object's part goes to its OST in parallel, in RPCs
+    /// of at most `max_rpc_bytes`; what the objects do not hold inside the file size reads
+    /// as zeros.
+    #[instrument(level = "debug", skip_all, fields(offset, len))]
+    pub async fn read(
+        &self,
+        layout: &Layout,
+        file_size: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, ClientError> {
+        let end = offset.saturating_add(u64::from(len)).min(file_size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let len = (end - offset).min(limits::MAX_IO_BYTES);
+        let (stripe, geom) = plain_geometry(layout)?;
+        let rpcs = plan_read(
+            &geom,
+            offset,
+            len,
+            u64::from(self.inner.config.max_rpc_bytes),
+        );
+        let reads = rpcs.iter().map(|r| async move {
+            let obj = stripe_object(stripe, r.stripe_idx)?;
+            self.ost_read(obj, r.obj_offset, r.len).await
+        });
+        let data = all_ok(join_all(reads).await)?;
+        Ok(assemble_read(&geom, offset, len, &rpcs, data))
+    }
+
+    async fn ost_read(&self, obj: OstObject, offset: u64, len: u64) -> Result<Bytes, ClientError> {
+        let len32 = u32::try_from(len)
+            .map_err(|_| ClientError::Invalid(format!("read RPC of {len} bytes")))?;
+        let req = OstReadReq {
+            oid: obj.oid,
+            offset,
+            len: len32,
+        };
+        let (_, data): (Empty, Bytes) = self
+            .ost_call(obj.ost_idx, Opcode::OstRead, &req, Bytes::new())
+            .await?;
+        if data.len() as u64 > len {
+            return Err(ClientError::protocol(
+                "ost_read",
+                format!("{} bytes for a read of {len}", data.len()),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Writes `data` at `offset`, each stripe's pieces (slices of `data`, no copies) to its
+    /// OST in parallel. Returns once every OST replied (the data is durable), with
+    /// `offset + data.len()`. The file size on the MDS is the caller's to update.
+    #[instrument(level = "debug", skip_all, fields(offset, len = data.len()))]
+    pub async fn write(
+        &self,
+        layout: &Layout,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<u64, ClientError> {
+        let len = data.len() as u64;
+        if len > limits::MAX_IO_BYTES {
+            return Err(ClientError::TooLarge {
+                what: "write",
+                len,
+                max: limits::MAX_IO_BYTES,
+            });
+        }
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| ClientError::Invalid(format!("write of {len} bytes at {offset}")))?;
+        if len == 0 {
+            return Ok(end);
+        }
+        let (stripe, geom) = plain_geometry(layout)?;
+        let mtime = Timespec::now();
+        let pieces = plan_write(
+            &geom,
+            offset,
+            len,
+            u64::from(self.inner.config.max_rpc_bytes),
+        );
+        let writes = pieces.iter().map(|p| {
+            // The plan covers [0, len) of the buffer exactly.
+            let bulk = data.slice(p.buf_offset as usize..(p.buf_offset + p.len) as usize);
+            async move {
+                let obj = stripe_object(stripe, p.stripe_idx)?;
+                let req = OstWriteReq {
+                    oid: obj.oid,
+                    offset: p.obj_offset,
+                    mtime,
+                };
+                let (_, _): (OstWriteReply, Bytes) = self
+                    .ost_call(obj.ost_idx, Opcode::OstWrite, &req, bulk)
+                    .await?;
+                Ok(())
+            }
+        });
+        all_ok(join_all(writes).await)?;
+        Ok(end)
+    }
+
+    /// Makes a file's data durable on its OSTs (OST_SYNC of every object), then the
+    /// metadata on the MDS.
+    #[instrument(level = "debug", skip_all)]
+    pub async fn fsync(&self, layout: Option<&Layout>) -> Result<(), ClientError> {
+        if let Some(layout) = layout {
+            let syncs = layout
+                .components
+                .iter()
+                .flat_map(|c| c.stripe.objects.iter())
+                .map(|obj| async move {
+                    let req = OstSyncReq { oid: Some(obj.oid) };
+                    let (_, _): (Empty, Bytes) = self
+                        .ost_call(obj.ost_idx, Opcode::OstSync, &req, Bytes::new())
+                        .await?;
+                    Ok(())
+                });
+            all_ok(join_all(syncs).await)?;
+        }
+        let _: Empty = self.mds(Opcode::MdsSync, &Empty {}).await?;
+        Ok(())
+    }
+
+    /// Filesystem usage: space summed over the OSTs that answer (in
+    /// [`limits::STATFS_BSIZE`] blocks), inodes from MDT0.
+    #[instrument(level = "debug", skip_all)]
+    pub async fn statfs(&self) -> Result<StatfsReply, ClientError> {
+        let mdt = self.mds::<Empty, StatfsReply>(Opcode::MdsStatfs, &Empty {});
+        let osts = join_all(self.inner.osts.keys().map(|&idx| async move {
+            let r: Result<(StatfsReply, Bytes), ClientError> = self
+                .ost_call(idx, Opcode::OstStatfs, &Empty {}, Bytes::new())
+                .await;
+            (idx, r.map(|(s, _)| s))
+        }));
+        let (mdt, osts) = futures::join!(mdt, osts);
+        let mdt = mdt?;
+        let mut answered = Vec::new();
+        let mut first_err = None;
+        for (idx, r) in osts {
+            match r {
+                Ok(s) => answered.push(s),
+                Err(e) => {
+                    warn!(ost_idx = idx, "statfs skips an OST that failed: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if answered.is_empty() {
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+        }
+        Ok(sum_statfs(&mdt, &answered))
+    }
+
+    /// Usage of every MDT and OST, for `lfs df`.
+    pub async fn target_statfs(&self) -> Vec<(TargetInfo, Result<StatfsReply, ClientError>)> {
+        let mdts = self.inner.mdts.iter().map(|(&idx, mdt)| async move {
+            let r = mdt.import.call(Opcode::MdsStatfs, idx, &Empty {}).await;
+            (mdt.info.clone(), r.map_err(ClientError::from))
+        });
+        let osts = self.inner.osts.iter().map(|(&idx, ost)| async move {
+            let r: Result<(StatfsReply, Bytes), ClientError> = self
+                .ost_call(idx, Opcode::OstStatfs, &Empty {}, Bytes::new())
+                .await;
+            (ost.info.clone(), r.map(|(s, _)| s))
+        });
+        let (mut out, osts) = futures::join!(join_all(mdts), join_all(osts));
+        out.extend(osts);
+        out
+    }
+
+    /// Lists an OST's object index from `start` (for `lfs`/`lctl` tools and tests).
+    pub async fn ost_list(
+        &self,
+        ost_idx: u32,
+        start: u64,
+        max: u32,
+    ) -> Result<OstListReply, ClientError> {
+        let req = OstListReq { start, max };
+        let (reply, _) = self
+            .ost_call(ost_idx, Opcode::OstGetInfo, &req, Bytes::new())
+            .await?;
+        Ok(reply)
+    }
+
+    /// One object's attributes on its OST.
+    pub async fn ost_getattr(&self, ost_idx: u32, oid: u64) -> Result<ObjAttr, ClientError> {
+        let (reply, _) = self
+            .ost_call(ost_idx, Opcode::OstGetattr, &ObjReq { oid }, Bytes::new())
+            .await?;
+        Ok(reply)
+    }
+
+    /// Disconnects from every server. Calls made afterwards reconnect.
+    pub async fn unmount(&self) {
+        let inner = &self.inner;
+        let imports = inner
+            .mdts
+            .values()
+            .map(|m| &m.import)
+            .chain(inner.oss_imports.iter())
+            .chain(std::iter::once(&inner.mgs));
+        join_all(imports.map(|i| i.disconnect())).await;
+        info!(fsname = %inner.fs_config.fsname, "unmounted");
+    }
+}
+
+/// Reads the configuration from the first MGS NID that answers. An MGS that answers with an
+/// error (say, no such filesystem) ends the search: its failover partner would say the same.
+async fn fetch_config(
+    spec: &MountSpec,
+    config: &ClientConfig,
+) -> Result<(Import, FsConfig), ClientError> {
+    let mut last_err = None;
+    for &nid in &spec.mgs_nids {
+        let mut import_config = config.import_config(Opcode::MgsConnect, "");
+        import_config.retry_for = config.mgs_retry_for.min(config.retry_for);
+        let mgs = new_import(nid, import_config)?;
+        let req = ConfigReadReq {
+            fsname: spec.fsname.clone(),
+        };
+        match mgs
+            .call::<_, FsConfig>(Opcode::MgsConfigRead, NO_TARGET, &req)
+            .await
+        {
+            Ok(fs_config) => {
+                debug!(%nid, targets = fs_config.targets.len(), "read the configuration");
+                return Ok((mgs, fs_config));
+            }
+            Err(e @ RpcError::Remote { .. }) => return Err(e.into()),
+            Err(e) => {
+                warn!(%nid, "MGS did not answer, trying the next one: {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(match last_err {
+        Some(e) => e.into(),
+        None => ClientError::BadSpec(crate::MountSpecError::NoNids(spec.to_string())),
+    })
+}
+
+/// Sums OST space into [`limits::STATFS_BSIZE`] blocks; inodes come from the MDT.
+pub(crate) fn sum_statfs(mdt: &StatfsReply, osts: &[StatfsReply]) -> StatfsReply {
+    let bsize = u128::from(limits::STATFS_BSIZE);
+    let bytes = |f: fn(&StatfsReply) -> u64| -> u64 {
+        let total: u128 = osts
+            .iter()
+            .map(|s| u128::from(f(s)) * u128::from(s.bsize))
+            .sum();
+        u64::try_from(total / bsize).unwrap_or(u64::MAX)
+    };
+    StatfsReply {
+        bsize: limits::STATFS_BSIZE,
+        blocks: bytes(|s| s.blocks),
+        bfree: bytes(|s| s.bfree),
+        bavail: bytes(|s| s.bavail),
+        files: mdt.files,
+        ffree: mdt.ffree,
+        namelen: if mdt.namelen == 0 {
+            NAME_MAX_BYTES as u32
+        } else {
+            mdt.namelen
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statfs_sums_in_a_common_block_size() {
+        let mdt = StatfsReply {
+            files: 100,
+            ffree: 90,
+            namelen: 255,
+            ..Default::default()
+        };
+        let a = StatfsReply {
+            bsize: 4096,
+            blocks: 1000,
+            bfree: 500,
+            bavail: 400,
+            ..mdt.clone()
+        };
+        let b = StatfsReply {
+            bsize: 65536,
+            blocks: 10,
+            bfree: 5,
+            bavail: 5,
+            ..mdt.clone()
+        };
+        let s = sum_statfs(&mdt, &[a, b]);
+        assert_eq!(s.bsize, 4096);
+        assert_eq!(s.blocks, 1000 + 160);
+        assert_eq!(s.bfree, 500 + 80);
+        assert_eq!(s.bavail, 400 + 80);
+        assert_eq!((s.files, s.ffree, s.namelen), (100, 90, 255));
+        assert_eq!(sum_statfs(&mdt, &[]).blocks, 0);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name(b"ok").is_ok());
+        assert!(matches!(
+            check_name(&[b'a'; 256]),
+            Err(ClientError::NameTooLong { .. })
+        ));
+        assert!(matches!(check_name(b"a/b"), Err(ClientError::Invalid(_))));
+        assert!(matches!(check_name(b""), Err(ClientError::Invalid(_))));
+        assert!(check_xattr_name(b"user.x").is_ok());
+        assert!(check_xattr_name(b"").is_err());
+    }
+
+    #[test]
+    fn config_is_validated() {
+        assert!(ClientConfig::default().validate().is_ok());
+        let bad = ClientConfig {
+            max_rpc_bytes: 0,
+            ..ClientConfig::default()
+        };
+        assert!(matches!(bad.validate(), Err(ClientError::BadConfig(_))));
+        let bad = ClientConfig {
+            max_rpcs_in_flight_per_ost: 0,
+            ..ClientConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! The client's limits, in one place: RPC sizes, concurrency, timeouts.
+//!
+//! Protocol limits (largest bulk, name lengths) live in `sheen_wire::limits`; these are the
+//! client's own choices, used as the defaults of [`crate::ClientConfig`].
+
+use std::time::Duration;
+
+use sheen_wire::limits::MAX_BULK_BYTES;
+
+/// Largest data one OST_READ or OST_WRITE moves (Lustre's default `max_pages_per_rpc`).
+pub const MAX_RPC_BYTES: u32 = 1 << 20;
+/// OST RPCs one client keeps in flight to one OST (Lustre's `max_rpcs_in_flight`).
+pub const MAX_RPCS_IN_FLIGHT_PER_OST: usize = 8;
+/// Largest extent one `Client::read` or `Client::write` call handles; longer reads are cut
+/// short (as POSIX allows), longer writes are refused.
+pub const MAX_IO_BYTES: u64 = 64 << 20;
+/// How long one RPC waits for its reply.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one connection attempt may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an RPC keeps retrying a server that does not answer before the caller sees an
+/// error.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long mount keeps trying one MGS NID before trying the next one (or giving up).
+pub const MGS_RETRY_FOR: Duration = Duration::from_secs(10);
+/// The block size `Client::statfs` reports space in, whatever the OSTs use.
+pub const STATFS_BSIZE: u32 = 4096;
+/// Longest name of an extended attribute (Linux XATTR_NAME_MAX).
+pub const XATTR_NAME_MAX_BYTES: usize = 255;
+
+const _: () = assert!(MAX_RPC_BYTES as u64 <= MAX_BULK_BYTES);
+const _: () = assert!(MAX_RPC_BYTES as u64 <= MAX_IO_BYTES);
+const _: () = assert!(MAX_RPCS_IN_FLIGHT_PER_OST > 0);
