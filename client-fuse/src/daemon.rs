@@ -57,26 +57,32 @@ pub fn spawn_and_wait(mountpoint: &Path, log: Option<&Path>) -> anyhow::Result<(
             Ok(())
         });
     }
-    let mut child = command.spawn().context("starting the background sheen-mount")?;
+    let mut child = command
+        .spawn()
+        .context("starting the background sheen-mount")?;
     let captured = Arc::new(Mutex::new(Vec::new()));
     if let Some(mut pipe) = child.stderr.take() {
         let captured = Arc::clone(&captured);
         // Reads until the child exits; dies with us when the mount succeeds first.
-        let _ = std::thread::Builder::new().name("child-stderr".into()).spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                if let Ok(mut c) = captured.lock() {
-                    if c.len() < CAPTURE_MAX_BYTES {
-                        c.extend_from_slice(buf.get(..n).unwrap_or_default());
+        let _ = std::thread::Builder::new()
+            .name("child-stderr".into())
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                    if let Ok(mut c) = captured.lock() {
+                        if c.len() < CAPTURE_MAX_BYTES {
+                            c.extend_from_slice(buf.get(..n).unwrap_or_default());
+                        }
                     }
                 }
-            }
-        });
+            });
     }
     let why = |captured: &Mutex<Vec<u8>>| match log {
         Some(p) => format!("see {}", p.display()),
         None => {
-            let text = captured.lock().map(|c| String::from_utf8_lossy(&c).into_owned());
+            let text = captured
+                .lock()
+                .map(|c| String::from_utf8_lossy(&c).into_owned());
             match text {
                 Ok(t) if !t.trim().is_empty() => format!("its output:\n{}", t.trim_end()),
                 _ => "run with -f, or -o log=PATH, to see why".to_string(),
@@ -88,7 +94,10 @@ pub fn spawn_and_wait(mountpoint: &Path, log: Option<&Path>) -> anyhow::Result<(
         if count_fuse_mounts(&read_mountinfo()?, &mountpoint) > before {
             return Ok(());
         }
-        if let Some(status) = child.try_wait().context("waiting for the background process")? {
+        if let Some(status) = child
+            .try_wait()
+            .context("waiting for the background process")?
+        {
             // Let the reader drain what the child wrote last.
             std::thread::sleep(MOUNT_POLL_INTERVAL);
             bail!(

@@ -7,7 +7,8 @@ use std::time::Duration;
 pub const ATTR_TTL: Duration = Duration::from_secs(1);
 /// Largest FUSE write request; the kernel derives FUSE_MAX_PAGES from it. One OST RPC.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
-/// Readahead asked of the kernel (it may offer less, and we take what it offers).
+/// Readahead of a mount. Asked for at INIT, where the kernel grants at most its default
+/// (128 KiB); then set through the mount's BDI (`read_ahead_kb`), which root may raise.
 pub const MAX_READAHEAD_BYTES: u32 = 4 << 20;
 /// Asynchronous requests (readahead, async reads) the kernel may keep outstanding.
 pub const MAX_BACKGROUND: u16 = 64;

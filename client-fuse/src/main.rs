@@ -190,11 +190,18 @@ fn tune_readahead(mountpoint: &Path) {
     let dev = match std::fs::metadata(mountpoint) {
         Ok(m) => m.dev(),
         Err(e) => {
-            debug!("cannot stat {} to tune readahead: {e}", mountpoint.display());
+            debug!(
+                "cannot stat {} to tune readahead: {e}",
+                mountpoint.display()
+            );
             return;
         }
     };
-    let bdi = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
     let kib = limits::MAX_READAHEAD_BYTES / 1024;
     match std::fs::write(&bdi, format!("{kib}\n")) {
         Ok(()) => debug!(read_ahead_kb = kib, "raised readahead"),
@@ -222,7 +229,11 @@ fn init_tracing(debug: bool) {
     // fuser 0.18 warns "Failed to umount filesystem: Invalid argument" whenever the
     // filesystem was unmounted from outside (a plain `umount`), which is the normal way to
     // stop us: its session warnings are quieted unless RUST_LOG asks for them.
-    let default = if debug { "debug,fuser::session=error" } else { "info,fuser::session=error" };
+    let default = if debug {
+        "debug,fuser::session=error"
+    } else {
+        "info,fuser::session=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -267,6 +278,9 @@ mod tests {
         let e = anyhow::Error::new(inner)
             .context("cannot connect to x: connection refused")
             .context("mounting x:/s");
-        assert_eq!(render(&e), "mounting x:/s: cannot connect to x: connection refused");
+        assert_eq!(
+            render(&e),
+            "mounting x:/s: cannot connect to x: connection refused"
+        );
     }
 }
