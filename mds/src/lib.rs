@@ -71,7 +71,11 @@ fn host_space(dir: &std::path::Path) -> (u64, u64, u64) {
     }
     let frsize = st.f_frsize as u64;
     let to4k = |n: u64| n.saturating_mul(frsize) / 4096;
-    (to4k(st.f_blocks as u64), to4k(st.f_bfree as u64), to4k(st.f_bavail as u64))
+    (
+        to4k(st.f_blocks as u64),
+        to4k(st.f_bfree as u64),
+        to4k(st.f_bavail as u64),
+    )
 }
 
 fn ns_err(e: NsError) -> ServiceError {
@@ -396,8 +400,9 @@ impl Service for Mds {
                 let s = self.ns(|ns| ns.statfs()).await?;
                 // The MDT's space is the space of the filesystem holding its store.
                 let dir = self.data_dir.clone();
-                let (blocks, bfree, bavail) =
-                    tokio::task::spawn_blocking(move || host_space(&dir)).await.unwrap_or_default();
+                let (blocks, bfree, bavail) = tokio::task::spawn_blocking(move || host_space(&dir))
+                    .await
+                    .unwrap_or_default();
                 Ok(Response::new(&StatfsReply {
                     bsize: 4096,
                     blocks,

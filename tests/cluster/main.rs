@@ -1,6 +1,8 @@
 //! End-to-end suite: real daemons as processes on 127.0.0.1, block files in a temp dir, a
 //! real FUSE mount. Every test cleans up through `Cluster`'s drop (unmount, kill by pid).
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
 mod bad_input;
 mod end_to_end;
 
