@@ -25,6 +25,9 @@ use tracing::{info, warn};
 
 pub use objects::ObjectAllocator;
 
+/// How often the MDS re-reads the configuration from the MGS (new OSTs, changed NIDs).
+const CONFIG_REFRESH: Duration = Duration::from_secs(2);
+
 /// The xattr through which layouts are read and set, as in Lustre.
 pub const XATTR_LUSTRE_LOV: &[u8] = b"lustre.lov";
 
@@ -465,7 +468,7 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => objects.refresh_config().await,
+                    _ = tokio::time::sleep(CONFIG_REFRESH) => objects.refresh_config().await,
                 }
             }
         })

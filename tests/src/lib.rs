@@ -71,8 +71,9 @@ mod tests {
 
     #[test]
     fn parses_getstripe() {
-        let out = "f\nlmm_stripe_count:  2\nlmm_stripe_size:   1048576\nlmm_pattern:       raid0\n\
-                   lmm_layout_gen:    0\nlmm_stripe_offset: 1\n\tobdidx\t\t objid\t\t objid\t\t group\n\
+        let out = "f\nlmm_stripe_count:  2\nlmm_stripe_size:   1048576\n\
+                   lmm_pattern:       raid0\nlmm_layout_gen:    0\nlmm_stripe_offset: 1\n\
+                   \tobdidx\t\t objid\t\t objid\t\t group\n\
                    \t     1\t             5\t          0x5\t             0\n\
                    \t     2\t             9\t          0x9\t             0\n";
         assert_eq!(parse_getstripe(out), (2, 1 << 20, vec![(1, 5), (2, 9)]));

@@ -400,7 +400,8 @@ impl Import {
                         }
                     }
                     Ok(m) => {
-                        warn!(%nid, xid = m.header.xid, "server sent a request on a client connection");
+                        let xid = m.header.xid;
+                        warn!(%nid, xid, "server sent a request on a client connection");
                         live.close();
                         return;
                     }

@@ -350,7 +350,13 @@ wire_type! {
         Link { fid: Fid, parent: Fid, name: Vec<u8> },
         Unlink { parent: Fid, name: Vec<u8> },
         Rmdir { parent: Fid, name: Vec<u8> },
-        Rename { src_parent: Fid, src_name: Vec<u8>, dst_parent: Fid, dst_name: Vec<u8>, flags: u32 },
+        Rename {
+            src_parent: Fid,
+            src_name: Vec<u8>,
+            dst_parent: Fid,
+            dst_name: Vec<u8>,
+            flags: u32,
+        },
         Setxattr { fid: Fid, name: Vec<u8>, value: Vec<u8>, flags: u32 },
         Removexattr { fid: Fid, name: Vec<u8> },
     }
