@@ -8,7 +8,8 @@
 mod objects;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,8 +59,50 @@ struct Mds {
     objects: Arc<ObjectAllocator>,
     name: String,
     instance: u64,
-    committed: std::sync::atomic::AtomicU64,
+    commits: Arc<GroupCommit>,
     data_dir: PathBuf,
+}
+
+/// Group commit of the namespace: one sled flush at a time, and a request whose changes a
+/// finished flush already covers returns without flushing again, so that one flush serves
+/// every request that finished its transaction while the previous flush ran.
+struct GroupCommit {
+    /// The last transno known durable.
+    committed: AtomicU64,
+    /// Held while a flush runs (by a thread of the blocking pool).
+    flushing: Mutex<()>,
+}
+
+impl GroupCommit {
+    fn new(committed: u64) -> GroupCommit {
+        GroupCommit {
+            committed: AtomicU64::new(committed),
+            flushing: Mutex::new(()),
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Makes every transaction up to `target` durable; returns the committed transno (at
+    /// least `target`). Blocks: call on the blocking pool.
+    fn commit(&self, ns: &Namespace, target: u64) -> Result<u64, NsError> {
+        let done = self.committed();
+        if done >= target {
+            return Ok(done);
+        }
+        // A panic while flushing leaves nothing behind that the next flush would not redo.
+        let _turn = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let done = self.committed();
+        if done >= target {
+            return Ok(done);
+        }
+        // `flush` reads the last transno before flushing, so it covers `target`.
+        let transno = ns.flush()?.transno;
+        self.committed.fetch_max(transno, Ordering::AcqRel);
+        Ok(transno.max(target))
+    }
 }
 
 /// (blocks, free, available) in 4 KiB units of the filesystem holding `dir`.
@@ -79,6 +122,29 @@ fn host_space(dir: &std::path::Path) -> (u64, u64, u64) {
         to4k(st.f_bfree as u64),
         to4k(st.f_bavail as u64),
     )
+}
+
+/// `attr` with its layout (regular files) and symlink target (if wanted).
+fn attr_reply(
+    ns: &Namespace,
+    attr: sheen_wire::msg::Attr,
+    want_symlink: bool,
+) -> Result<AttrReply, NsError> {
+    let layout = if attr.is_reg() {
+        ns.layout(attr.fid)?
+    } else {
+        None
+    };
+    let symlink = if want_symlink && attr.is_symlink() {
+        Some(ns.readlink(attr.fid)?)
+    } else {
+        None
+    };
+    Ok(AttrReply {
+        attr,
+        layout,
+        symlink,
+    })
 }
 
 fn ns_err(e: NsError) -> ServiceError {
@@ -102,35 +168,38 @@ impl Mds {
             .map_err(ns_err)
     }
 
-    /// Makes every change so far durable; returns the committed transno.
-    async fn commit(&self) -> Result<u64, ServiceError> {
-        let transno = self.ns(|ns| ns.flush()).await?.transno;
-        self.committed
-            .fetch_max(transno, std::sync::atomic::Ordering::Relaxed);
-        Ok(transno)
+    /// Runs a modifying namespace call and commits it (and everything finished before it)
+    /// in the same trip to the blocking pool: the reply to a modifying request may leave
+    /// only once its changes are durable.
+    async fn ns_commit<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce(&Namespace) -> Result<T, NsError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let commits = Arc::clone(&self.commits);
+        self.ns(move |ns| {
+            let out = f(ns)?;
+            commits.commit(ns, ns.last_transno())?;
+            Ok(out)
+        })
+        .await
     }
 
-    async fn attr_reply(
-        &self,
-        attr: sheen_wire::msg::Attr,
-        want_symlink: bool,
-    ) -> Result<AttrReply, ServiceError> {
-        let fid = attr.fid;
-        let layout = if attr.is_reg() {
-            self.ns(move |ns| ns.layout(fid)).await?
-        } else {
-            None
-        };
-        let symlink = if want_symlink && attr.is_symlink() {
-            Some(self.ns(move |ns| ns.readlink(fid)).await?)
-        } else {
-            None
-        };
-        Ok(AttrReply {
-            attr,
-            layout,
-            symlink,
-        })
+    /// Makes every change so far durable; returns the committed transno.
+    async fn commit(&self) -> Result<u64, ServiceError> {
+        let commits = Arc::clone(&self.commits);
+        self.ns(move |ns| commits.commit(ns, ns.last_transno()))
+            .await
+    }
+
+    /// Reads an inode with `read` and answers with its layout (and symlink target), all in
+    /// one trip to the blocking pool: getattr and lookup are the hottest requests.
+    async fn attr_of<F>(&self, read: F, want_symlink: bool) -> Result<AttrReply, ServiceError>
+    where
+        F: FnOnce(&Namespace) -> Result<sheen_wire::msg::Attr, NsError> + Send + 'static,
+    {
+        self.ns(move |ns| attr_reply(ns, read(ns)?, want_symlink))
+            .await
     }
 
     /// Destroys the OST objects of inodes whose last link went away.
@@ -148,7 +217,7 @@ impl Mds {
     async fn reint(&self, req: ReintReq) -> Result<ReintReply, ServiceError> {
         match req {
             ReintReq::Setattr { fid, attr } => {
-                let a = self.ns(move |ns| ns.setattr(fid, &attr)).await?;
+                let a = self.ns_commit(move |ns| ns.setattr(fid, &attr)).await?;
                 Ok(ReintReply {
                     attr: Some(a),
                     layout: None,
@@ -183,7 +252,7 @@ impl Mds {
                     symlink,
                     layout: file_layout.clone(),
                 };
-                match self.ns(move |ns| ns.create(args)).await {
+                match self.ns_commit(move |ns| ns.create(args)).await {
                     Ok(attr) => Ok(ReintReply {
                         attr: Some(attr),
                         layout: file_layout,
@@ -197,14 +266,16 @@ impl Mds {
                 }
             }
             ReintReq::Link { fid, parent, name } => {
-                let a = self.ns(move |ns| ns.link(fid, parent, &name)).await?;
+                let a = self
+                    .ns_commit(move |ns| ns.link(fid, parent, &name))
+                    .await?;
                 Ok(ReintReply {
                     attr: Some(a),
                     layout: None,
                 })
             }
             ReintReq::Unlink { parent, name } => {
-                let r = self.ns(move |ns| ns.unlink(parent, &name)).await?;
+                let r = self.ns_commit(move |ns| ns.unlink(parent, &name)).await?;
                 self.destroy_removed(Some(&r));
                 Ok(ReintReply {
                     attr: Some(r.attr),
@@ -212,7 +283,7 @@ impl Mds {
                 })
             }
             ReintReq::Rmdir { parent, name } => {
-                let r = self.ns(move |ns| ns.rmdir(parent, &name)).await?;
+                let r = self.ns_commit(move |ns| ns.rmdir(parent, &name)).await?;
                 Ok(ReintReply {
                     attr: Some(r.attr),
                     layout: None,
@@ -226,7 +297,9 @@ impl Mds {
                 flags,
             } => {
                 let r = self
-                    .ns(move |ns| ns.rename(src_parent, &src_name, dst_parent, &dst_name, flags))
+                    .ns_commit(move |ns| {
+                        ns.rename(src_parent, &src_name, dst_parent, &dst_name, flags)
+                    })
                     .await?;
                 self.destroy_removed(r.as_ref());
                 Ok(ReintReply {
@@ -243,7 +316,7 @@ impl Mds {
                 if name == XATTR_LUSTRE_LOV {
                     return self.set_layout(fid, &value).await;
                 }
-                self.ns(move |ns| ns.set_xattr(fid, &name, &value, flags))
+                self.ns_commit(move |ns| ns.set_xattr(fid, &name, &value, flags))
                     .await?;
                 Ok(ReintReply {
                     attr: None,
@@ -259,13 +332,14 @@ impl Mds {
                             "a file's layout cannot be removed",
                         ));
                     }
-                    let (attr, _) = self.ns(move |ns| ns.set_layout(fid, None)).await?;
+                    let (attr, _) = self.ns_commit(move |ns| ns.set_layout(fid, None)).await?;
                     return Ok(ReintReply {
                         attr: Some(attr),
                         layout: None,
                     });
                 }
-                self.ns(move |ns| ns.remove_xattr(fid, &name)).await?;
+                self.ns_commit(move |ns| ns.remove_xattr(fid, &name))
+                    .await?;
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
@@ -287,7 +361,9 @@ impl Mds {
             }
             // Validate now so a bad default fails here, not at every later create.
             self.objects.check_template(&t).await?;
-            let (attr, _) = self.ns(move |ns| ns.set_layout(fid, Some(t))).await?;
+            let (attr, _) = self
+                .ns_commit(move |ns| ns.set_layout(fid, Some(t)))
+                .await?;
             return Ok(ReintReply {
                 attr: Some(attr),
                 layout: None,
@@ -307,7 +383,10 @@ impl Mds {
         }
         let new = self.objects.instantiate(Some(&template)).await?;
         let stored = new.clone();
-        match self.ns(move |ns| ns.set_layout(fid, Some(stored))).await {
+        match self
+            .ns_commit(move |ns| ns.set_layout(fid, Some(stored)))
+            .await
+        {
             Ok((attr, old)) => {
                 if let Some(old) = old {
                     self.objects.destroy_layout_later(old);
@@ -337,30 +416,35 @@ impl Service for Mds {
     }
 
     fn last_committed(&self) -> u64 {
-        self.committed.load(std::sync::atomic::Ordering::Relaxed)
+        self.commits.committed()
     }
 
     async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
         match req.opcode {
             Opcode::MdsGetRoot => {
-                let attr = self.ns(|ns| ns.getattr(Fid::ROOT)).await?;
-                Ok(Response::new(&self.attr_reply(attr, false).await?))
+                let reply = self.attr_of(|ns| ns.getattr(Fid::ROOT), false).await?;
+                Ok(Response::new(&reply))
             }
             Opcode::MdsGetattr => {
                 let r: GetattrReq = req.decode()?;
                 let fid = r.fid;
-                let attr = self.ns(move |ns| ns.getattr(fid)).await?;
-                Ok(Response::new(&self.attr_reply(attr, r.want_symlink).await?))
+                let reply = self
+                    .attr_of(move |ns| ns.getattr(fid), r.want_symlink)
+                    .await?;
+                Ok(Response::new(&reply))
             }
             Opcode::MdsGetattrName => {
                 let r: LookupReq = req.decode()?;
-                let attr = self.ns(move |ns| ns.lookup(r.parent, &r.name)).await?;
-                Ok(Response::new(&self.attr_reply(attr, false).await?))
+                let reply = self
+                    .attr_of(move |ns| ns.lookup(r.parent, &r.name), false)
+                    .await?;
+                Ok(Response::new(&reply))
             }
             Opcode::MdsReint => {
                 let r: ReintReq = req.decode()?;
+                // Each modifying step commits before it returns (`ns_commit`).
                 let reply = self.reint(r).await?;
-                let transno = self.commit().await?;
+                let transno = self.commits.committed();
                 Ok(Response::new(&reply).with_transno(transno))
             }
             Opcode::MdsReadpage => {
@@ -475,13 +559,13 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     };
     let name = TargetKind::Mdt.target_name(&cfg.fsname, cfg.index);
     info!(nid = %listener.local_nid(), target = %name, "MDS ready");
-    let committed = std::sync::atomic::AtomicU64::new(ns.last_transno());
+    let commits = Arc::new(GroupCommit::new(ns.last_transno()));
     let service = Arc::new(Mds {
         ns: Arc::clone(&ns),
         objects,
         name,
         instance: instance_id(),
-        committed,
+        commits,
         data_dir: cfg.data_dir.clone(),
     });
     serve(listener, service, shutdown).await;
@@ -498,4 +582,47 @@ fn instance_id() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     t ^ (u64::from(std::process::id()) << 40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subdir(name: &str) -> CreateArgs {
+        CreateArgs {
+            parent: Fid::ROOT,
+            name: name.as_bytes().to_vec(),
+            mode: libc::S_IFDIR | 0o755,
+            rdev: 0,
+            uid: 0,
+            gid: 0,
+            symlink: None,
+            layout: None,
+        }
+    }
+
+    #[test]
+    fn group_commit_covers_what_finished_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Namespace::open(dir.path()).unwrap();
+        let commits = GroupCommit::new(ns.last_transno());
+        ns.create(subdir("a")).unwrap();
+        let a = ns.last_transno();
+        ns.create(subdir("b")).unwrap();
+        let b = ns.last_transno();
+        assert!(b > a);
+        // One flush for `a` also covers `b`, which finished before it started.
+        assert_eq!(commits.commit(&ns, a).unwrap(), b);
+        assert_eq!(commits.committed(), b);
+        assert_eq!(commits.commit(&ns, b).unwrap(), b);
+        assert_eq!(commits.commit(&ns, 0).unwrap(), b);
+        ns.create(subdir("c")).unwrap();
+        let c = ns.last_transno();
+        assert_eq!(commits.commit(&ns, c).unwrap(), c);
+        drop(ns);
+        // Everything committed is there after a reopen.
+        let ns = Namespace::open(dir.path()).unwrap();
+        assert_eq!(ns.last_transno(), c);
+        assert!(ns.lookup(Fid::ROOT, b"c").is_ok());
+    }
 }

@@ -6,24 +6,72 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use sheen_client::{Client, ClientConfig, MountSpec};
-use sheen_wire::{msg, Nid, TargetKind};
+use sheen_transport::rdma::frame::{Ctrl, CTRL_BYTES};
+use sheen_wire::{msg, NetType, Nid, TargetKind};
 
-/// Sends `bytes` on a fresh connection and checks the server closes it.
+/// Sends `bytes` on a fresh connection and checks the server closes it. On an RDMA NID the
+/// server first sends its handshake (HELLO, READY), which is all it may answer.
 fn expect_closed(nid: &Nid, bytes: &[u8]) {
+    let allowed = match nid.net {
+        NetType::Tcp => 0,
+        NetType::Rdma => 2 * CTRL_BYTES,
+    };
     let mut s = TcpStream::connect(nid.socket_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(bytes).unwrap();
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("server answered {n} bytes to garbage instead of closing"),
-        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    let mut buf = [0u8; 256];
+    let mut answered = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                answered += n;
+                assert!(
+                    answered <= allowed,
+                    "server answered {answered} bytes to garbage instead of closing"
+                );
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                break;
+            }
+        }
+    }
+}
+
+/// Wraps a raw message frame for `net`: on RDMA, after a valid handshake (offering no shared
+/// memory) and in a SEND control frame, so that the frame itself is what gets checked.
+fn framed(net: NetType, frame: &[u8]) -> Vec<u8> {
+    match net {
+        NetType::Tcp => frame.to_vec(),
+        NetType::Rdma => {
+            let hello = Ctrl::Hello {
+                pid: 0,
+                fd: 0,
+                token: 0,
+                pool_bytes: 0,
+            };
+            let mut out = hello.encode().to_vec();
+            out.extend_from_slice(&Ctrl::Ready { mapped: false }.encode());
+            out.extend_from_slice(&Ctrl::Send { desc: None }.encode());
+            out.extend_from_slice(frame);
+            out
+        }
     }
 }
 
 #[test]
 fn garbage_and_bad_checksums_close_the_connection_only() {
-    let (_tmp, cluster) = crate::cluster(2);
+    garbage_and_bad_checksums_on(crate::TCP);
+}
+
+#[test]
+fn garbage_and_bad_checksums_close_the_connection_only_on_rdma() {
+    garbage_and_bad_checksums_on(crate::RDMA);
+}
+
+fn garbage_and_bad_checksums_on(net: &str) {
+    let (_tmp, cluster) = crate::cluster_on(2, net);
     let rt = crate::runtime();
     let spec: MountSpec = cluster.mount_spec().parse().unwrap();
     let client = rt
@@ -57,8 +105,8 @@ fn garbage_and_bad_checksums_close_the_connection_only() {
 
     for nid in &nids {
         expect_closed(nid, &[0x5a; 4096]);
-        expect_closed(nid, &bad_crc);
-        expect_closed(nid, &huge);
+        expect_closed(nid, &framed(nid.net, &bad_crc));
+        expect_closed(nid, &framed(nid.net, &huge));
     }
     // Everyone else is still served.
     rt.block_on(async {

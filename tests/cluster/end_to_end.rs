@@ -37,7 +37,17 @@ fn check_file(path: &Path, seed: u64) {
 
 #[test]
 fn striped_io_namespace_and_restarts() {
-    let (tmp, mut cluster) = crate::cluster(4);
+    striped_io_namespace_and_restarts_on(crate::TCP);
+}
+
+#[test]
+fn striped_io_namespace_and_restarts_on_rdma() {
+    striped_io_namespace_and_restarts_on(crate::RDMA);
+}
+
+fn striped_io_namespace_and_restarts_on(net: &str) {
+    let (tmp, mut cluster) = crate::cluster_on(4, net);
+    assert!(cluster.mgs_nid().ends_with(&format!("@{net}")));
     let mnt = tmp.path().join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     cluster.mount(&mnt).unwrap();

@@ -20,6 +20,7 @@ pub fn up(args: &UpArgs) -> Result<()> {
     let bin_dir = util::build_cluster_binaries(args.debug)?;
     let mut spec = ClusterSpec::new(&args.dir);
     spec.bin_dir = bin_dir;
+    spec.net = args.net.clone();
     spec.n_osts = args.osts;
     spec.ost_size_bytes = args.ost_size;
     util::step(&format!("start the cluster in {}", args.dir.display()));

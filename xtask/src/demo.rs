@@ -45,6 +45,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut spec = ClusterSpec::new(&dir);
     spec.bin_dir = bin_dir;
+    spec.net = args.net.clone();
     spec.n_osts = STRIPE_COUNT;
     spec.ost_size_bytes = OST_SIZE_BYTES_MIN.max(args.size_mib * MIB);
     util::step(&format!("start the cluster in {}", dir.display()));

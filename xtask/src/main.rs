@@ -4,10 +4,12 @@
 //! - `demo`: the README's main job; a striped file written, read back and checked.
 //! - `test`: the README's test command; builds every binary, then `cargo test --workspace`.
 //! - `ci`: formatting, clippy, then `test`.
+//! - `bench`: the standard benchmark set through FUSE and the native client (docs/BENCHMARKS.md).
 //!
 //! xtask only builds with cargo and starts processes (through `sheen-cluster`), so it compiles
 //! quickly and never links the daemons themselves (STYLE.md practice 14).
 
+mod bench;
 mod cluster_cmd;
 mod demo;
 mod util;
@@ -49,6 +51,10 @@ enum Task {
     },
     /// What CI checks: `cargo fmt --check`, clippy with `-D warnings`, then `test`.
     Ci,
+    /// Build in release mode, start a cluster, run the standard benchmark set through FUSE
+    /// and the native client (and a peer mount with --compare), print a comparison table,
+    /// write JSON, stop the cluster.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -80,6 +86,9 @@ struct UpArgs {
     /// Use debug binaries (target/debug) instead of building in release mode.
     #[arg(long)]
     debug: bool,
+    /// Network of every NID: `tcp`, or `rdma` (alias `o2ib`) for the RDMA-emulated transport.
+    #[arg(long, default_value = "tcp", value_parser = util::parse_net)]
+    net: String,
 }
 
 #[derive(Args)]
@@ -97,6 +106,9 @@ struct DemoArgs {
     /// Use debug binaries (target/debug) instead of building in release mode.
     #[arg(long)]
     debug: bool,
+    /// Network of every NID: `tcp`, or `rdma` (alias `o2ib`) for the RDMA-emulated transport.
+    #[arg(long, default_value = "tcp", value_parser = util::parse_net)]
+    net: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -111,6 +123,7 @@ fn main() -> std::process::ExitCode {
         Task::Demo(args) => demo::run(&args),
         Task::Test { cargo_test_args } => test(&test_args(cargo_test_args)),
         Task::Ci => ci(),
+        Task::Bench(args) => bench::run(&args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -212,8 +225,27 @@ mod tests {
             } => {
                 assert_eq!(up.ost_size, 2 << 30);
                 assert_eq!(up.osts, 4);
+                assert_eq!(up.net, "tcp");
             }
             _ => panic!("expected cluster up"),
         }
+    }
+
+    #[test]
+    fn net_flag_selects_the_rdma_transport() {
+        for (flag, net) in [("rdma", "o2ib"), ("o2ib", "o2ib"), ("tcp", "tcp")] {
+            let args = [
+                "xtask", "cluster", "up", "--dir", "/d", "--mount", "/m", "--net", flag,
+            ];
+            match Cli::try_parse_from(args).unwrap().task {
+                Task::Cluster {
+                    action: ClusterAction::Up(up),
+                } => assert_eq!(up.net, net),
+                _ => panic!("expected cluster up"),
+            }
+            let demo = Cli::try_parse_from(["xtask", "demo", "--net", flag]).unwrap();
+            assert!(matches!(demo.task, Task::Demo(DemoArgs { ref net, .. }) if net == net));
+        }
+        assert!(Cli::try_parse_from(["xtask", "demo", "--net", "ib"]).is_err());
     }
 }

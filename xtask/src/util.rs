@@ -181,6 +181,17 @@ pub fn build_cluster_binaries(debug: bool) -> Result<PathBuf> {
 /// Parses `4096`, `64K`, `64KiB`, `1M`, `1GiB`... (binary units) for `--ost-size`.
 ///
 /// `sheen-daemon` has the same parser; xtask may depend only on `sheen-cluster`.
+/// Parses `--net`: `tcp`, or `rdma`/`o2ib` (the RDMA-emulated transport), as the NID suffix.
+pub fn parse_net(text: &str) -> Result<String, String> {
+    match text {
+        "tcp" => Ok("tcp".to_owned()),
+        "rdma" | "o2ib" => Ok("o2ib".to_owned()),
+        other => Err(format!(
+            "unknown network {other:?} (expected tcp, rdma or o2ib)"
+        )),
+    }
+}
+
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits_len = text

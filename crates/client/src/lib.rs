@@ -13,6 +13,8 @@
 
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io_plan;
 pub mod limits;
 mod spec;

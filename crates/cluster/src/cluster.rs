@@ -121,6 +121,17 @@ impl Cluster {
     }
 
     fn start_with_mode(mut spec: ClusterSpec, mode: Mode) -> Result<Cluster, ClusterError> {
+        spec.net = match spec.net.as_str() {
+            "tcp" => "tcp",
+            "o2ib" | "rdma" => "o2ib",
+            other => {
+                return Err(ClusterError::State {
+                    name: "cluster spec".to_owned(),
+                    reason: format!("unknown network type {other:?} (expected tcp, o2ib or rdma)"),
+                })
+            }
+        }
+        .to_owned();
         fs::create_dir_all(&spec.dir)
             .map_err(|e| ClusterError::io(format!("create {}", spec.dir.display()), e))?;
         spec.dir = fs::canonicalize(&spec.dir)
@@ -202,14 +213,14 @@ impl Cluster {
         self.spec.bin_dir.join(name)
     }
 
-    /// NID of the MGS, e.g. `127.0.0.1:20001@tcp`.
+    /// NID of the MGS, e.g. `127.0.0.1:20001@tcp` (`@o2ib` when the spec's `net` says so).
     pub fn mgs_nid(&self) -> String {
         self.nid(Daemon::Mgs)
     }
 
     /// NID a daemon listens on; it keeps it across restarts.
     pub fn nid(&self, daemon: Daemon) -> String {
-        nid(self.port(daemon))
+        nid(self.port(daemon), &self.spec.net)
     }
 
     /// Port a daemon listens on.
@@ -251,7 +262,7 @@ impl Cluster {
                     binary: daemon.binary().to_owned(),
                     pid: process.child.as_ref()?.id(),
                     port: process.port,
-                    nid: nid(process.port),
+                    nid: nid(process.port, &self.spec.net),
                     log: process.log.clone(),
                 })
             })
@@ -697,8 +708,8 @@ fn first_running_pid(state: &ClusterState) -> Option<u32> {
     })
 }
 
-fn nid(port: u16) -> String {
-    format!("127.0.0.1:{port}@tcp")
+fn nid(port: u16, net: &str) -> String {
+    format!("127.0.0.1:{port}@{net}")
 }
 
 fn find_mount(mountpoint: &Path) -> Result<Option<mountinfo::MountEntry>, ClusterError> {
@@ -850,6 +861,19 @@ fn strip_ansi(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nids_carry_the_spec_network() {
+        assert_eq!(ClusterSpec::new("/x").net, "tcp");
+        assert_eq!(nid(7001, "tcp"), "127.0.0.1:7001@tcp");
+        assert_eq!(nid(7001, "o2ib"), "127.0.0.1:7001@o2ib");
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(tmp.path().join("c"));
+        spec.net = "ib".to_owned();
+        let err = Cluster::start(spec).err().unwrap();
+        assert!(err.to_string().contains("unknown network type"), "{err}");
+        assert!(!tmp.path().join("c").exists(), "a bad spec creates nothing");
+    }
 
     #[test]
     fn log_errors_finds_levels_in_every_log() {

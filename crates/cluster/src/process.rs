@@ -324,6 +324,11 @@ mod tests {
         command.arg("1000");
         let mut child = spawn(command, Mode::Attached, "sleeper", &log).unwrap();
         assert!(is_alive(child.id()));
+        // Right after fork the child may not have exec'd yet: wait (bounded) for `sleep`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !runs(child.id(), "sleep", "1000") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(runs(child.id(), "sleep", "1000"));
         assert!(!runs(child.id(), "sleep", "999"));
         let status = terminate_child(&mut child, "sleeper", Duration::from_secs(5)).unwrap();

@@ -26,11 +26,14 @@ pub struct ClusterSpec {
     pub default_stripe_count: u32,
     /// Filesystem-wide default stripe size in bytes, given to the MGS.
     pub default_stripe_size: u64,
+    /// LNet network type of every NID the cluster uses: `"tcp"` (default) or `"o2ib"` (the
+    /// RDMA-emulated transport; `"rdma"` is accepted as its other spelling).
+    pub net: String,
 }
 
 impl ClusterSpec {
-    /// Defaults: fsname `sheen`, 4 OSTs of 1 GiB, stripe count 1, stripe size 1 MiB, binaries
-    /// from [`bin_dir`].
+    /// Defaults: fsname `sheen`, 4 OSTs of 1 GiB, stripe count 1, stripe size 1 MiB, network
+    /// `tcp`, binaries from [`bin_dir`].
     pub fn new(dir: impl Into<PathBuf>) -> ClusterSpec {
         ClusterSpec {
             dir: dir.into(),
@@ -40,6 +43,7 @@ impl ClusterSpec {
             bin_dir: bin_dir(),
             default_stripe_count: 1,
             default_stripe_size: 1 << 20,
+            net: "tcp".to_owned(),
         }
     }
 }

@@ -16,6 +16,8 @@
 
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 mod ops;
 mod txn;
@@ -110,6 +112,10 @@ pub struct Namespace {
     /// The directory name hash; only tests replace it (to force collisions).
     hash: fn(&[u8]) -> u64,
     last_transno: AtomicU64,
+    /// Serializes transactions. Every one writes the transno counter, so concurrent ones
+    /// always conflict and sled would retry them in a loop (burning the CPU that the
+    /// winner needs); taking turns costs no parallelism that could exist.
+    writer: std::sync::Mutex<()>,
     /// Tests set this to make every transaction abort after it wrote everything.
     #[cfg(test)]
     inject_abort: std::sync::atomic::AtomicBool,
@@ -133,6 +139,7 @@ impl Namespace {
             db,
             hash,
             last_transno: AtomicU64::new(0),
+            writer: std::sync::Mutex::new(()),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
         };
@@ -217,6 +224,8 @@ impl Namespace {
     /// operation that destroys an inode with xattrs reruns after scanning their names).
     fn txn<T>(&self, op: impl Fn(&mut Tx<'_>) -> TxResult<T>) -> Result<T, NsError> {
         let mut xattr_keys: HashMap<Fid, Vec<IVec>> = HashMap::new();
+        // A panic inside a transaction leaves sled consistent (it did not commit).
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..XATTR_RESCAN_MAX {
             let now = Timespec::now();
             let trees = (

@@ -18,7 +18,7 @@ use crate::limits::*;
 /// Magic at the start of a checkpoint slot.
 pub(crate) const CKPT_MAGIC: [u8; 8] = *b"SHEENCKP";
 /// Encoded header length; its crc32c covers bytes `[0, 60)` and sits at 60.
-const HEADER_USED_BYTES: usize = 64;
+pub(crate) const HEADER_USED_BYTES: usize = 64;
 
 /// A checkpoint's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ pub(crate) const SUPERBLOCK_MAGIC: [u8; 8] = *b"SHEENOST";
 pub(crate) const FORMAT_VERSION: u32 = 1;
 /// Encoded superblock length; the crc32c of bytes `[0, 508)` sits at 508.
 pub(crate) const SUPERBLOCK_BYTES: usize = 512;
-const SUPERBLOCK_CRC_AT: usize = SUPERBLOCK_BYTES - 4;
+pub(crate) const SUPERBLOCK_CRC_AT: usize = SUPERBLOCK_BYTES - 4;
 /// Bytes reserved for the fsname in the superblock.
 const FSNAME_FIELD_BYTES: usize = 16;
 

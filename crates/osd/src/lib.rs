@@ -29,6 +29,8 @@ mod commit;
 mod dev;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 pub mod limits;
 mod locks;

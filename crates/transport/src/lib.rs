@@ -1,12 +1,13 @@
 //! The transport [LNet]: moves whole messages (header, body, bulk) between NIDs.
 //!
 //! The RPC layer sees only the traits here; it never knows whether a message crossed TCP or
-//! the RDMA-emulated transport that comes later behind the same traits. [`for_nid`] picks the
+//! the RDMA-emulated transport ([`rdma`]) behind the same traits. [`for_nid`] picks the
 //! implementation from the NID's network type.
 //!
 //! Architecture invariant: no knowledge of opcodes or bodies; a transport checks frames
 //! (checksums, lengths) and nothing else.
 
+pub mod rdma;
 mod tcp;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sheen_wire::{FrameError, Message, NetType, Nid};
 
+pub use rdma::RdmaTransport;
 pub use tcp::TcpTransport;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,8 @@ pub enum TransportError {
     Listen { nid: Nid, source: std::io::Error },
     #[error("network type of {0} is not supported by this build")]
     Unsupported(Nid),
+    #[error("RDMA: {0}")]
+    Rdma(#[from] rdma::RdmaError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -71,6 +75,6 @@ pub trait Transport: Send + Sync {
 pub fn for_nid(nid: &Nid) -> Result<Arc<dyn Transport>, TransportError> {
     match nid.net {
         NetType::Tcp => Ok(Arc::new(TcpTransport::default())),
-        NetType::Rdma => Err(TransportError::Unsupported(*nid)),
+        NetType::Rdma => Ok(Arc::new(RdmaTransport::default())),
     }
 }

@@ -127,17 +127,21 @@ impl MsgReceiver for TcpReceiver {
         } else {
             // bulk_len was checked against MAX_BULK_BYTES when the header was decoded.
             let total = header.bulk_len;
-            let mut bulk = BytesMut::zeroed(total as usize);
-            let mut filled: u64 = 0;
-            while filled < total {
+            // Filled straight from the socket, frame by frame, without zeroing it first.
+            let mut bulk = BytesMut::with_capacity(total as usize);
+            while (bulk.len() as u64) < total {
                 let mut bh = [0u8; BULK_HEADER_BYTES];
                 self.r.read_exact(&mut bh).await?;
-                let fh = BulkFrameHeader::decode(&bh, header.xid, total - filled)?;
-                let start = filled as usize;
+                let fh = BulkFrameHeader::decode(&bh, header.xid, total - bulk.len() as u64)?;
+                let start = bulk.len();
                 let end = start + fh.len as usize;
-                self.r.read_exact(&mut bulk[start..end]).await?;
+                while bulk.len() < end {
+                    let want = (end - bulk.len()) as u64;
+                    if (&mut self.r).take(want).read_buf(&mut bulk).await? == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                    }
+                }
                 fh.check(&bulk[start..end])?;
-                filled += u64::from(fh.len);
             }
             bulk.freeze()
         };
@@ -222,5 +226,28 @@ mod tests {
         };
         c.sender.send(msg).await.unwrap();
         assert_eq!(s.receiver.recv().await.unwrap().header.opcode, 400);
+    }
+
+    #[tokio::test]
+    async fn bulk_cut_short_is_an_error() {
+        let t = TcpTransport::default();
+        let mut l = t
+            .listen(&Nid::parse("127.0.0.1:0@tcp").unwrap())
+            .await
+            .unwrap();
+        let addr = l.local_nid().socket_addr();
+        let data = vec![7u8; 10_000];
+        let mut h = MsgHeader::request(4, 3, NO_TARGET);
+        h.seal_body(b"");
+        h.bulk_len = data.len() as u64;
+        let mut raw = h.encode().to_vec();
+        raw.extend_from_slice(&BulkFrameHeader::for_data(3, &data).encode());
+        raw.extend_from_slice(&data[..4_000]);
+        let (stream, accepted) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let mut stream = stream.unwrap();
+        let mut accepted = accepted.unwrap();
+        stream.write_all(&raw).await.unwrap();
+        drop(stream);
+        assert!(accepted.receiver.recv().await.is_err());
     }
 }

@@ -11,6 +11,8 @@
 pub mod body;
 pub mod errno;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod limits;
 pub mod msg;

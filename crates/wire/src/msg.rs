@@ -552,3 +552,329 @@ mod tests {
         assert_eq!(l.components[0].stripe.stripe_count, 3);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// LDLM: the lock protocol [ldlm, lustre_dlm.h]. Pure data; the compatibility rules and the
+// lock tables live in `sheen-dlm`.
+
+wire_type! {
+    /// A lock mode, with Lustre's bit values (`enum ldlm_mode`), so masks of modes can be
+    /// built as in Lustre (`LockMode::Pr.bits() | LockMode::Pw.bits()`).
+    #[derive(Copy, Hash, PartialOrd, Ord)]
+    #[repr(u32)]
+    pub enum LockMode {
+        /// Exclusive: no other holder at all (except NL).
+        Ex = 1,
+        /// Protected write: one writer, no readers (OST writes).
+        Pw = 2,
+        /// Protected read: many readers, no writers (OST reads, MDS lookups).
+        Pr = 4,
+        /// Concurrent write (MDS open for write).
+        Cw = 8,
+        /// Concurrent read (intermediate path components).
+        Cr = 16,
+        /// Null: compatible with everything, a placeholder.
+        Nl = 32,
+        /// Group lock: compatible only with group locks of the same group id.
+        Group = 64,
+    }
+}
+
+impl LockMode {
+    /// Every mode, strongest first.
+    pub const ALL: [LockMode; 7] = [
+        LockMode::Ex,
+        LockMode::Pw,
+        LockMode::Pr,
+        LockMode::Cw,
+        LockMode::Cr,
+        LockMode::Nl,
+        LockMode::Group,
+    ];
+
+    /// Lustre's bit value.
+    pub fn bits(self) -> u32 {
+        self as u32
+    }
+
+    /// The mode with Lustre's bit value `bits`; `None` for anything else.
+    pub fn from_bits(bits: u32) -> Option<LockMode> {
+        LockMode::ALL.into_iter().find(|m| m.bits() == bits)
+    }
+
+    /// Lustre's short name (`PW`), as in `lctl` output and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::Ex => "EX",
+            LockMode::Pw => "PW",
+            LockMode::Pr => "PR",
+            LockMode::Cw => "CW",
+            LockMode::Cr => "CR",
+            LockMode::Nl => "NL",
+            LockMode::Group => "GROUP",
+        }
+    }
+}
+
+wire_type! {
+    /// A lock type, with Lustre's numbers (`enum ldlm_type`).
+    #[derive(Copy, Hash)]
+    #[repr(u32)]
+    pub enum LockType {
+        /// No policy data (MGS configuration locks).
+        Plain = 10,
+        /// Byte ranges of an OST object, with a group id.
+        Extent = 11,
+        /// POSIX and BSD file locks.
+        Flock = 12,
+        /// MDT inode bits.
+        Ibits = 13,
+    }
+}
+
+/// Inode bits of MDT locks (`MDS_INODELOCK_*`): a lock covers only the parts it names.
+pub mod ibits {
+    /// The name → FID binding (dentry).
+    pub const LOOKUP: u64 = 0x1;
+    /// Attributes and directory contents.
+    pub const UPDATE: u64 = 0x2;
+    /// An open file (open-lock caching).
+    pub const OPEN: u64 = 0x4;
+    /// The file's layout.
+    pub const LAYOUT: u64 = 0x8;
+    /// Permissions and ownership.
+    pub const PERM: u64 = 0x10;
+    /// Extended attributes.
+    pub const XATTR: u64 = 0x20;
+    /// Data on MDT.
+    pub const DOM: u64 = 0x40;
+    /// Every bit defined so far; a lock asking for others is refused.
+    pub const ALL: u64 = LOOKUP | UPDATE | OPEN | LAYOUT | PERM | XATTR | DOM;
+}
+
+/// Enqueue flags (`LDLM_FL_*`), Lustre's values.
+pub mod ldlm_flags {
+    /// Do not wait: fail with EAGAIN instead of queueing behind a conflict.
+    pub const BLOCK_NOWAIT: u64 = 0x40000;
+    /// Only test whether the lock could be granted; take nothing.
+    pub const TEST_LOCK: u64 = 0x800;
+}
+
+wire_type! {
+    /// The name of a lock resource (`ldlm_res_id`: four 64-bit words). Build one with
+    /// [`ResourceId::fid`] (MDT inode locks) or [`ResourceId::object`] (OST extent locks).
+    #[derive(Copy, Hash, PartialOrd, Ord, Default)]
+    pub struct ResourceId { pub name: [u64; 4] }
+}
+
+impl ResourceId {
+    /// The resource of an MDT inode, as Lustre names it: sequence, then oid and version.
+    pub fn fid(fid: Fid) -> ResourceId {
+        ResourceId {
+            name: [
+                fid.seq,
+                u64::from(fid.oid) | (u64::from(fid.ver) << 32),
+                0,
+                0,
+            ],
+        }
+    }
+
+    /// The resource of one OST object: object id, sequence, then the OST index (an OSS
+    /// serves several OSTs; each OST has its own lock namespace, the index is there so a
+    /// resource printed in a log says which).
+    pub fn object(ost_idx: u32, oid: ObjId) -> ResourceId {
+        ResourceId {
+            name: [oid, 0, u64::from(ost_idx), 0],
+        }
+    }
+}
+
+impl std::fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d] = self.name;
+        write!(f, "[{a:#x}:{b:#x}:{c:#x}:{d:#x}]")
+    }
+}
+
+/// Extent end meaning "to the end of the object" (Lustre's `OBD_OBJECT_EOF`).
+pub const LOCK_EXTENT_EOF: u64 = u64::MAX;
+
+wire_type! {
+    /// A byte range of an extent lock, both ends inclusive as in Lustre (`[0, EOF]` is the
+    /// whole object), and the group id of GROUP locks (0 otherwise).
+    #[derive(Copy, Hash)]
+    pub struct LockExtent { pub start: u64, pub end: u64, pub gid: u64 }
+}
+
+wire_type! {
+    /// What part of a resource a lock covers (`ldlm_policy_data`); the variant is the lock
+    /// type.
+    #[derive(Copy, Hash)]
+    pub enum LockPolicy {
+        Plain,
+        Extent(LockExtent),
+        /// Inode bits ([`ibits`]).
+        Ibits { bits: u64 },
+    }
+}
+
+impl LockPolicy {
+    pub fn lock_type(&self) -> LockType {
+        match self {
+            LockPolicy::Plain => LockType::Plain,
+            LockPolicy::Extent(_) => LockType::Extent,
+            LockPolicy::Ibits { .. } => LockType::Ibits,
+        }
+    }
+}
+
+wire_type! {
+    /// One lock: what it covers and how (`ldlm_lock_desc`).
+    #[derive(Copy, Hash)]
+    pub struct LockDesc {
+        pub resource: ResourceId,
+        pub mode: LockMode,
+        pub policy: LockPolicy,
+    }
+}
+
+wire_type! {
+    /// A lock handle (`lustre_handle`): the server's cookie naming one lock.
+    #[derive(Copy, Hash, PartialOrd, Ord, Default)]
+    pub struct LockHandle { pub cookie: u64 }
+}
+
+wire_type! {
+    /// The lock value block of an OST object's resource (`ost_lvb`): what a glimpse returns
+    /// so a client learns the size without taking the lock away from its holder.
+    #[derive(Copy, Default)]
+    pub struct Lvb {
+        pub size: u64,
+        pub mtime: Timespec,
+        pub atime: Timespec,
+        pub ctime: Timespec,
+        /// 512-byte blocks in use.
+        pub blocks: u64,
+    }
+}
+
+wire_type! {
+    /// Asks for a lock (LDLM_ENQUEUE).
+    pub struct EnqueueReq {
+        pub desc: LockDesc,
+        /// [`ldlm_flags`].
+        pub flags: u64,
+    }
+}
+
+wire_type! {
+    /// The answer to an enqueue. When `granted` is false the lock waits on the server and a
+    /// completion callback (LDLM_CP_CALLBACK) follows once it is granted.
+    pub struct EnqueueReply {
+        pub handle: LockHandle,
+        /// The lock as granted: an extent may have grown beyond the one asked for.
+        pub desc: LockDesc,
+        pub granted: bool,
+        /// The resource's lock value block, for extent locks.
+        pub lvb: Option<Lvb>,
+    }
+}
+
+wire_type! {
+    /// Changes a granted lock's mode (LDLM_CONVERT); only downgrades are accepted.
+    pub struct ConvertReq { pub handle: LockHandle, pub mode: LockMode }
+}
+
+wire_type! {
+    /// Releases locks (LDLM_CANCEL); a client batches several cancels into one request.
+    pub struct CancelReq { pub handles: Vec<LockHandle> }
+}
+
+wire_type! {
+    /// Server to holder (LDLM_BL_CALLBACK): another client wants `conflict`; flush what the
+    /// lock protects and cancel it.
+    pub struct BlockingAst { pub handle: LockHandle, pub conflict: LockDesc }
+}
+
+wire_type! {
+    /// Server to waiter (LDLM_CP_CALLBACK): the lock is granted, as `desc` says.
+    pub struct CompletionAst {
+        pub handle: LockHandle,
+        pub desc: LockDesc,
+        pub lvb: Option<Lvb>,
+    }
+}
+
+wire_type! {
+    /// Server to holder (LDLM_GL_CALLBACK): report the object's size and times as you know
+    /// them; the answer is an [`Lvb`].
+    pub struct GlimpseAst { pub handle: LockHandle }
+}
+
+#[cfg(test)]
+mod ldlm_tests {
+    use super::*;
+    use crate::{decode, encode};
+
+    #[test]
+    fn lock_modes_keep_lustres_bits() {
+        let bits: Vec<u32> = LockMode::ALL.iter().map(|m| m.bits()).collect();
+        assert_eq!(bits, [1, 2, 4, 8, 16, 32, 64]);
+        for m in LockMode::ALL {
+            assert_eq!(LockMode::from_bits(m.bits()), Some(m));
+        }
+        assert_eq!(LockMode::from_bits(3), None);
+        assert_eq!(LockType::Ibits as u32, 13);
+        assert_eq!(LockMode::Pw.name(), "PW");
+    }
+
+    #[test]
+    fn resource_names() {
+        let fid = Fid {
+            seq: 0x2_0000_0400,
+            oid: 7,
+            ver: 1,
+        };
+        assert_eq!(
+            ResourceId::fid(fid).name,
+            [0x2_0000_0400, 7 | 1 << 32, 0, 0]
+        );
+        assert_eq!(ResourceId::object(3, 9).to_string(), "[0x9:0x0:0x3:0x0]");
+    }
+
+    #[test]
+    fn lock_bodies_round_trip() {
+        let desc = LockDesc {
+            resource: ResourceId::object(1, 5),
+            mode: LockMode::Group,
+            policy: LockPolicy::Extent(LockExtent {
+                start: 0,
+                end: LOCK_EXTENT_EOF,
+                gid: 42,
+            }),
+        };
+        let reply = EnqueueReply {
+            handle: LockHandle { cookie: 9 },
+            desc,
+            granted: true,
+            lvb: Some(Lvb {
+                size: 4096,
+                blocks: 8,
+                ..Lvb::default()
+            }),
+        };
+        assert_eq!(decode::<EnqueueReply>(&encode(&reply)).unwrap(), reply);
+        let req = EnqueueReq {
+            desc: LockDesc {
+                policy: LockPolicy::Ibits {
+                    bits: ibits::LOOKUP | ibits::UPDATE,
+                },
+                mode: LockMode::Pr,
+                ..desc
+            },
+            flags: ldlm_flags::BLOCK_NOWAIT,
+        };
+        assert_eq!(decode::<EnqueueReq>(&encode(&req)).unwrap(), req);
+    }
+}

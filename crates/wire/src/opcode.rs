@@ -34,6 +34,16 @@ pub enum Opcode {
     MdsSync = 44,
     MdsGetxattr = 49,
 
+    LdlmEnqueue = 101,
+    LdlmConvert = 102,
+    LdlmCancel = 103,
+    /// Blocking callback, server to lock holder.
+    LdlmBlCallback = 104,
+    /// Completion callback, server to a waiter whose lock is granted.
+    LdlmCpCallback = 105,
+    /// Glimpse callback, server to a holder, for the size under its lock.
+    LdlmGlCallback = 106,
+
     MgsConnect = 250,
     MgsDisconnect = 251,
     MgsTargetReg = 253,
@@ -69,6 +79,12 @@ impl Opcode {
             41 => MdsStatfs,
             44 => MdsSync,
             49 => MdsGetxattr,
+            101 => LdlmEnqueue,
+            102 => LdlmConvert,
+            103 => LdlmCancel,
+            104 => LdlmBlCallback,
+            105 => LdlmCpCallback,
+            106 => LdlmGlCallback,
             250 => MgsConnect,
             251 => MgsDisconnect,
             253 => MgsTargetReg,
@@ -109,6 +125,12 @@ impl Opcode {
             MdsStatfs => "mds_statfs",
             MdsSync => "mds_sync",
             MdsGetxattr => "mds_getxattr",
+            LdlmEnqueue => "ldlm_enqueue",
+            LdlmConvert => "ldlm_convert",
+            LdlmCancel => "ldlm_cancel",
+            LdlmBlCallback => "ldlm_bl_callback",
+            LdlmCpCallback => "ldlm_cp_callback",
+            LdlmGlCallback => "ldlm_gl_callback",
             MgsConnect => "mgs_connect",
             MgsDisconnect => "mgs_disconnect",
             MgsTargetReg => "mgs_target_reg",
@@ -127,6 +149,10 @@ mod tests {
         assert_eq!(Opcode::OstRead.as_u32(), 3);
         assert_eq!(Opcode::MdsReint.as_u32(), 36);
         assert_eq!(Opcode::MgsConfigRead.as_u32(), 256);
+        assert_eq!(Opcode::LdlmEnqueue.as_u32(), 101);
+        assert_eq!(Opcode::LdlmGlCallback.as_u32(), 106);
+        assert_eq!(Opcode::from_u32(104), Some(Opcode::LdlmBlCallback));
+        assert_eq!(Opcode::LdlmCpCallback.name(), "ldlm_cp_callback");
         assert_eq!(Opcode::ObdPing.as_u32(), 400);
         for v in 0..3000 {
             if let Some(op) = Opcode::from_u32(v) {

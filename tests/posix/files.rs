@@ -1,0 +1,572 @@
+//! Regular files: read/write errors, truncate up and down across stripes, sparse files,
+//! O_APPEND (also from two processes at once), O_EXCL, O_TRUNC, fsync/fdatasync, fallocate,
+//! timestamps (atime/mtime/ctime per call, utimensat with UTIME_NOW/UTIME_OMIT), mmap.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sheen_client::{Client, ClientConfig, MountSpec};
+use sheen_tests::pattern;
+
+use crate::sys::*;
+use crate::NOBODY;
+
+pub const CASES: &[crate::Case] = &[
+    ("read_write_errors", read_write_errors),
+    ("truncate_down_and_up", truncate_down_and_up),
+    ("sparse", sparse),
+    ("o_append", o_append),
+    ("o_append_two_processes", o_append_two_processes),
+    ("o_excl_o_trunc", o_excl_o_trunc),
+    ("fsync", fsync),
+    ("fallocate", fallocate),
+    (
+        "timestamps_on_create_and_write",
+        timestamps_on_create_and_write,
+    ),
+    ("timestamps_on_metadata_calls", timestamps_on_metadata_calls),
+    ("utimensat_now_omit", utimensat_now_omit),
+    ("mmap_read_and_private", mmap_read_and_private),
+    ("as_nobody", as_nobody),
+    ("huge_offsets", huge_offsets),
+    ("seek_data_hole", seek_data_hole),
+    ("mmap_shared_write", mmap_shared_write),
+    ("o_noatime", o_noatime),
+    ("statfs", statfs),
+];
+
+const MIB: usize = 1 << 20;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+/// (sec, nsec) of a stat's atime, mtime, ctime.
+fn times(st: &libc::stat) -> [(i64, i64); 3] {
+    [
+        (st.st_atime, st.st_atime_nsec),
+        (st.st_mtime, st.st_mtime_nsec),
+        (st.st_ctime, st.st_ctime_nsec),
+    ]
+}
+
+/// Waits long enough that a new timestamp differs from one taken before.
+fn tick() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+fn read_write_errors(d: &Path) {
+    let f = d.join("f");
+    drop(ok(creat(&f, 0o644), "create"));
+    let ro = ok(open(&f, libc::O_RDONLY, 0), "open ro");
+    fails(ro.write(b"x"), libc::EBADF, "write on O_RDONLY");
+    fails(ro.ftruncate(0), libc::EINVAL, "ftruncate on O_RDONLY");
+    let wo = ok(open(&f, libc::O_WRONLY, 0), "open wo");
+    fails(wo.read(1), libc::EBADF, "read on O_WRONLY");
+    fails(
+        wo.pwrite(b"x", -1),
+        libc::EINVAL,
+        "pwrite at negative offset",
+    );
+    fails(ro.pread(1, -1), libc::EINVAL, "pread at negative offset");
+    assert_eq!(ok(wo.write(b"hello"), "write"), 5);
+    assert_eq!(ok(ro.read(100), "read"), b"hello");
+    assert_eq!(ok(ro.read(100), "read at EOF"), b"");
+    assert_eq!(ok(ro.pread(100, 1000), "pread past EOF"), b"");
+    fails(Fd(-1).read(1), libc::EBADF, "read on a bad fd");
+    std::mem::forget(Fd(-1));
+}
+
+fn truncate_down_and_up(d: &Path) {
+    let f = d.join("f");
+    let fd = ok(creat(&f, 0o644), "create");
+    // Stripes: two OSTs, default 1 MiB stripes; write 3.5 MiB so every object has data.
+    let data = pattern(1, 3 * MIB + MIB / 2);
+    assert_eq!(ok(fd.write(&data), "write"), data.len());
+    ok(fd.ftruncate(MIB as i64 + 100), "ftruncate down");
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, MIB as i64 + 100);
+    ok(truncate(&f, 3 * MIB as i64), "truncate up");
+    assert_eq!(ok(stat(&f), "stat").st_size, 3 * MIB as i64);
+    let back = ok(fd.pread(4 * MIB, 0), "read back");
+    assert_eq!(back.len(), 3 * MIB);
+    assert!(back[..MIB + 100] == data[..MIB + 100], "kept part differs");
+    assert!(
+        back[MIB + 100..].iter().all(|b| *b == 0),
+        "grown part not zeros"
+    );
+    ok(fd.ftruncate(0), "truncate to 0");
+    assert_eq!(ok(fd.pread(10, 0), "read empty"), b"");
+    fails(fd.ftruncate(-1), libc::EINVAL, "negative length");
+    drop(fd);
+    // What a fresh open sees (size from the MDS).
+    assert_eq!(ok(stat(&f), "stat").st_size, 0);
+}
+
+fn sparse(d: &Path) {
+    let f = d.join("f");
+    let fd = ok(creat(&f, 0o644), "create");
+    let off = 10 * MIB as i64 + 7;
+    ok(fd.pwrite(b"end", off), "write far");
+    ok(fd.pwrite(b"mid", 3 * MIB as i64), "write middle");
+    drop(fd);
+    let fd = ok(open(&f, libc::O_RDONLY, 0), "reopen");
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, off + 3);
+    let all = ok(fd.pread(11 * MIB, 0), "read all");
+    assert_eq!(all.len() as i64, off + 3);
+    let mid = 3 * MIB;
+    assert_eq!(&all[mid..mid + 3], b"mid");
+    assert_eq!(&all[all.len() - 3..], b"end");
+    let zeros = all[..mid].iter().chain(&all[mid + 3..all.len() - 3]);
+    assert!(zeros.copied().all(|b| b == 0), "holes do not read as zeros");
+}
+
+fn o_append(d: &Path) {
+    let f = d.join("f");
+    let flags = libc::O_CREAT | libc::O_RDWR | libc::O_APPEND;
+    let fd = ok(open(&f, flags, 0o644), "open");
+    ok(fd.write(b"abc"), "write");
+    ok(fd.lseek(0, libc::SEEK_SET), "seek");
+    ok(fd.write(b"def"), "append after seek");
+    // pwrite on an O_APPEND fd appends too (Linux).
+    ok(fd.pwrite(b"ghi", 0), "pwrite");
+    assert_eq!(ok(fd.pread(100, 0), "read"), b"abcdefghi");
+    // Another descriptor's write in between is not overwritten.
+    let other = ok(open(&f, libc::O_WRONLY, 0), "open");
+    ok(other.pwrite(b"XYZ", 9), "write at end");
+    ok(fd.write(b"jkl"), "append");
+    assert_eq!(ok(fd.pread(100, 0), "read"), b"abcdefghiXYZjkl");
+}
+
+fn o_append_two_processes(d: &Path) {
+    const N: usize = 100;
+    const REC: usize = 64;
+    let f = &d.join("log");
+    drop(ok(creat(f, 0o666), "create"));
+    ok(chmod(f, 0o666), "chmod");
+    let writer = |tag: u8| {
+        move || {
+            let fd = open(f, libc::O_WRONLY | libc::O_APPEND, 0)?;
+            for i in 0..N {
+                let mut rec = format!("{}{i:05}", tag as char).into_bytes();
+                rec.resize(REC - 1, tag);
+                rec.push(b'\n');
+                ensure(fd.write(&rec)? == REC)?;
+            }
+            Ok(())
+        }
+    };
+    // Both writers at once: a child each.
+    let (wa, wb) = (writer(b'a'), writer(b'b'));
+    let (ra, rb) = std::thread::scope(|s| {
+        let h = s.spawn(|| as_user(0, wa));
+        let rb = as_user(NOBODY, wb);
+        (h.join().unwrap(), rb)
+    });
+    ok(ra, "writer a");
+    ok(rb, "writer b");
+    let data = std::fs::read(f).unwrap();
+    assert_eq!(data.len(), 2 * N * REC, "appends lost or overlapped");
+    let (mut na, mut nb) = (0, 0);
+    for rec in data.chunks(REC) {
+        let tag = rec[0];
+        assert!(
+            rec[6..REC - 1].iter().all(|b| *b == tag),
+            "torn record {rec:?}"
+        );
+        match tag {
+            b'a' => na += 1,
+            b'b' => nb += 1,
+            _ => panic!("bad record {rec:?}"),
+        }
+    }
+    assert_eq!((na, nb), (N, N));
+}
+
+fn o_excl_o_trunc(d: &Path) {
+    let f = d.join("f");
+    let excl = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+    let fd = ok(open(&f, excl, 0o640), "O_EXCL create");
+    assert_eq!(ok(fd.fstat(), "fstat").st_mode & 0o7777, 0o640);
+    ok(fd.write(&[7u8; 5000]), "write");
+    drop(fd);
+    fails(open(&f, excl, 0o640), libc::EEXIST, "O_EXCL again");
+    let before = ok(stat(&f), "stat");
+    tick();
+    let fd = ok(open(&f, libc::O_WRONLY | libc::O_TRUNC, 0), "O_TRUNC");
+    let after = ok(fd.fstat(), "fstat");
+    assert_eq!(after.st_size, 0);
+    assert!(
+        times(&after)[1] > times(&before)[1],
+        "O_TRUNC did not update mtime"
+    );
+    assert!(
+        times(&after)[2] > times(&before)[2],
+        "O_TRUNC did not update ctime"
+    );
+    drop(fd);
+    assert_eq!(ok(stat(&f), "stat").st_size, 0);
+    // O_TRUNC on an empty file leaves it alone; O_CREAT|O_TRUNC on a new one creates it.
+    let g = d.join("g");
+    let fd = ok(
+        open(&g, libc::O_CREAT | libc::O_TRUNC | libc::O_RDWR, 0o600),
+        "create",
+    );
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, 0);
+}
+
+fn fsync(d: &Path) {
+    let f = d.join("f");
+    let fd = ok(creat(&f, 0o644), "create");
+    ok(fd.write(&pattern(3, 2 * MIB)), "write");
+    ok(fd.fsync(), "fsync");
+    ok(fd.fdatasync(), "fdatasync");
+    // After fsync the MDS knows the size, before any close.
+    let other = ok(open(&f, libc::O_RDONLY, 0), "open");
+    assert_eq!(ok(other.fstat(), "fstat").st_size, 2 * MIB as i64);
+    ok(other.fsync(), "fsync on O_RDONLY");
+    let dir = ok(open(d, libc::O_RDONLY | libc::O_DIRECTORY, 0), "open dir");
+    ok(dir.fsync(), "fsync a directory");
+    fails(Fd(-1).fsync(), libc::EBADF, "fsync a bad fd");
+    std::mem::forget(Fd(-1));
+}
+
+fn fallocate(d: &Path) {
+    // Not supported: the kernel turns our ENOSYS into EOPNOTSUPP (docs/POSIX.md).
+    let fd = ok(creat(&d.join("f"), 0o644), "create");
+    fails(
+        fd.fallocate(0, 0, MIB as i64),
+        libc::EOPNOTSUPP,
+        "fallocate",
+    );
+    let keep = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
+    fails(fd.fallocate(keep, 0, 10), libc::EOPNOTSUPP, "punch hole");
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, 0);
+}
+
+fn timestamps_on_create_and_write(d: &Path) {
+    let t0 = now();
+    let before = ok(stat(d), "stat dir");
+    tick();
+    let f = d.join("f");
+    let fd = ok(creat(&f, 0o644), "create");
+    let st = ok(fd.fstat(), "fstat");
+    for (s, _) in times(&st) {
+        assert!(
+            s >= t0 && s <= now() + 1,
+            "new file time {s} not now ({t0})"
+        );
+    }
+    let dir = ok(stat(d), "stat dir");
+    assert!(times(&dir)[1] > times(&before)[1], "create: parent mtime");
+    assert!(times(&dir)[2] > times(&before)[2], "create: parent ctime");
+    tick();
+    ok(fd.write(b"data"), "write");
+    drop(fd);
+    let w = ok(stat(&f), "stat");
+    assert!(times(&w)[1] > times(&st)[1], "write: mtime");
+    assert!(times(&w)[2] > times(&st)[2], "write: ctime");
+    assert_eq!(w.st_size, 4);
+    tick();
+    let fd = ok(open(&f, libc::O_WRONLY, 0), "open");
+    ok(fd.ftruncate(1), "ftruncate");
+    let t = ok(fd.fstat(), "fstat");
+    // ctime only: the mtime a size change must bump is a gap (docs/POSIX.md).
+    assert!(times(&t)[2] > times(&w)[2], "ftruncate: ctime");
+    drop(fd);
+    tick();
+    ok(truncate(&f, 0), "truncate");
+    let u = ok(stat(&f), "stat");
+    assert!(times(&u)[2] > times(&t)[2], "truncate: ctime");
+}
+
+fn timestamps_on_metadata_calls(d: &Path) {
+    let f = d.join("f");
+    drop(ok(creat(&f, 0o644), "create"));
+    let s0 = ok(stat(&f), "stat");
+    tick();
+    ok(chmod(&f, 0o600), "chmod");
+    let s1 = ok(stat(&f), "stat");
+    assert!(times(&s1)[2] > times(&s0)[2], "chmod: ctime");
+    assert_eq!(times(&s1)[1], times(&s0)[1], "chmod: mtime unchanged");
+    tick();
+    ok(chown(&f, NOBODY, NOBODY), "chown");
+    let s2 = ok(stat(&f), "stat");
+    assert!(times(&s2)[2] > times(&s1)[2], "chown: ctime");
+    tick();
+    ok(link(&f, &d.join("h")), "link");
+    let s3 = ok(stat(&f), "stat");
+    assert!(times(&s3)[2] > times(&s2)[2], "link: ctime of the target");
+    let p0 = ok(stat(d), "stat dir");
+    tick();
+    ok(unlink(&d.join("h")), "unlink");
+    let p1 = ok(stat(d), "stat dir");
+    assert!(times(&p1)[1] > times(&p0)[1], "unlink: parent mtime");
+    assert!(times(&p1)[2] > times(&p0)[2], "unlink: parent ctime");
+    tick();
+    ok(rename(&f, &d.join("g")), "rename");
+    let p2 = ok(stat(d), "stat dir");
+    assert!(times(&p2)[1] > times(&p1)[1], "rename: parent mtime");
+    tick();
+    ok(mkdir(&d.join("sub"), 0o755), "mkdir");
+    let p3 = ok(stat(d), "stat dir");
+    assert!(times(&p3)[1] > times(&p2)[1], "mkdir: parent mtime");
+}
+
+fn utimensat_now_omit(d: &Path) {
+    let f = d.join("f");
+    drop(ok(creat(&f, 0o644), "create"));
+    ok(utimens(&f, Some([(100, 1), (200, 2)])), "set both");
+    let s = ok(stat(&f), "stat");
+    assert_eq!(&times(&s)[..2], &[(100, 1), (200, 2)]);
+    ok(
+        utimens(&f, Some([(300, 3), (0, libc::UTIME_OMIT)])),
+        "atime only",
+    );
+    let s = ok(stat(&f), "stat");
+    assert_eq!(&times(&s)[..2], &[(300, 3), (200, 2)]);
+    ok(
+        utimens(&f, Some([(0, libc::UTIME_OMIT), (400, 4)])),
+        "mtime only",
+    );
+    let s = ok(stat(&f), "stat");
+    assert_eq!(&times(&s)[..2], &[(300, 3), (400, 4)]);
+    let t0 = now();
+    ok(
+        utimens(&f, Some([(0, libc::UTIME_OMIT), (0, libc::UTIME_NOW)])),
+        "mtime now",
+    );
+    let s = ok(stat(&f), "stat");
+    assert_eq!(times(&s)[0], (300, 3), "UTIME_OMIT atime kept");
+    assert!(s.st_mtime >= t0, "UTIME_NOW mtime");
+    ok(utimens(&f, None), "both now");
+    let s = ok(stat(&f), "stat");
+    assert!(s.st_atime >= t0 && s.st_mtime >= t0);
+    assert!(s.st_ctime >= t0, "ctime follows any utimensat");
+    fails(
+        utimens(&f, Some([(0, 1_000_000_000), (0, 0)])),
+        libc::EINVAL,
+        "bad nsec",
+    );
+    // Whole seconds before the epoch and times far in the future round-trip (a fraction
+    // of a second before the epoch does not: docs/POSIX.md).
+    ok(
+        utimens(&f, Some([(-1000, 0), (4_000_000_000, 6)])),
+        "odd times",
+    );
+    let s = ok(stat(&f), "stat");
+    assert_eq!(&times(&s)[..2], &[(-1000, 0), (4_000_000_000, 6)]);
+}
+
+fn mmap_read_and_private(d: &Path) {
+    let f = d.join("f");
+    let data = pattern(9, 3 * 4096 + 10);
+    std::fs::write(&f, &data).unwrap();
+    let fd = ok(open(&f, libc::O_RDONLY, 0), "open");
+    let len = data.len();
+    // SAFETY: a fresh private mapping of an open file, unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            fd.0,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap private");
+    // SAFETY: the mapping is len bytes long.
+    let mapped = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) };
+    assert!(mapped[..] == data[..], "mapped bytes differ");
+    mapped[0] ^= 0xff;
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(p, len) };
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        data,
+        "a private mapping's write reached the file"
+    );
+    // A shared writable mapping of a read-only descriptor is refused.
+    // SAFETY: fails without mapping.
+    let q = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.0,
+            0,
+        )
+    };
+    assert_eq!(q, libc::MAP_FAILED);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EACCES)
+    );
+}
+
+fn as_nobody(d: &Path) {
+    let f = d.join("f");
+    let r = nobody(|| {
+        let fd = creat(&f, 0o600)?;
+        fd.write(&pattern(5, 100_000))?;
+        fd.ftruncate(50_000)?;
+        fd.fsync()?;
+        ensure(fd.pread(200_000, 0)? == pattern(5, 50_000))?;
+        truncate(&f, 60_000)?;
+        ensure(fd.fstat()?.st_size == 60_000)
+    });
+    ok(r, "nobody writes, truncates, reads");
+    let st = ok(stat(&f), "stat");
+    assert_eq!((st.st_uid, st.st_size), (NOBODY, 60_000));
+    fails(
+        nobody(|| creat(&d.join("../x"), 0o644)),
+        libc::EACCES,
+        "create at the root",
+    );
+}
+
+fn huge_offsets(d: &Path) {
+    let fd = ok(creat(&d.join("f"), 0o644), "create");
+    let tib = 1i64 << 40;
+    ok(fd.pwrite(b"x", tib), "write at 1 TiB");
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, tib + 1);
+    assert_eq!(ok(fd.pread(2, tib - 1), "read across"), b"\0x");
+    fails(
+        fd.pwrite(b"x", i64::MAX - 1),
+        libc::EFBIG,
+        "write past the maximum size",
+    );
+    ok(fd.ftruncate(0), "truncate");
+}
+
+fn seek_data_hole(d: &Path) {
+    // No SEEK_DATA/SEEK_HOLE of our own: the kernel's generic answer (all data, a hole at
+    // the end).
+    let fd = ok(creat(&d.join("f"), 0o644), "create");
+    ok(fd.pwrite(b"x", 2 * MIB as i64), "write");
+    assert_eq!(ok(fd.lseek(5, libc::SEEK_DATA), "SEEK_DATA"), 5);
+    let size = 2 * MIB as i64 + 1;
+    assert_eq!(ok(fd.lseek(5, libc::SEEK_HOLE), "SEEK_HOLE"), size);
+    fails(
+        fd.lseek(size + 5, libc::SEEK_DATA),
+        libc::ENXIO,
+        "SEEK_DATA past EOF",
+    );
+    assert_eq!(ok(fd.lseek(-1, libc::SEEK_END), "SEEK_END"), size - 1);
+    fails(
+        fd.lseek(-1, libc::SEEK_SET),
+        libc::EINVAL,
+        "negative offset",
+    );
+}
+
+fn mmap_shared_write(d: &Path) {
+    // One client: a shared writable mapping reaches the file (coherence with other clients
+    // needs the lock manager, docs/POSIX.md).
+    let f = d.join("f");
+    std::fs::write(&f, vec![b'a'; 8192]).unwrap();
+    let fd = ok(open(&f, libc::O_RDWR, 0), "open");
+    let prot = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: a fresh shared mapping of 8192 bytes of an open file, unmapped below.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), 8192, prot, libc::MAP_SHARED, fd.0, 0) };
+    assert_ne!(p, libc::MAP_FAILED, "mmap shared");
+    // SAFETY: the mapping is 8192 bytes long.
+    let m = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), 8192) };
+    m[..5].copy_from_slice(b"hello");
+    m[8190..].copy_from_slice(b"zz");
+    // SAFETY: our mapping.
+    assert_eq!(unsafe { libc::msync(p, 8192, libc::MS_SYNC) }, 0, "msync");
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(p, 8192) };
+    drop(fd);
+    let back = std::fs::read(&f).unwrap();
+    assert_eq!((&back[..5], &back[8190..]), (&b"hello"[..], &b"zz"[..]));
+    assert_eq!(back.len(), 8192);
+}
+
+fn o_noatime(d: &Path) {
+    let f = d.join("f");
+    drop(ok(creat(&f, 0o644), "create"));
+    ok(
+        open(&f, libc::O_RDONLY | libc::O_NOATIME, 0),
+        "root O_NOATIME",
+    );
+    let r = nobody(|| open(&f, libc::O_RDONLY | libc::O_NOATIME, 0));
+    fails(r, libc::EPERM, "O_NOATIME on another's file");
+    ok(nobody(|| open(&f, libc::O_RDONLY, 0)), "plain open");
+}
+
+fn statfs(d: &Path) {
+    let s = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: an all-zero statvfs is valid; statvfs fills it.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out pointer.
+        let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        assert_eq!(r, 0, "statvfs");
+        st
+    };
+    let before = s(d);
+    assert_eq!(before.f_namemax, 255);
+    assert!(before.f_bsize > 0 && before.f_frsize > 0);
+    // Two OSTs of 256 MiB: the sum, less what the OSD format takes.
+    let total = before.f_blocks * before.f_frsize;
+    assert!(
+        total > 300 << 20 && total <= 512 << 20,
+        "f_blocks * f_frsize = {total}"
+    );
+    assert!(before.f_bfree <= before.f_blocks && before.f_bavail <= before.f_bfree);
+    assert!(before.f_files > 0 && before.f_ffree <= before.f_files);
+    let fd = ok(creat(&d.join("f"), 0o644), "create");
+    ok(fd.write(&pattern(2, 8 * MIB)), "write 8 MiB");
+    ok(fd.fsync(), "fsync");
+    let after = s(d);
+    let used = (before.f_bfree - after.f_bfree) * after.f_frsize;
+    assert!(used >= 8 << 20, "8 MiB written, free space fell by {used}");
+    assert!(after.f_ffree < before.f_ffree, "free inodes after a create");
+    ok(nobody(|| Ok(s(d))), "nobody statfs");
+}
+
+/// Data and size made durable by fsync survive a SIGKILL of the OSS and then of the MDS,
+/// with no close in between.
+pub fn fsync_survives_crashes(m: &mut crate::Mounted) {
+    let f = m.mnt.join("durable");
+    let data = pattern(11, 3 * MIB + 123);
+    let fd = ok(creat(&f, 0o644), "create");
+    ok(fd.write(&data), "write");
+    ok(fd.fdatasync(), "fdatasync");
+    m.cluster.kill_oss().unwrap();
+    m.cluster.start_oss().unwrap();
+    m.cluster.kill_mds().unwrap();
+    m.cluster.start_mds().unwrap();
+    // Before any close: the MDS has the size fsync reported (asked with the native client,
+    // since this mount answers with its own view while the file is open).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let size = rt.block_on(async {
+        let spec: MountSpec = m.cluster.mount_spec().parse().unwrap();
+        let client = Client::mount(&spec, ClientConfig::default()).await.unwrap();
+        let (attr, _) = client.lookup(client.root_fid(), b"durable").await.unwrap();
+        client.unmount().await;
+        attr.size
+    });
+    assert_eq!(size, data.len() as u64, "MDS size after crashes");
+    drop(fd);
+    // A fresh mount: nothing from this client's caches.
+    m.cluster.unmount(&m.mnt).unwrap();
+    m.cluster.mount(&m.mnt).unwrap();
+    assert_eq!(
+        ok(stat(&f), "stat").st_size,
+        data.len() as i64,
+        "size after crashes"
+    );
+    assert!(std::fs::read(&f).unwrap() == data, "data after crashes");
+}
