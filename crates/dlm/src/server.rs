@@ -85,6 +85,16 @@ pub struct Progress {
     pub blocking: Vec<Blocking>,
 }
 
+impl Enqueued {
+    /// The new lock's handle, granted or waiting.
+    pub fn handle(&self) -> LockHandle {
+        match self {
+            Enqueued::Granted(g) => g.handle,
+            Enqueued::Waiting { handle, .. } => *handle,
+        }
+    }
+}
+
 impl Progress {
     fn extend(&mut self, other: Progress) {
         self.granted.extend(other.granted);
@@ -968,6 +978,7 @@ mod tests {
             });
             let base = Instant::now();
             let mut handles: Vec<LockHandle> = Vec::new();
+            let (mut n_waited, mut n_woken) = (0, 0);
             for step in 0..5000u64 {
                 let now = base + Duration::from_secs(step);
                 let pick = |rng: &mut Rng, n: usize| rng.below(n);
@@ -990,6 +1001,7 @@ mod tests {
                         match table.enqueue(client, d) {
                             Ok(Enqueued::Granted(g)) => handles.push(g.handle),
                             Ok(Enqueued::Waiting { handle, blocking }) => {
+                                n_waited += 1;
                                 handles.push(handle);
                                 for b in blocking {
                                     table.callback_sent(b.handle, now).unwrap();
@@ -1000,23 +1012,36 @@ mod tests {
                     }
                     5..=6 if !handles.is_empty() => {
                         let h = handles.swap_remove(pick(&mut rng, handles.len()));
-                        let _ = table.cancel(h);
+                        if let Ok(p) = table.cancel(h) {
+                            n_woken += p.granted.len();
+                        }
                     }
                     7 if !handles.is_empty() => {
                         let h = handles[pick(&mut rng, handles.len())];
-                        let _ = table.convert(h, LockMode::ALL[pick(&mut rng, 7)]);
+                        if let Ok(p) = table.convert(h, LockMode::ALL[pick(&mut rng, 7)]) {
+                            n_woken += p.granted.len();
+                        }
                     }
                     8 => {
                         for client in table.expired(now) {
-                            table.evict(client);
+                            n_woken += table.evict(client).granted.len();
                         }
                     }
                     _ => {
-                        table.evict(ClientId(pick(&mut rng, 4) as u64));
+                        n_woken += table
+                            .evict(ClientId(pick(&mut rng, 4) as u64))
+                            .granted
+                            .len();
                     }
                 }
                 check_invariants(&table);
             }
+            eprintln!("grow {grow_extents}: {n_waited} waited, {n_woken} woken");
+            // The run went through the interesting paths.
+            assert!(
+                n_waited > 100 && n_woken > 100,
+                "{n_waited} waited, {n_woken} woken"
+            );
         }
     }
 
