@@ -33,6 +33,7 @@ pub const CASES: &[crate::Case] = &[
     ("mmap_shared_write", mmap_shared_write),
     ("o_noatime", o_noatime),
     ("statfs", statfs),
+    ("etxtbsy", etxtbsy),
 ];
 
 const MIB: usize = 1 << 20;
@@ -569,4 +570,69 @@ pub fn fsync_survives_crashes(m: &mut crate::Mounted) {
         "size after crashes"
     );
     assert!(std::fs::read(&f).unwrap() == data, "data after crashes");
+}
+
+fn etxtbsy(d: &Path) {
+    // A program running from the mount cannot be opened for writing.
+    let prog = d.join("sleep");
+    std::fs::copy("/bin/sleep", &prog).unwrap();
+    ok(chmod(&prog, 0o755), "chmod");
+    let mut child = std::process::Command::new(&prog).arg("30").spawn().unwrap();
+    // Wait until the program is mapped (its exe link names our copy).
+    let exe = format!("/proc/{}/exe", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_link(&exe).ok().as_deref() != Some(prog.as_path()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = open(&prog, libc::O_WRONLY, 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    fails(r, libc::ETXTBSY, "open a running program for writing");
+    ok(open(&prog, libc::O_WRONLY, 0), "open after it exited");
+}
+
+/// A second mount with `-o ro`: every modifying call fails with EROFS, reads work.
+pub fn read_only_mount(m: &mut crate::Mounted) {
+    let d = m.mnt.join("ro");
+    ok(mkdir(&d, 0o755), "mkdir");
+    std::fs::write(d.join("f"), b"data").unwrap();
+    ok(mkdir(&d.join("sub"), 0o755), "mkdir");
+    let ro_mnt = m.mnt.with_file_name("ro-mnt");
+    m.cluster.mount_with_options(&ro_mnt, Some("ro")).unwrap();
+    let (f, sub) = (ro_mnt.join("ro/f"), ro_mnt.join("ro/sub"));
+    let e = libc::EROFS;
+    assert_eq!(std::fs::read(&f).unwrap(), b"data");
+    ok(list(&sub), "list");
+    ok(getxattr(&f, "lustre.lov"), "getxattr");
+    fails(open(&f, libc::O_WRONLY, 0), e, "open for writing");
+    fails(creat(&ro_mnt.join("ro/new"), 0o644), e, "create");
+    fails(mkdir(&ro_mnt.join("ro/nd"), 0o755), e, "mkdir");
+    fails(unlink(&f), e, "unlink");
+    fails(rmdir(&sub), e, "rmdir");
+    fails(rename(&f, &ro_mnt.join("ro/g")), e, "rename");
+    fails(link(&f, &ro_mnt.join("ro/h")), e, "link");
+    fails(symlink(b"f", &ro_mnt.join("ro/l")), e, "symlink");
+    fails(chmod(&f, 0o600), e, "chmod");
+    fails(chown(&f, 1, 1), e, "chown");
+    fails(truncate(&f, 0), e, "truncate");
+    fails(utimens(&f, None), e, "utimensat");
+    fails(setxattr(&f, "user.x", b"1", 0), e, "setxattr");
+    fails(removexattr(&f, "user.x"), e, "removexattr");
+    fails(
+        mknod(&ro_mnt.join("ro/p"), libc::S_IFIFO | 0o644, 0),
+        e,
+        "mknod",
+    );
+    // Linux checks the read-only mount before the mode bits.
+    fails(
+        nobody(|| open(&f, libc::O_RDWR, 0)),
+        e,
+        "nobody opens 0644 for writing",
+    );
+    m.cluster.unmount(&ro_mnt).unwrap();
+    assert_eq!(std::fs::read(d.join("f")).unwrap(), b"data");
 }

@@ -50,6 +50,19 @@ fn hard_link_counts(d: &Path) {
         ok(unlink(&d.join(format!("h{i}"))), "unlink");
     }
     assert_eq!(ok(list(d), "list").len(), 0);
+    // Renaming over one of two links of a file leaves the other with one link.
+    std::fs::write(d.join("x"), b"x").unwrap();
+    std::fs::write(d.join("y"), b"y").unwrap();
+    ok(link(&d.join("y"), &d.join("y2")), "link");
+    ok(
+        rename(&d.join("x"), &d.join("y")),
+        "rename over a linked file",
+    );
+    assert_eq!((nlink(&d.join("y")), nlink(&d.join("y2"))), (1, 1));
+    assert_eq!(std::fs::read(d.join("y2")).unwrap(), b"y");
+    for n in ["y", "y2"] {
+        ok(unlink(&d.join(n)), "unlink");
+    }
     // Links to a symlink link the symlink itself.
     ok(symlink(b"nowhere", &d.join("s")), "symlink");
     ok(link(&d.join("s"), &d.join("s2")), "link a symlink");
@@ -123,6 +136,17 @@ fn symlink_targets(d: &Path) {
     // Following a relative link, and the link's own mode and owner.
     std::fs::write(d.join("f"), b"through").unwrap();
     assert_eq!(std::fs::read(d.join("l0")).unwrap(), b"through");
+    // The link's own times, with AT_SYMLINK_NOFOLLOW.
+    let c = std::ffi::CString::new(d.join("l1").as_os_str().as_encoded_bytes()).unwrap();
+    let ts = [libc::timespec {
+        tv_sec: 1000,
+        tv_nsec: 0,
+    }; 2];
+    let flags = libc::AT_SYMLINK_NOFOLLOW;
+    // SAFETY: valid C string and two timespecs.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) };
+    assert_eq!(r, 0, "utimensat AT_SYMLINK_NOFOLLOW");
+    assert_eq!(ok(lstat(&d.join("l1")), "lstat").st_mtime, 1000);
     ok(nobody(|| symlink(b"f", &d.join("nl"))), "nobody symlink");
     let st = ok(lstat(&d.join("nl")), "lstat");
     assert_eq!((st.st_uid, st.st_mode & 0o777), (NOBODY, 0o777));
@@ -182,6 +206,16 @@ fn rename_dirs(d: &Path) {
     assert_eq!(nlink(&c), nc + 1, "new parent's nlink");
     assert_eq!(nlink(d), nd - 1, "old parent's nlink");
     assert_eq!(ok(stat(&c.join("b/inside")), "stat").st_size, 0);
+    // A directory over an empty one in another parent: the old parent loses a link, the
+    // new one keeps its count.
+    ok(mkdir(&d.join("x"), 0o755), "mkdir");
+    ok(mkdir(&c.join("empty"), 0o755), "mkdir");
+    let (nc, nd) = (nlink(&c), nlink(d));
+    ok(
+        rename(&d.join("x"), &c.join("empty")),
+        "rename over an empty dir elsewhere",
+    );
+    assert_eq!((nlink(&c), nlink(d)), (nc, nd - 1), "parents' nlink");
     // Renaming a parent keeps its subtree.
     ok(rename(&c, &d.join("c2")), "rename a parent");
     ok(stat(&d.join("c2/b/inside")), "subtree followed");

@@ -137,3 +137,10 @@ fn fsync_is_durable() {
     files::fsync_survives_crashes(&mut m);
     m.cluster.stop().unwrap();
 }
+
+#[test]
+fn read_only_mount() {
+    let mut m = Mounted::start();
+    files::read_only_mount(&mut m);
+    m.cluster.stop().unwrap();
+}
