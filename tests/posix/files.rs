@@ -34,6 +34,7 @@ pub const CASES: &[crate::Case] = &[
     ("o_noatime", o_noatime),
     ("statfs", statfs),
     ("etxtbsy", etxtbsy),
+    ("truncate_moves_mtime", truncate_moves_mtime),
 ];
 
 const MIB: usize = 1 << 20;
@@ -635,4 +636,23 @@ pub fn read_only_mount(m: &mut crate::Mounted) {
     );
     m.cluster.unmount(&ro_mnt).unwrap();
     assert_eq!(std::fs::read(d.join("f")).unwrap(), b"data");
+}
+
+/// truncate and ftruncate change mtime and ctime (the kernel sends FUSE a size-only setattr;
+/// the MDS moves mtime with the size).
+fn truncate_moves_mtime(d: &Path) {
+    let f = d.join("f");
+    let fd = ok(creat(&f, 0o644), "create");
+    ok(fd.write(b"0123456789"), "write");
+    for (what, shrink) in [("truncate", true), ("ftruncate", false)] {
+        ok(utimens(&f, Some([(1000, 0), (1000, 0)])), "set old times");
+        if shrink {
+            ok(truncate(&f, 4), what);
+        } else {
+            ok(fd.ftruncate(20), what);
+        }
+        let st = ok(stat(&f), "stat");
+        assert!(st.st_mtime > 1000, "{what} left mtime at {}", st.st_mtime);
+        assert!(st.st_ctime > 1000, "{what} left ctime at {}", st.st_ctime);
+    }
 }

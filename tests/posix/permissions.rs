@@ -21,6 +21,7 @@ pub const CASES: &[crate::Case] = &[
     ("new_file_ownership", new_file_ownership),
     ("utimens_rules", utimens_rules),
     ("truncate_rules", truncate_rules),
+    ("setgid_directory", setgid_directory),
 ];
 
 fn file(p: &Path, mode: u32, uid: u32) {
@@ -384,5 +385,32 @@ fn truncate_rules(d: &Path) {
         nobody(|| truncate(&mine, -1)),
         libc::EINVAL,
         "negative length",
+    );
+}
+
+/// A set-group-ID directory gives new entries its group, and new directories its bit.
+fn setgid_directory(d: &Path) {
+    let s = d.join("shared");
+    ok(mkdir(&s, 0o775), "mkdir");
+    ok(chown(&s, 0, 500), "chgrp");
+    ok(chmod(&s, 0o2775), "chmod g+s");
+    drop(ok(creat(&s.join("f"), 0o644), "create in setgid dir"));
+    ok(mkdir(&s.join("sub"), 0o755), "mkdir in setgid dir");
+    let f = ok(stat(&s.join("f")), "stat f");
+    assert_eq!(f.st_gid, 500, "file group");
+    let sub = ok(stat(&s.join("sub")), "stat sub");
+    assert_eq!(sub.st_gid, 500, "subdirectory group");
+    assert_eq!(
+        sub.st_mode & 0o2000,
+        0o2000,
+        "subdirectory inherits S_ISGID"
+    );
+    // Without the bit, entries get the creator's group.
+    ok(chmod(&s, 0o775), "chmod g-s");
+    drop(ok(creat(&s.join("g"), 0o644), "create in plain dir"));
+    assert_eq!(
+        ok(stat(&s.join("g")), "stat g").st_gid,
+        0,
+        "creator's group"
     );
 }

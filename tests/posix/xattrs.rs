@@ -15,6 +15,7 @@ pub const CASES: &[crate::Case] = &[
     ("privileged_namespaces", privileged_namespaces),
     ("symlinks_and_specials", symlinks_and_specials),
     ("lustre_lov", lustre_lov),
+    ("unknown_namespace", unknown_namespace),
 ];
 
 fn user_namespace(d: &Path) {
@@ -245,4 +246,16 @@ fn lustre_lov(d: &Path) {
         nobody(|| getxattr(&f, "lustre.lov")),
         "nobody reads the layout",
     );
+}
+
+/// Names outside the namespaces Linux knows are refused, as local filesystems refuse them.
+fn unknown_namespace(d: &Path) {
+    let f = d.join("f");
+    drop(ok(creat(&f, 0o644), "create"));
+    fails(
+        setxattr(&f, "bogus.x", b"v", 0),
+        libc::EOPNOTSUPP,
+        "set bogus.x",
+    );
+    fails(getxattr(&f, "bogus.x"), libc::EOPNOTSUPP, "get bogus.x");
 }

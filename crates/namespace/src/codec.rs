@@ -51,6 +51,7 @@ pub(crate) mod mode {
     pub const S_IFIFO: u32 = 0o010_000;
     /// Permission, setuid, setgid and sticky bits.
     pub const S_IPERM: u32 = 0o7777;
+    pub const S_ISGID: u32 = 0o2000;
 }
 
 /// No FID: the `..` of an inode that is not a directory.

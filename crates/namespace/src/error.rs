@@ -37,6 +37,8 @@ pub enum NsError {
     NoSpace,
     #[error("resource busy")]
     Busy,
+    #[error("operation not supported: {0}")]
+    NotSupported(&'static str),
     #[error("namespace database is corrupt: {0}")]
     Corrupt(String),
     #[error("namespace database error: {0}")]
@@ -61,6 +63,7 @@ impl NsError {
             NsError::TooBig => E2BIG,
             NsError::NoSpace => Errno::ENOSPC,
             NsError::Busy => Errno::EBUSY,
+            NsError::NotSupported(_) => Errno::EOPNOTSUPP,
             NsError::Corrupt(_) | NsError::Db(_) => Errno::EIO,
         }
     }

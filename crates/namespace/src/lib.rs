@@ -406,6 +406,7 @@ impl Namespace {
     /// The value of extended attribute `name`; `NoData` if there is none.
     pub fn get_xattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>, NsError> {
         check_xattr_name(name)?;
+        ops::check_xattr_namespace(name)?;
         match self.xattrs.get(codec::xattr_key(fid, name))? {
             Some(v) => Ok(v.to_vec()),
             None => {

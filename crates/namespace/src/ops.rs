@@ -89,6 +89,22 @@ fn move_dir(tx: &mut Tx<'_>, dir: Fid, from: Fid, to: Fid) -> TxResult<()> {
     Ok(())
 }
 
+/// Extended attribute namespaces Linux knows; others are EOPNOTSUPP, as on local filesystems.
+const XATTR_NAMESPACES: [&[u8]; 5] = [b"user.", b"trusted.", b"security.", b"system.", b"lustre."];
+
+pub(crate) fn check_xattr_namespace(name: &[u8]) -> Result<(), NsError> {
+    if XATTR_NAMESPACES
+        .iter()
+        .any(|ns| name.starts_with(ns) && name.len() > ns.len())
+    {
+        Ok(())
+    } else {
+        Err(NsError::NotSupported(
+            "unknown extended attribute namespace",
+        ))
+    }
+}
+
 fn touch_ctime(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Inode> {
     let now = tx.now;
     tx.modify(fid, |i| {
@@ -132,6 +148,18 @@ impl Namespace {
         let is_dev = file_type == mode::S_IFCHR || file_type == mode::S_IFBLK;
         self.txn(|tx| {
             let parent = tx.dir(args.parent)?;
+            // A set-group-ID directory gives new entries its group, and new directories its
+            // set-group-ID bit (BSD group semantics, as Linux filesystems do).
+            let sgid_parent = parent.attr.mode & mode::S_ISGID != 0;
+            let gid = if sgid_parent {
+                parent.attr.gid
+            } else {
+                args.gid
+            };
+            let mut perm = args.mode & mode::S_IPERM;
+            if sgid_parent && is_dir {
+                perm |= mode::S_ISGID;
+            }
             if tx.entry(args.parent, &args.name)?.is_some() {
                 return fail(NsError::Exists);
             }
@@ -146,10 +174,10 @@ impl Namespace {
             };
             let attr = Attr {
                 fid,
-                mode: file_type | (args.mode & mode::S_IPERM),
+                mode: file_type | perm,
                 nlink: if is_dir { 2 } else { 1 },
                 uid: args.uid,
-                gid: args.gid,
+                gid,
                 rdev: if is_dev { args.rdev } else { 0 },
                 size,
                 blocks: if is_dir { blocks_for(size) } else { 0 },
@@ -211,8 +239,11 @@ impl Namespace {
                 if let Some(t) = attr.atime {
                     i.attr.atime = resolve(t);
                 }
-                if let Some(t) = attr.mtime {
-                    i.attr.mtime = resolve(t);
+                match (attr.mtime, attr.size) {
+                    (Some(t), _) => i.attr.mtime = resolve(t),
+                    // truncate and ftruncate change the data: mtime moves with ctime.
+                    (None, Some(_)) => i.attr.mtime = attr.ctime.unwrap_or(now),
+                    (None, None) => {}
                 }
                 i.attr.ctime = attr.ctime.unwrap_or(now);
                 Ok(())
@@ -432,6 +463,7 @@ impl Namespace {
         flags: u32,
     ) -> Result<(), NsError> {
         check_xattr_name(name)?;
+        check_xattr_namespace(name)?;
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return Err(NsError::Invalid("xattr flags"));
         }
@@ -466,6 +498,7 @@ impl Namespace {
     /// Removes extended attribute `name`; `NoData` if there is none.
     pub fn remove_xattr(&self, fid: Fid, name: &[u8]) -> Result<(), NsError> {
         check_xattr_name(name)?;
+        check_xattr_namespace(name)?;
         self.txn(|tx| {
             tx.inode(fid)?;
             if tx.remove_xattr(fid, name)?.is_none() {

@@ -1248,3 +1248,72 @@ fn reopen_rejects_an_unknown_format() {
         Err(NsError::Corrupt(_))
     ));
 }
+
+#[test]
+fn setgid_directories_pass_on_their_group() {
+    let (_d, ns) = open();
+    let dir = ns.create(CreateArgs {
+        gid: 500,
+        ..args(Fid::ROOT, "shared", S_IFDIR | 0o2775)
+    });
+    let dir = dir.unwrap();
+    assert_eq!(dir.mode & 0o7777, 0o2775);
+    // The creator's group is 100 (see `args`); entries take the directory's group 500.
+    let file = mkfile(&ns, dir.fid, "f");
+    assert_eq!((file.gid, file.mode & 0o7777), (500, 0o644));
+    let sub = mkdir(&ns, dir.fid, "sub");
+    assert_eq!((sub.gid, sub.mode & 0o7777), (500, 0o2755));
+    // Without the bit, the creator's group.
+    let plain = mkdir(&ns, Fid::ROOT, "plain");
+    assert_eq!(mkfile(&ns, plain.fid, "g").gid, 100);
+}
+
+#[test]
+fn size_changes_move_mtime_unless_one_is_given() {
+    let (_d, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    age(&ns, f.fid);
+    let before = ns.getattr(f.fid).unwrap();
+    let after = ns
+        .setattr(
+            f.fid,
+            &SetAttr {
+                size: Some(10),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert!(after.mtime > before.mtime && after.ctime > before.ctime);
+    let at = Timespec { sec: 5, nsec: 6 };
+    let set = SetAttr {
+        size: Some(3),
+        mtime: Some(TimeSet::At(at)),
+        ..SetAttr::default()
+    };
+    assert_eq!(ns.setattr(f.fid, &set).unwrap().mtime, at);
+    // A mode change alone leaves mtime alone.
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    assert_eq!(ns.setattr(f.fid, &chmod).unwrap().mtime, at);
+}
+
+#[test]
+fn unknown_xattr_namespaces_are_not_supported() {
+    let (_d, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    for name in ["bogus.x", "user.", "userx", "lustre"] {
+        assert_eq!(
+            errno(ns.set_xattr(f.fid, name.as_bytes(), b"v", 0)),
+            Errno::EOPNOTSUPP
+        );
+        let get = ns.get_xattr(f.fid, name.as_bytes());
+        assert_eq!(errno(get), Errno::EOPNOTSUPP);
+        let remove = ns.remove_xattr(f.fid, name.as_bytes());
+        assert_eq!(errno(remove), Errno::EOPNOTSUPP);
+    }
+    for name in ["user.a", "trusted.b", "security.c", "system.d", "lustre.e"] {
+        ns.set_xattr(f.fid, name.as_bytes(), b"v", 0).unwrap();
+    }
+}
