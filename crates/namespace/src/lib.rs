@@ -129,7 +129,7 @@ impl Namespace {
     }
 
     fn open_with_hash(dir: &Path, hash: fn(&[u8]) -> u64) -> Result<Namespace, NsError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(limits::DB_CACHE_BYTES).open()?;
         let ns = Namespace {
             inodes: db.open_tree(codec::TREE_INODES)?,
             dirents: db.open_tree(codec::TREE_DIRENTS)?,

@@ -12,6 +12,9 @@ pub const XATTR_NAME_MAX_BYTES: usize = 255;
 pub const XATTRS_PER_INODE_MAX: u32 = 1024;
 /// Most entries one readdir call returns, whatever the caller asks for.
 pub const READDIR_MAX_ENTRIES: u32 = 4096;
+/// Memory sled may use for its page cache. This bounds the MDS's memory whatever the number of
+/// files (sled's default is 1 GiB); the rest of the namespace stays on disk.
+pub const DB_CACHE_BYTES: u64 = 256 << 20;
 /// The inode count statfs reports as the maximum.
 pub const INODES_MAX: u64 = u32::MAX as u64;
 /// Deepest directory tree the rename loop check walks before it calls the tree corrupt.
