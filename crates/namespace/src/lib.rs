@@ -116,6 +116,10 @@ pub struct Namespace {
     /// always conflict and sled would retry them in a loop (burning the CPU that the
     /// winner needs); taking turns costs no parallelism that could exist.
     writer: std::sync::Mutex<()>,
+    /// Open counts of inodes that clients hold open ([`Namespace::pin`]). An unlink or a
+    /// rename that drops the last link of a pinned inode keeps it as an orphan (nlink 0,
+    /// no name) until the last unpin. Lock order: `writer`, then `pins`.
+    pins: std::sync::Mutex<HashMap<Fid, u32>>,
     /// Tests set this to make every transaction abort after it wrote everything.
     #[cfg(test)]
     inject_abort: std::sync::atomic::AtomicBool,
@@ -129,7 +133,10 @@ impl Namespace {
     }
 
     fn open_with_hash(dir: &Path, hash: fn(&[u8]) -> u64) -> Result<Namespace, NsError> {
-        let db = sled::Config::new().path(dir).cache_capacity(limits::DB_CACHE_BYTES).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(limits::DB_CACHE_BYTES)
+            .open()?;
         let ns = Namespace {
             inodes: db.open_tree(codec::TREE_INODES)?,
             dirents: db.open_tree(codec::TREE_DIRENTS)?,
@@ -140,6 +147,7 @@ impl Namespace {
             hash,
             last_transno: AtomicU64::new(0),
             writer: std::sync::Mutex::new(()),
+            pins: std::sync::Mutex::new(HashMap::new()),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
         };
@@ -217,6 +225,87 @@ impl Namespace {
         self.db.flush()?;
         info!("formatted a new namespace");
         Ok(())
+    }
+
+    /// Whether a client holds `fid` open (see [`Namespace::pin`]).
+    pub(crate) fn pinned(&self, fid: Fid) -> bool {
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.get(&fid).is_some_and(|&n| n > 0)
+    }
+
+    /// Records that a client opened `fid`: while pinned, losing its last name makes it an
+    /// orphan instead of destroying it. ENOENT if the inode does not exist (any more).
+    pub fn pin(&self, fid: Fid) -> Result<Attr, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let attr = self.getattr(fid)?;
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        let n = pins.entry(fid).or_insert(0);
+        *n = n.saturating_add(1);
+        Ok(attr)
+    }
+
+    /// Records a close of `fid`. With the last close of an orphan the inode is destroyed,
+    /// and the returned `Removed` carries its layout (for the OST objects).
+    pub fn unpin(&self, fid: Fid) -> Result<Option<Removed>, NsError> {
+        {
+            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            match pins.get_mut(&fid) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return Ok(None);
+                }
+                Some(_) => {
+                    pins.remove(&fid);
+                }
+                None => return Ok(None),
+            }
+        }
+        self.destroy_if_orphan(fid)
+    }
+
+    /// Destroys `fid` if it has no name left and nobody holds it open.
+    fn destroy_if_orphan(&self, fid: Fid) -> Result<Option<Removed>, NsError> {
+        match self.getattr(fid) {
+            Ok(a) if a.nlink == 0 && !a.is_dir() => {}
+            Ok(_) | Err(NsError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        self.txn(|tx| {
+            let inode = tx.inode(fid)?;
+            if inode.attr.nlink > 0 || inode.is_dir() || self.pinned(fid) {
+                return Ok(None);
+            }
+            let layout = tx.destroy(fid)?;
+            Ok(Some(Removed {
+                attr: inode.attr,
+                destroyed: true,
+                layout,
+            }))
+        })
+    }
+
+    /// Destroys the orphans a previous run left (inodes whose last name went while they were
+    /// open, when the server stopped before the last close). Call once at start, before
+    /// serving; returns what was destroyed, for the OST objects.
+    pub fn remove_orphans(&self) -> Result<Vec<Removed>, NsError> {
+        let mut orphans = Vec::new();
+        for kv in self.inodes.iter() {
+            let (k, _) = kv?;
+            let Some(fid) = Fid::from_be_bytes(&k) else {
+                return Err(NsError::Corrupt(format!("inode key of {} bytes", k.len())));
+            };
+            let attr = self.getattr(fid)?;
+            if attr.nlink == 0 && !attr.is_dir() {
+                orphans.push(fid);
+            }
+        }
+        let mut removed = Vec::new();
+        for fid in orphans {
+            if let Some(r) = self.destroy_if_orphan(fid)? {
+                removed.push(r);
+            }
+        }
+        Ok(removed)
     }
 
     /// Runs `op` as one transaction over all trees and commits it with the next

@@ -23,15 +23,16 @@ fn blocks_for(size: u64) -> u64 {
     size.div_ceil(512)
 }
 
-/// Drops one link of non-directory `fid`, destroying it when it was the last.
-fn drop_link(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Removed> {
+/// Drops one link of non-directory `fid`, destroying it when it was the last, unless a
+/// client holds it open (`keep`): then it stays, nameless, as an orphan until the last close.
+fn drop_link(tx: &mut Tx<'_>, fid: Fid, keep: bool) -> TxResult<Removed> {
     let now = tx.now;
     let inode = tx.modify(fid, |i| {
         i.attr.nlink = i.attr.nlink.saturating_sub(1);
         i.attr.ctime = now;
         Ok(())
     })?;
-    if inode.attr.nlink > 0 {
+    if inode.attr.nlink > 0 || keep {
         return Ok(Removed {
             attr: inode.attr,
             destroyed: false,
@@ -294,7 +295,7 @@ impl Namespace {
                 return fail(NsError::IsDir);
             }
             tx.remove_entry(parent, name)?;
-            drop_link(tx, child)
+            drop_link(tx, child, self.pinned(child))
         })
     }
 
@@ -398,7 +399,7 @@ impl Namespace {
                     let removed = if src_is_dir {
                         destroy_dir(tx, dp, d)?
                     } else {
-                        drop_link(tx, d)?
+                        drop_link(tx, d, self.pinned(d))?
                     };
                     if src_is_dir {
                         move_dir(tx, src, sp, dp)?;

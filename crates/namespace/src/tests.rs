@@ -17,6 +17,27 @@ fn open() -> (TempDir, Namespace) {
     (dir, ns)
 }
 
+/// Opens the namespace in `dir` again after a drop. sled's background flusher may hold the
+/// database's file lock for a moment after the drop, so wait for it (bounded).
+fn reopen_result(dir: &std::path::Path) -> Result<Namespace, NsError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Namespace::open(dir) {
+            Err(NsError::Db(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn reopen(dir: &std::path::Path) -> Namespace {
+    reopen_result(dir).unwrap()
+}
+
 fn args(parent: Fid, name: &str, mode: u32) -> CreateArgs {
     CreateArgs {
         parent,
@@ -747,7 +768,7 @@ fn aborted_transactions_change_nothing() {
 fn persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (f, d, committed, all_fids) = {
-        let ns = Namespace::open(dir.path()).unwrap();
+        let ns = reopen(dir.path());
         let d = mkdir(&ns, Fid::ROOT, "d");
         let mut a = args(d.fid, "f", S_IFREG | 0o600);
         a.layout = Some(layout(1, &[5]));
@@ -768,7 +789,7 @@ fn persists_across_reopen() {
             [d.fid, f.fid, tmp.fid],
         )
     };
-    let ns = Namespace::open(dir.path()).unwrap();
+    let ns = reopen(dir.path());
     assert_eq!(ns.last_transno(), committed.transno);
     assert_eq!(ns.getattr(f.fid).unwrap(), f);
     assert_eq!(ns.getattr(d.fid).unwrap(), d);
@@ -791,7 +812,7 @@ fn fid_allocation_moves_to_the_next_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let seq = Fid::FIRST_NORMAL_SEQ;
     {
-        let ns = Namespace::open(dir.path()).unwrap();
+        let ns = reopen(dir.path());
         assert_eq!(
             mkfile(&ns, Fid::ROOT, "a").fid,
             Fid {
@@ -827,7 +848,7 @@ fn fid_allocation_moves_to_the_next_sequence() {
         );
         ns.flush().unwrap();
     }
-    let ns = Namespace::open(dir.path()).unwrap();
+    let ns = reopen(dir.path());
     assert_eq!(
         mkfile(&ns, Fid::ROOT, "e").fid,
         Fid {
@@ -1237,14 +1258,14 @@ fn corrupt_values_are_errors() {
 fn reopen_rejects_an_unknown_format() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let ns = Namespace::open(dir.path()).unwrap();
+        let ns = reopen(dir.path());
         ns.meta
             .insert(codec::META_FORMAT, &99u32.to_le_bytes()[..])
             .unwrap();
         ns.flush().unwrap();
     }
     assert!(matches!(
-        Namespace::open(dir.path()),
+        reopen_result(dir.path()),
         Err(NsError::Corrupt(_))
     ));
 }
@@ -1316,4 +1337,59 @@ fn unknown_xattr_namespaces_are_not_supported() {
     for name in ["user.a", "trusted.b", "security.c", "system.d", "lustre.e"] {
         ns.set_xattr(f.fid, name.as_bytes(), b"v", 0).unwrap();
     }
+}
+
+#[test]
+fn open_files_outlive_their_last_name() {
+    let (d, ns) = open();
+    let mut a = args(Fid::ROOT, "f", S_IFREG | 0o644);
+    a.layout = Some(layout(1, &[7]));
+    let f = ns.create(a).unwrap();
+    ns.pin(f.fid).unwrap();
+    ns.pin(f.fid).unwrap();
+    let r = ns.unlink(Fid::ROOT, b"f").unwrap();
+    assert!(!r.destroyed && r.layout.is_none());
+    assert_eq!(errno(ns.lookup(Fid::ROOT, b"f")), Errno::ENOENT);
+    // Still there for whoever holds it open.
+    let orphan = ns.getattr(f.fid).unwrap();
+    assert_eq!(orphan.nlink, 0);
+    assert!(ns.layout(f.fid).unwrap().is_some());
+    assert!(ns.unpin(f.fid).unwrap().is_none(), "one open left");
+    let gone = ns
+        .unpin(f.fid)
+        .unwrap()
+        .expect("last close destroys the orphan");
+    assert!(gone.destroyed);
+    assert_eq!(gone.layout.unwrap().components[0].stripe.objects[0].oid, 7);
+    assert_eq!(errno(ns.getattr(f.fid)), Errno::ENOENT);
+    // Pinning what does not exist fails; unpinning something never pinned does nothing.
+    assert_eq!(errno(ns.pin(f.fid)), Errno::ENOENT);
+    assert!(ns.unpin(f.fid).unwrap().is_none());
+
+    // Rename over an open file keeps it too; closing a file that still has a name does not
+    // destroy it.
+    let victim = mkfile(&ns, Fid::ROOT, "victim");
+    mkfile(&ns, Fid::ROOT, "new");
+    ns.pin(victim.fid).unwrap();
+    let replaced = ns
+        .rename(Fid::ROOT, b"new", Fid::ROOT, b"victim", 0)
+        .unwrap()
+        .unwrap();
+    assert!(!replaced.destroyed);
+    assert_eq!(ns.getattr(victim.fid).unwrap().nlink, 0);
+    let named = mkfile(&ns, Fid::ROOT, "named");
+    ns.pin(named.fid).unwrap();
+    assert!(ns.unpin(named.fid).unwrap().is_none());
+    assert_eq!(ns.getattr(named.fid).unwrap().nlink, 1);
+
+    // A restart finds the orphan left open and removes it.
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(d.path());
+    let removed = ns.remove_orphans().unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].attr.fid, victim.fid);
+    assert_eq!(errno(ns.getattr(victim.fid)), Errno::ENOENT);
+    assert!(ns.remove_orphans().unwrap().is_empty());
+    assert_eq!(ns.getattr(named.fid).unwrap().nlink, 1);
 }
