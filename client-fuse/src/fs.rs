@@ -237,8 +237,9 @@ impl Inner {
         Ok(self.attr_of(&attr, layout.as_ref()))
     }
 
-    /// Opens a file: reads its attributes and layout, truncates for O_TRUNC, and registers
-    /// the handle.
+    /// Opens a file: registers the open with the MDS (which returns the attributes and
+    /// layout, and keeps the file alive if it is unlinked while open), truncates for
+    /// O_TRUNC, and registers the handle.
     async fn open(&self, ino: INodeNo, flags: i32) -> FsResult<u64> {
         let write = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
         if write {
@@ -247,7 +248,7 @@ impl Inner {
         let fid = fid(ino)?;
         let (mut attr, layout) = self
             .client
-            .getattr(fid)
+            .open(fid, flags as u32)
             .await
             .map_err(|e| errno("open", &e))?;
         let truncate = write && flags & libc::O_TRUNC != 0 && attr.is_reg();
@@ -258,11 +259,14 @@ impl Inner {
                 ctime: Some(convert::timespec(SystemTime::now())),
                 ..SetAttr::default()
             };
-            attr = self
-                .client
-                .setattr(fid, set)
-                .await
-                .map_err(|e| errno("open", &e))?;
+            match self.client.setattr(fid, set).await {
+                Ok(a) => attr = a,
+                Err(e) => {
+                    // The open fails: end the MDS's count of it.
+                    let _ = self.client.close(fid).await;
+                    return Err(errno("open", &e));
+                }
+            }
         }
         let handle = Handle {
             ino: ino.0,
@@ -288,7 +292,7 @@ impl Inner {
         self.check_writable()?;
         let (attr, layout) = self
             .client
-            .create(fid(parent)?, name, mode, creds, None)
+            .create_open(fid(parent)?, name, mode, creds, None)
             .await
             .map_err(|e| errno("create", &e))?;
         let write = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
@@ -382,6 +386,10 @@ impl Inner {
             );
         }
         self.open_files().release(fh.0);
+        // Ends the MDS's count of this open (the last close of an unlinked file frees it).
+        if let Err(e) = self.client.close(fid(ino)?).await {
+            warn!(ino = ino.0, "close on the MDS failed: {e}");
+        }
         result
     }
 

@@ -17,8 +17,8 @@ use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
 use sheen_rpc::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
 use sheen_wire::limits::READDIR_MAX_ENTRIES;
 use sheen_wire::msg::{
-    AttrReply, GetattrReq, Layout, LookupReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
-    StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    AttrReply, CloseReq, GetattrReq, Layout, LookupReq, OpenReq, ReaddirReply, ReaddirReq,
+    ReintReply, ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{frame::NO_TARGET, Errno, Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
 use tokio_util::sync::CancellationToken;
@@ -231,6 +231,7 @@ impl Mds {
                 creds,
                 symlink,
                 layout,
+                open,
             } => {
                 let is_reg = mode & libc::S_IFMT == libc::S_IFREG;
                 let file_layout = if is_reg {
@@ -252,7 +253,14 @@ impl Mds {
                     symlink,
                     layout: file_layout.clone(),
                 };
-                match self.ns_commit(move |ns| ns.create(args)).await {
+                let create = move |ns: &Namespace| {
+                    let attr = ns.create(args)?;
+                    if open && is_reg {
+                        ns.pin(attr.fid)?;
+                    }
+                    Ok(attr)
+                };
+                match self.ns_commit(create).await {
                     Ok(attr) => Ok(ReintReply {
                         attr: Some(attr),
                         layout: file_layout,
@@ -504,6 +512,19 @@ impl Service for Mds {
                 let transno = self.commit().await?;
                 Ok(Response::empty().with_transno(transno))
             }
+            Opcode::MdsOpen => {
+                let r: OpenReq = req.decode()?;
+                let fid = r.fid;
+                let reply = self.attr_of(move |ns| ns.pin(fid), false).await?;
+                Ok(Response::new(&reply))
+            }
+            Opcode::MdsClose => {
+                let r: CloseReq = req.decode()?;
+                let fid = r.fid;
+                let removed = self.ns(move |ns| ns.unpin(fid)).await?;
+                self.destroy_removed(removed.as_ref());
+                Ok(Response::empty())
+            }
             other => Err(ServiceError::new(
                 Errno::EOPNOTSUPP,
                 format!("{} is not an MDS operation", other.name()),
@@ -545,6 +566,17 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     };
     let objects = Arc::new(ObjectAllocator::new(cfg.fsname.clone(), mgs));
     objects.refresh_config().await;
+    // Files unlinked while open when the MDS last stopped: nobody holds them open now.
+    let orphans = {
+        let ns = Arc::clone(&ns);
+        tokio::task::spawn_blocking(move || ns.remove_orphans()).await??
+    };
+    for removed in orphans {
+        info!(fid = %removed.attr.fid, "removed an orphan left by the previous run");
+        if let Some(layout) = removed.layout {
+            objects.destroy_layout_later(layout);
+        }
+    }
     let refresher = {
         let objects = Arc::clone(&objects);
         let shutdown = shutdown.clone();

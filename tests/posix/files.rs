@@ -35,6 +35,7 @@ pub const CASES: &[crate::Case] = &[
     ("statfs", statfs),
     ("etxtbsy", etxtbsy),
     ("truncate_moves_mtime", truncate_moves_mtime),
+    ("unlinked_while_open", unlinked_while_open),
 ];
 
 const MIB: usize = 1 << 20;
@@ -655,4 +656,42 @@ fn truncate_moves_mtime(d: &Path) {
         assert!(st.st_mtime > 1000, "{what} left mtime at {}", st.st_mtime);
         assert!(st.st_ctime > 1000, "{what} left ctime at {}", st.st_ctime);
     }
+}
+
+/// A file unlinked (or renamed over) while open stays readable and writable through its
+/// descriptors until the last close.
+fn unlinked_while_open(d: &Path) {
+    let f = d.join("f");
+    let fd = ok(open(&f, libc::O_CREAT | libc::O_RDWR, 0o644), "create");
+    ok(fd.write(b"written before unlink"), "write");
+    let reader = ok(open(&f, libc::O_RDONLY, 0), "second open");
+    ok(unlink(&f), "unlink");
+    fails(stat(&f), libc::ENOENT, "stat after unlink");
+    assert_eq!(ok(fd.fstat(), "fstat").st_nlink, 0);
+    assert_eq!(
+        ok(reader.pread(21, 0), "read after unlink"),
+        b"written before unlink"
+    );
+    ok(fd.pwrite(b"and after", 22), "write after unlink");
+    assert_eq!(ok(reader.pread(9, 22), "read new data"), b"and after");
+    drop(fd);
+    // The other descriptor still works after the first close.
+    assert_eq!(ok(reader.pread(7, 0), "read after one close"), b"written");
+    drop(reader);
+
+    // Renaming a new file over an open one: the old contents stay readable through the old
+    // descriptor, the name shows the new file.
+    let old = d.join("old");
+    let new = d.join("new");
+    let fd = ok(creat(&old, 0o644), "create old");
+    ok(fd.write(b"old contents"), "write old");
+    let held = ok(open(&old, libc::O_RDONLY, 0), "open old");
+    drop(fd);
+    let fd = ok(creat(&new, 0o644), "create new");
+    ok(fd.write(b"new"), "write new");
+    drop(fd);
+    ok(rename(&new, &old), "rename over the open file");
+    assert_eq!(ok(held.pread(12, 0), "read replaced file"), b"old contents");
+    let now = ok(open(&old, libc::O_RDONLY, 0), "open the name");
+    assert_eq!(ok(now.pread(12, 0), "read the name"), b"new");
 }

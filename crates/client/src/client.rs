@@ -18,10 +18,10 @@ use sheen_wire::limits::{
     NAME_MAX_BYTES, PATH_MAX_BYTES, READDIR_MAX_ENTRIES, XATTR_VALUE_MAX_BYTES,
 };
 use sheen_wire::msg::{
-    Attr, AttrReply, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrReq, Layout,
-    LookupReq, ObjAttr, ObjReq, OstListReply, OstListReq, OstObject, OstPunchReq, OstReadReq,
-    OstSyncReq, OstWriteReply, OstWriteReq, ReaddirReply, ReaddirReq, ReintReply, ReintReq,
-    SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
+    Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrReq, Layout,
+    LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply, OstListReq, OstObject, OstPunchReq,
+    OstReadReq, OstSyncReq, OstWriteReply, OstWriteReq, ReaddirReply, ReaddirReq, ReintReply,
+    ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
 };
 use sheen_wire::{Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
 use tokio::sync::Semaphore;
@@ -353,6 +353,22 @@ impl Client {
         Ok(reply.attr)
     }
 
+    /// Tells the MDS this client opened `fid` (open(2) `flags`) and returns its current
+    /// attributes and layout. While any client holds it open, a file that loses its last
+    /// name stays readable and writable; every `open` must be paired with a [`Client::close`].
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn open(&self, fid: Fid, flags: u32) -> Result<(Attr, Option<Layout>), ClientError> {
+        let reply: AttrReply = self.mds(Opcode::MdsOpen, &OpenReq { fid, flags }).await?;
+        Ok((reply.attr, reply.layout))
+    }
+
+    /// Ends one [`Client::open`] of `fid`; the last close of an unlinked file frees it.
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn close(&self, fid: Fid) -> Result<(), ClientError> {
+        let _: Empty = self.mds(Opcode::MdsClose, &CloseReq { fid }).await?;
+        Ok(())
+    }
+
     #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn getattr(&self, fid: Fid) -> Result<(Attr, Option<Layout>), ClientError> {
         let reply: AttrReply = self
@@ -414,7 +430,6 @@ impl Client {
         symlink: Option<Vec<u8>>,
         layout: Option<Layout>,
     ) -> Result<(Attr, Option<Layout>), ClientError> {
-        check_name(name)?;
         let req = ReintReq::Create {
             parent,
             name: name.to_vec(),
@@ -423,7 +438,17 @@ impl Client {
             creds,
             symlink,
             layout,
+            open: false,
         };
+        self.create_with(name, req).await
+    }
+
+    async fn create_with(
+        &self,
+        name: &[u8],
+        req: ReintReq,
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        check_name(name)?;
         let reply = self.reint(&req).await?;
         let attr = reply
             .attr
@@ -445,6 +470,30 @@ impl Client {
         let mode = (mode & 0o7777) | libc::S_IFREG;
         self.create_inode(parent, name, mode, 0, creds, None, layout)
             .await
+    }
+
+    /// Creates a regular file and opens it in one request (open(2) with O_CREAT): like
+    /// [`Client::create`] followed by [`Client::open`]; pair it with [`Client::close`].
+    #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
+    pub async fn create_open(
+        &self,
+        parent: Fid,
+        name: &[u8],
+        mode: u32,
+        creds: Creds,
+        layout: Option<Layout>,
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        let req = ReintReq::Create {
+            parent,
+            name: name.to_vec(),
+            mode: (mode & 0o7777) | libc::S_IFREG,
+            rdev: 0,
+            creds,
+            symlink: None,
+            layout,
+            open: true,
+        };
+        self.create_with(name, req).await
     }
 
     #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]

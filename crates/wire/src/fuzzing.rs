@@ -136,6 +136,8 @@ pub fn body(data: &[u8]) {
             BlockingAst,
             CompletionAst,
             GlimpseAst,
+            OpenReq,
+            CloseReq,
         ]
     )
 }

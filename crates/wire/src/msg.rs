@@ -346,6 +346,8 @@ wire_type! {
             creds: Creds,
             symlink: Option<Vec<u8>>,
             layout: Option<Layout>,
+            /// Also open the new regular file (open(2) with O_CREAT); see `MdsOpen`.
+            open: bool,
         },
         Link { fid: Fid, parent: Fid, name: Vec<u8> },
         Unlink { parent: Fid, name: Vec<u8> },
@@ -513,6 +515,7 @@ mod tests {
             creds: Creds { uid: 1, gid: 2 },
             symlink: None,
             layout: Some(layout()),
+            open: true,
         };
         let b = encode(&req);
         assert_eq!(decode::<ReintReq>(&b).unwrap(), req);
@@ -810,6 +813,19 @@ wire_type! {
     /// Server to holder (LDLM_GL_CALLBACK): report the object's size and times as you know
     /// them; the answer is an [`Lvb`].
     pub struct GlimpseAst { pub handle: LockHandle }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open and close
+
+wire_type! {
+    /// MDS_OPEN: the client opened `fid` (`flags` as open(2)). The reply is an `AttrReply`.
+    pub struct OpenReq { pub fid: Fid, pub flags: u32 }
+}
+
+wire_type! {
+    /// MDS_CLOSE: the client's last use of an open of `fid` ended. Replied with `Empty`.
+    pub struct CloseReq { pub fid: Fid }
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub enum Opcode {
     MgsConfigRead = 256,
 
     ObdPing = 400,
+
+    /// A client opens a file: the MDS counts the open, so that a file unlinked while open
+    /// lives on as an orphan until its last close (Lustre does this with an open intent).
+    MdsOpen = 2000,
 }
 
 impl Opcode {
@@ -90,6 +94,7 @@ impl Opcode {
             253 => MgsTargetReg,
             256 => MgsConfigRead,
             400 => ObdPing,
+            2000 => MdsOpen,
             _ => return None,
         })
     }
@@ -136,6 +141,7 @@ impl Opcode {
             MgsTargetReg => "mgs_target_reg",
             MgsConfigRead => "mgs_config_read",
             ObdPing => "obd_ping",
+            MdsOpen => "mds_open",
         }
     }
 }
