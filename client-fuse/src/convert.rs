@@ -108,6 +108,22 @@ pub fn file_attr(attr: &Attr, size: u64) -> FileAttr {
     }
 }
 
+/// The NUL-separated xattr names a caller may see: `trusted.*` only for root, as Linux
+/// filesystems list them only to a process with CAP_SYS_ADMIN.
+pub fn visible_xattr_names(list: Vec<u8>, privileged: bool) -> Vec<u8> {
+    if privileged {
+        return list;
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if !name.starts_with(b"trusted.") {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +159,16 @@ mod tests {
             ver: 0,
         };
         assert_eq!(fid(ino(f)), Ok(f));
+    }
+
+    #[test]
+    fn trusted_names_only_for_root() {
+        let list = b"user.a\0trusted.b\0security.c\0".to_vec();
+        assert_eq!(visible_xattr_names(list.clone(), true), list);
+        assert_eq!(
+            visible_xattr_names(list, false),
+            b"user.a\0security.c\0".to_vec()
+        );
+        assert!(visible_xattr_names(Vec::new(), false).is_empty());
     }
 }

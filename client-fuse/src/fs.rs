@@ -935,13 +935,15 @@ impl Filesystem for SheenFs {
         });
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let privileged = req.uid() == 0;
         self.spawn("listxattr", ino, |fs| async move {
             let value = match fid(ino) {
                 Ok(f) => fs
                     .client
                     .listxattr(f)
                     .await
+                    .map(|list| convert::visible_xattr_names(list, privileged))
                     .map_err(|e| errno("listxattr", &e)),
                 Err(e) => Err(e),
             };

@@ -205,6 +205,13 @@ fn privileged_namespaces(d: &Path) {
         nobody(|| getxattr(&f, "security.s")),
         "nobody gets security",
     );
+    // trusted.* names are listed to root only.
+    let listed = nobody(|| {
+        let names = listxattr(&f)?;
+        ensure(!names.iter().any(|n| n.starts_with("trusted.")))?;
+        ensure(names.iter().any(|n| n == "security.s"))
+    });
+    ok(listed, "nobody lists no trusted.* name");
     ok(removexattr(&f, "trusted.t"), "root removes trusted");
     ok(removexattr(&f, "security.s"), "root removes security");
 }
