@@ -113,7 +113,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "small")]
     pub size: Size,
     /// Also run the mount-path workloads in a new subdirectory of this mount (a peer
-    /// filesystem, e.g. from /work/shared/bench/peer_*.sh) and print Sheen/peer ratios.
+    /// filesystem, e.g. from ../shared/bench/peer_*.sh) and print Sheen/peer ratios.
     #[arg(long, value_name = "MNT")]
     pub compare: Option<PathBuf>,
     /// The peer's name in the table and JSON.

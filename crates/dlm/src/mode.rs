@@ -52,7 +52,7 @@ pub fn covers(held: LockMode, wanted: LockMode) -> bool {
 mod tests {
     use super::*;
 
-    /// Lustre's matrix (lustre_dlm.h, /work/shared/LUSTRE.md 3.3), rows and columns in the
+    /// Lustre's matrix (lustre_dlm.h, LUSTRE.md 3.3), rows and columns in the
     /// same order; 1 = compatible. GROUP/GROUP means "same group id".
     const MATRIX: &str = "
               NL CR CW PR PW EX GROUP
