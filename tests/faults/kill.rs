@@ -1,0 +1,64 @@
+//! An OSS killed with SIGKILL while an application writes: the application carries on after
+//! the restart without an error, and every byte it wrote is there.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sheen_tests::{pattern, run_ok};
+
+const MIB: usize = 1 << 20;
+const FILE_MIB: usize = 160;
+
+fn write_all(path: &Path) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    for i in 0..FILE_MIB {
+        f.write_all(&pattern(7000 + i as u64, MIB))?;
+        if i % 8 == 7 {
+            f.sync_data()?;
+        }
+    }
+    f.sync_all()
+}
+
+fn check(path: &Path) {
+    let data = fs::read(path).unwrap();
+    assert_eq!(data.len(), FILE_MIB * MIB);
+    for (i, chunk) in data.chunks(MIB).enumerate() {
+        assert!(chunk == pattern(7000 + i as u64, MIB), "MiB {i} differs");
+    }
+}
+
+#[test]
+fn oss_killed_during_writes() {
+    let (_tmp, mut cluster, mnt) = crate::mounted(4);
+    let file = mnt.join("during-kill.bin");
+    let lfs = cluster.bin("lfs");
+    run_ok(
+        &lfs,
+        &["setstripe", "-c", "4", "-S", "1M", file.to_str().unwrap()],
+    );
+    let writer = {
+        let file = file.clone();
+        std::thread::spawn(move || write_all(&file))
+    };
+    // Kill the OSS once the writer is well under way (bounded wait), then start it again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < (8 * MIB) as u64 {
+        assert!(Instant::now() < deadline, "the writer did not start");
+        assert!(!writer.is_finished(), "the writer ended before the kill");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.kill_oss().unwrap();
+    // The kill must land in the middle of the workload, or this test tests nothing.
+    assert!(!writer.is_finished(), "the writer finished before the OSS was killed");
+    cluster.start_oss().unwrap();
+    let result = writer.join().unwrap();
+    assert!(result.is_ok(), "the application saw {result:?}");
+    check(&file);
+    // And again from a fresh mount, so the data comes from the OSTs, not the page cache.
+    cluster.unmount(&mnt).unwrap();
+    cluster.mount(&mnt).unwrap();
+    check(&file);
+}

@@ -1,0 +1,24 @@
+//! Fault suite: servers killed in the middle of a workload, and corrupt blocks on disk. Real
+//! daemons as processes on 127.0.0.1 with a real FUSE mount; every test cleans up through
+//! `Cluster`'s drop (unmount, kill by pid).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+mod corruption;
+mod kill;
+
+use sheen_cluster::{Cluster, ClusterSpec};
+
+/// A cluster of `n_osts` small OSTs in a fresh temp dir, mounted at `<tmp>/mnt`.
+pub fn mounted(n_osts: u32) -> (tempfile::TempDir, Cluster, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::new(dir.path().join("cluster"));
+    spec.n_osts = n_osts;
+    spec.ost_size_bytes = 256 << 20;
+    let mut cluster = Cluster::start(spec).expect("start cluster");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    cluster.mount(&mnt).unwrap();
+    (dir, cluster, mnt)
+}
