@@ -596,7 +596,7 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         ns: Arc::clone(&ns),
         objects,
         name,
-        instance: instance_id(),
+        instance: sheen_daemon::instance_id(),
         commits,
         data_dir: cfg.data_dir.clone(),
     });
@@ -606,14 +606,6 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         warn!("failed to flush the namespace at shutdown: {e}");
     }
     Ok(())
-}
-
-fn instance_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    t ^ (u64::from(std::process::id()) << 40)
 }
 
 #[cfg(test)]

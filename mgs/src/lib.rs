@@ -221,7 +221,7 @@ pub async fn run(cfg: MgsConfig, shutdown: CancellationToken) -> Result<(), MgsE
     let service = Arc::new(Mgs {
         store: Arc::new(store),
         fsname: cfg.fsname.clone(),
-        instance: instance_id(),
+        instance: sheen_daemon::instance_id(),
         registrations: AtomicU64::new(0),
     });
     let transport = sheen_transport::for_nid(&cfg.listen)?;
@@ -229,15 +229,6 @@ pub async fn run(cfg: MgsConfig, shutdown: CancellationToken) -> Result<(), MgsE
     info!(nid = %listener.local_nid(), fsname = %cfg.fsname, "MGS ready");
     serve(listener, service, shutdown).await;
     Ok(())
-}
-
-/// A number that differs on every start of a server.
-pub fn instance_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    t ^ (u64::from(std::process::id()) << 40)
 }
 
 #[cfg(test)]

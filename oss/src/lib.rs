@@ -275,7 +275,7 @@ pub async fn run(cfg: OssConfig, shutdown: CancellationToken) -> Result<(), OssE
     info!(nid = %listener.local_nid(), osts = osts.len(), "OSS ready");
     let service = Arc::new(Oss {
         osts: osts.clone(),
-        instance: instance_id(),
+        instance: sheen_daemon::instance_id(),
     });
     serve(listener, service, shutdown).await;
     for (index, osd) in osts {
@@ -284,12 +284,4 @@ pub async fn run(cfg: OssConfig, shutdown: CancellationToken) -> Result<(), OssE
         }
     }
     Ok(())
-}
-
-fn instance_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
-    t ^ (u64::from(std::process::id()) << 40)
 }

