@@ -52,7 +52,10 @@ fn oss_killed_during_writes() {
     }
     cluster.kill_oss().unwrap();
     // The kill must land in the middle of the workload, or this test tests nothing.
-    assert!(!writer.is_finished(), "the writer finished before the OSS was killed");
+    assert!(
+        !writer.is_finished(),
+        "the writer finished before the OSS was killed"
+    );
     cluster.start_oss().unwrap();
     let result = writer.join().unwrap();
     assert!(result.is_ok(), "the application saw {result:?}");
