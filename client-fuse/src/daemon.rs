@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -131,73 +131,4 @@ fn read_mountinfo() -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// How many FUSE mounts /proc/self/mountinfo lists on `mountpoint`.
-pub fn count_fuse_mounts(mountinfo: &str, mountpoint: &Path) -> usize {
-    mountinfo
-        .lines()
-        .filter_map(parse_mountinfo_line)
-        .filter(|(point, fstype)| point == mountpoint && fstype.starts_with("fuse"))
-        .count()
-}
-
-/// The mount point and filesystem type of one mountinfo line.
-fn parse_mountinfo_line(line: &str) -> Option<(PathBuf, String)> {
-    let (left, right) = line.split_once(" - ")?;
-    let point = left.split(' ').nth(4)?;
-    let fstype = right.split(' ').next()?;
-    Some((PathBuf::from(unescape(point)), fstype.to_string()))
-}
-
-/// Undoes the kernel's octal escapes (`\040` for a space) in mountinfo fields.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (bytes[i], octal) {
-            (b'\\', Some(d)) => {
-                let v = (u32::from(d[0] - b'0') << 6)
-                    | (u32::from(d[1] - b'0') << 3)
-                    | u32::from(d[2] - b'0');
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = "\
-22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-98 22 0:50 / /mnt/sheen rw,nosuid shared:60 - fuse.sheen 127.0.0.1:7000@tcp:/sheen rw,user_id=0
-99 22 0:51 / /mnt/with\\040space rw,relatime - fuse.sheen x@tcp:/s rw
-100 22 0:52 / /mnt/other rw,relatime - tmpfs tmpfs rw
-";
-
-    #[test]
-    fn finds_fuse_mounts() {
-        assert_eq!(count_fuse_mounts(SAMPLE, Path::new("/mnt/sheen")), 1);
-        assert_eq!(count_fuse_mounts(SAMPLE, Path::new("/mnt/with space")), 1);
-        assert_eq!(count_fuse_mounts(SAMPLE, Path::new("/mnt/other")), 0);
-        assert_eq!(count_fuse_mounts(SAMPLE, Path::new("/mnt")), 0);
-        assert_eq!(count_fuse_mounts("garbage\n\n - \n", Path::new("/")), 0);
-    }
-
-    #[test]
-    fn unescapes_octal() {
-        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
-        assert_eq!(unescape("trailing\\04"), "trailing\\04");
-        assert_eq!(unescape("\\999"), "\\999");
-    }
-}
+pub use sheen_client::mounts::count_fuse_mounts;

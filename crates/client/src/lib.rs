@@ -17,6 +17,7 @@ mod error;
 pub mod fuzzing;
 pub mod io_plan;
 pub mod limits;
+pub mod mounts;
 mod spec;
 
 pub use client::{Client, ClientConfig};

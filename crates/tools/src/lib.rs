@@ -19,7 +19,7 @@ pub mod fsops;
 pub mod getstripe;
 pub mod lctl;
 pub mod lfs;
-pub mod mounts;
+pub use sheen_client::mounts;
 pub mod native;
 pub mod net;
 pub mod setstripe;

@@ -28,6 +28,15 @@ pub fn sheen_mounts(mountinfo: &str) -> Vec<SheenMount> {
         .collect()
 }
 
+/// How many FUSE mounts (of any FUSE filesystem) mountinfo lists on `mount_dir`.
+pub fn count_fuse_mounts(mountinfo: &str, mount_dir: &Path) -> usize {
+    mountinfo
+        .lines()
+        .filter_map(parse_line)
+        .filter(|(fstype, m)| m.dir == mount_dir && fstype.starts_with("fuse"))
+        .count()
+}
+
 /// The mount that holds `path` (already made absolute and canonical): the one with the
 /// longest mount directory that is a prefix of it, component-wise.
 pub fn mount_for<'a>(mounts: &'a [SheenMount], path: &Path) -> Option<&'a SheenMount> {
@@ -119,5 +128,28 @@ garbage
         assert_eq!(unescape("a\\b"), "a\\b");
         assert_eq!(unescape("a\\04"), "a\\04");
         assert_eq!(unescape("\\777"), "\\777");
+    }
+
+    const ANY: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+98 22 0:50 / /mnt/sheen rw,nosuid shared:60 - fuse.sheen 127.0.0.1:7000@tcp:/sheen rw,user_id=0
+99 22 0:51 / /mnt/with\\040space rw,relatime - fuse.sheen x@tcp:/s rw
+100 22 0:52 / /mnt/other rw,relatime - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn counts_fuse_mounts_on_a_dir() {
+        assert_eq!(count_fuse_mounts(ANY, Path::new("/mnt/sheen")), 1);
+        assert_eq!(count_fuse_mounts(ANY, Path::new("/mnt/with space")), 1);
+        assert_eq!(count_fuse_mounts(ANY, Path::new("/mnt/other")), 0);
+        assert_eq!(count_fuse_mounts(ANY, Path::new("/mnt")), 0);
+        assert_eq!(count_fuse_mounts("garbage\n\n - \n", Path::new("/")), 0);
+    }
+
+    #[test]
+    fn unescapes_octal() {
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+        assert_eq!(unescape("\\999"), "\\999");
     }
 }
