@@ -6,15 +6,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sheen_layout::resolve_template;
 use sheen_rpc::{Import, ImportConfig, ServiceError};
 use sheen_wire::msg::{
     ConfigReadReq, Empty, FsConfig, Layout, ObjReq, OstCreateReply, OstCreateReq, OstObject,
-    STRIPE_OFFSET_ANY,
+    STRIPE_COUNT_ALL, STRIPE_DEFAULT, STRIPE_OFFSET_ANY,
 };
 use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
 use tracing::{debug, info, warn};
+
+/// How old a configuration may be when a file asks for a stripe on every OST.
+const CONFIG_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// Objects precreated per OST per batch.
 pub const PRECREATE_BATCH: u32 = 1024;
@@ -46,6 +50,8 @@ pub struct ObjectAllocator {
     mgs: Import,
     state: Mutex<State>,
     round_robin: AtomicU32,
+    /// When the configuration was last read from the MGS.
+    refreshed_at: Mutex<Option<Instant>>,
 }
 
 fn err(errno: Errno, message: impl Into<String>) -> ServiceError {
@@ -59,7 +65,13 @@ impl ObjectAllocator {
             mgs,
             state: Mutex::new(State::default()),
             round_robin: AtomicU32::new(0),
+            refreshed_at: Mutex::new(None),
         }
+    }
+
+    fn refreshed_within(&self, age: Duration) -> bool {
+        let at = self.refreshed_at.lock().ok().and_then(|t| *t);
+        at.is_some_and(|t| t.elapsed() < age)
     }
 
     /// Fetches the configuration from the MGS and connects to OSTs not seen before.
@@ -74,6 +86,9 @@ impl ObjectAllocator {
                 return;
             }
         };
+        if let Ok(mut at) = self.refreshed_at.lock() {
+            *at = Some(Instant::now());
+        }
         let Ok(mut st) = self.state.lock() else {
             return;
         };
@@ -174,7 +189,22 @@ impl ObjectAllocator {
             })?),
             None => None,
         };
-        let (cfg, osts) = self.current().await?;
+        let (mut cfg, mut osts) = self.current().await?;
+        // A request for more stripes than the OSTs known (or for all of them) may come just
+        // after new OSTs registered: read the configuration again before settling for fewer.
+        let wanted = stripe_template
+            .map(|s| s.stripe_count)
+            .unwrap_or(STRIPE_DEFAULT);
+        let fresh = self.refreshed_within(CONFIG_FRESH_FOR);
+        let offset = stripe_template.map_or(STRIPE_OFFSET_ANY, |s| s.stripe_offset);
+        let unknown_offset = offset != STRIPE_OFFSET_ANY && !osts.iter().any(|(i, _)| *i == offset);
+        if (wanted == STRIPE_COUNT_ALL && !fresh)
+            || (wanted != STRIPE_COUNT_ALL && wanted as usize > osts.len())
+            || unknown_offset
+        {
+            self.refresh_config().await;
+            (cfg, osts) = self.current().await?;
+        }
         let n = osts.len() as u32;
         let mut stripe = resolve_template(
             stripe_template,

@@ -65,3 +65,51 @@ fn oss_killed_during_writes() {
     cluster.mount(&mnt).unwrap();
     check(&file);
 }
+
+/// Writes `n` MiB one at a time, each followed by fsync (which also records the size on the
+/// MDS), so that an MDS death lands on a size update in flight.
+fn write_fsync_each(path: &Path, n: usize) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    for i in 0..n {
+        f.write_all(&pattern(9000 + i as u64, MIB))?;
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn mds_killed_during_fsyncs() {
+    const N: usize = 64;
+    let (_tmp, mut cluster, mnt) = crate::mounted(2);
+    let file = mnt.join("mds-kill.bin");
+    let lfs = cluster.bin("lfs");
+    run_ok(
+        &lfs,
+        &["setstripe", "-c", "2", "-S", "1M", file.to_str().unwrap()],
+    );
+    let writer = {
+        let file = file.clone();
+        std::thread::spawn(move || write_fsync_each(&file, N))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::metadata(&file).map(|m| m.len()).unwrap_or(0) < (4 * MIB) as u64 {
+        assert!(Instant::now() < deadline, "the writer did not start");
+        assert!(!writer.is_finished(), "the writer ended before the kill");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cluster.kill_mds().unwrap();
+    assert!(
+        !writer.is_finished(),
+        "the writer finished before the MDS was killed"
+    );
+    cluster.start_mds().unwrap();
+    let result = writer.join().unwrap();
+    assert!(result.is_ok(), "the application saw {result:?}");
+    cluster.unmount(&mnt).unwrap();
+    cluster.mount(&mnt).unwrap();
+    let data = fs::read(&file).unwrap();
+    assert_eq!(data.len(), N * MIB, "size on the MDS after the restart");
+    for (i, chunk) in data.chunks(MIB).enumerate() {
+        assert!(chunk == pattern(9000 + i as u64, MIB), "MiB {i} differs");
+    }
+}

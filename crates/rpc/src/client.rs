@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,7 +63,6 @@ struct Inner {
     nid: Nid,
     transport: Arc<dyn Transport>,
     config: ImportConfig,
-    next_xid: AtomicU64,
     live: Mutex<Option<Arc<Live>>>,
     last_committed: AtomicU64,
     server_instance: AtomicU64,
@@ -107,28 +106,29 @@ impl Drop for Inner {
     }
 }
 
-/// Whether a request may be sent again when its reply was lost: reads, and writes that put
-/// the same bytes in the same place, may; namespace changes and precreates may not (their
-/// resend needs the reply reconstruction of the recovery work).
-fn resend_safe(op: Opcode) -> bool {
-    !matches!(
-        op,
-        Opcode::MdsReint | Opcode::OstCreate | Opcode::OstDestroy
-    )
-}
-
-impl Import {
-    pub fn new(transport: Arc<dyn Transport>, nid: Nid, config: ImportConfig) -> Import {
+/// The next xid of this process. One counter for every import, so that the xids of one
+/// client uuid never repeat across its imports (the server's reply cache is keyed by client
+/// uuid and xid); seeded from the clock so that a restarted process starts above the xids
+/// of its previous run.
+fn next_xid() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(1);
+        AtomicU64::new(seed)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+impl Import {
+    pub fn new(transport: Arc<dyn Transport>, nid: Nid, config: ImportConfig) -> Import {
         Import {
             inner: Arc::new(Inner {
                 nid,
                 transport,
                 config,
-                next_xid: AtomicU64::new(seed),
                 live: Mutex::new(None),
                 last_committed: AtomicU64::new(0),
                 server_instance: AtomicU64::new(0),
@@ -152,6 +152,11 @@ impl Import {
 
     /// Sends a request and waits for its reply. A non-zero status becomes
     /// [`RpcError::Remote`].
+    ///
+    /// Every attempt of one call carries the same xid. When the connection breaks after the
+    /// request left, the request is sent again (after reconnecting) with `FLAG_RESENT`, and
+    /// the server answers it from its reply cache if it executed it already; a request that
+    /// never left is sent again as it was. Both keep trying for `retry_for`.
     pub async fn call_raw(
         &self,
         opcode: Opcode,
@@ -162,6 +167,8 @@ impl Import {
         let cfg = &self.inner.config;
         let give_up = Instant::now() + cfg.retry_for;
         let mut backoff = Duration::from_millis(20);
+        let xid = self.xid();
+        // Set once an attempt may have reached the server, and kept for every later attempt.
         let mut resent = false;
         loop {
             let live = match self.live().await {
@@ -174,7 +181,7 @@ impl Import {
                 }
                 Err(e) => return Err(e),
             };
-            let mut header = MsgHeader::request(opcode.as_u32(), self.xid(), target_idx);
+            let mut header = MsgHeader::request(opcode.as_u32(), xid, target_idx);
             if resent {
                 header.flags |= FLAG_RESENT;
             }
@@ -188,7 +195,8 @@ impl Import {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(Attempt::Lost) if resend_safe(opcode) && Instant::now() < give_up => {
+                Err(Attempt::Lost) if Instant::now() < give_up => {
+                    debug!(xid, op = opcode.name(), "reply lost: resending");
                     resent = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -283,7 +291,7 @@ impl Import {
     }
 
     fn xid(&self) -> u64 {
-        self.inner.next_xid.fetch_add(1, Ordering::Relaxed)
+        next_xid()
     }
 
     fn finish(&self, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {

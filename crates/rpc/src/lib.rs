@@ -2,19 +2,27 @@
 //!
 //! Client side: an [`Import`] is one client's connection to one service (an MGS, an MDS or
 //! an OSS); it assigns xids, matches replies to requests by xid, enforces timeouts, connects
-//! lazily and reconnects after a failure, and resends requests that are safe to resend.
+//! lazily and reconnects after a failure, and resends a request whose reply was lost with the
+//! same xid and `FLAG_RESENT`.
 //!
 //! Server side: [`serve`] accepts connections and dispatches each request to a [`Service`]
 //! in its own task (bounded per connection), inside a tracing span carrying the opcode, xid,
-//! peer and target. Connect, disconnect and ping are answered here for every service.
+//! peer and target. Connect, disconnect and ping are answered here for every service. The
+//! replies to modifying requests are kept per client uuid (the reply cache) so that a resend
+//! gets the saved reply instead of executing twice (docs/RECOVERY.md).
 //!
 //! Room for recovery (a later issue): replies carry `transno` and `last_committed`; the
 //! import keeps both so a replay queue can be added without changing callers.
 
 mod client;
+mod reply_cache;
 mod server;
 
 pub use client::{Import, ImportConfig, Reply};
+pub use reply_cache::{
+    MAX_CLIENTS, MAX_CLIENT_UUID_BYTES, MAX_IN_PROGRESS_PER_CLIENT, MAX_REPLIES_PER_CLIENT,
+    MAX_SAVED_BYTES_PER_CLIENT,
+};
 pub use server::{serve, Request, Response, Service, ServiceError};
 
 use sheen_transport::TransportError;

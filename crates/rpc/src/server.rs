@@ -1,4 +1,9 @@
 //! The server side: accept loop, per-connection reader, a task per request with a span.
+//!
+//! A connection belongs to the client uuid it named in its CONNECT; the replies to that
+//! client's modifying requests are kept in a reply cache shared by all its connections, so a
+//! resend (same xid, `FLAG_RESENT`) is answered without executing twice. A connection that
+//! sends requests before CONNECT is served anonymously, without a reply cache.
 
 use std::sync::Arc;
 
@@ -6,6 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sheen_transport::{Connection, Listener, MsgSender, TransportError};
 use sheen_wire::frame::MsgKind;
+
+use crate::reply_cache::{CacheLimits, ClientReplies, Lookup, ReplyCache, MAX_CLIENT_UUID_BYTES};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -103,13 +110,41 @@ pub trait Service: Send + Sync + 'static {
     fn last_committed(&self) -> u64 {
         0
     }
+    /// Whether a request changes state, so that executing it twice differs from once: the
+    /// replies to these are saved and a resend gets the saved reply. Reads are executed
+    /// again. The default names the opcodes that modify something.
+    fn is_modifying(&self, opcode: Opcode) -> bool {
+        matches!(
+            opcode,
+            Opcode::MdsReint
+                | Opcode::MdsOpen
+                | Opcode::MdsClose
+                | Opcode::OstCreate
+                | Opcode::OstDestroy
+                | Opcode::OstWrite
+                | Opcode::OstPunch
+                | Opcode::OstSetattr
+                | Opcode::MgsTargetReg
+        )
+    }
     async fn handle(&self, req: Request) -> Result<Response, ServiceError>;
 }
 
 /// Accepts connections until `shutdown` is cancelled and serves each on its own task.
 pub async fn serve(
+    listener: Box<dyn Listener>,
+    service: Arc<dyn Service>,
+    shutdown: CancellationToken,
+) {
+    let cache = Arc::new(ReplyCache::new(CacheLimits::default()));
+    serve_with_cache(listener, service, cache, shutdown).await;
+}
+
+/// [`serve`] with a given reply cache (tests look at it).
+pub(crate) async fn serve_with_cache(
     mut listener: Box<dyn Listener>,
     service: Arc<dyn Service>,
+    cache: Arc<ReplyCache>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_nid();
@@ -122,10 +157,11 @@ pub async fn serve(
         match conn {
             Ok(conn) => {
                 let service = Arc::clone(&service);
+                let cache = Arc::clone(&cache);
                 let shutdown = shutdown.clone();
                 let peer = conn.peer;
                 tokio::spawn(
-                    serve_connection(conn, service, shutdown)
+                    serve_connection(conn, service, cache, shutdown)
                         .instrument(tracing::info_span!("conn", peer = %peer)),
                 );
             }
@@ -141,6 +177,7 @@ pub async fn serve(
 async fn serve_connection(
     conn: Connection,
     service: Arc<dyn Service>,
+    cache: Arc<ReplyCache>,
     shutdown: CancellationToken,
 ) {
     let Connection {
@@ -150,6 +187,8 @@ async fn serve_connection(
     } = conn;
     let sender: Arc<Mutex<Box<dyn MsgSender>>> = Arc::new(Mutex::new(sender));
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION));
+    // The reply cache of the client this connection belongs to, known after CONNECT.
+    let mut client: Option<Arc<ClientReplies>> = None;
     debug!("connection accepted");
     loop {
         let msg = tokio::select! {
@@ -177,8 +216,21 @@ async fn serve_connection(
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             break;
         };
+        // CONNECT is handled here, before the next request is read, so that the requests
+        // that follow it on this connection see the client's reply cache.
+        let connected = match Opcode::from_u32(msg.header.opcode) {
+            Some(op @ (Opcode::MgsConnect | Opcode::MdsConnect | Opcode::OstConnect)) => {
+                let (reply, uuid) = connect(&*service, &msg, op);
+                if let Some(uuid) = uuid {
+                    client = Some(cache.client(&uuid));
+                }
+                Some(reply)
+            }
+            _ => None,
+        };
         let service = Arc::clone(&service);
         let sender = Arc::clone(&sender);
+        let client = client.clone();
         let span = tracing::info_span!(
             "rpc",
             opcode = msg.header.opcode,
@@ -188,7 +240,10 @@ async fn serve_connection(
         );
         tokio::spawn(
             async move {
-                let reply = handle_one(&*service, msg, peer).await;
+                let reply = match connected {
+                    Some(reply) => reply,
+                    None => dispatch(&*service, client, msg, peer).await,
+                };
                 if let Err(e) = sender.lock().await.send(reply).await {
                     debug!("failed to send reply: {e}");
                 }
@@ -199,6 +254,93 @@ async fn serve_connection(
     }
 }
 
+/// Answers a CONNECT; returns the reply and the client uuid it names, if valid.
+fn connect(service: &dyn Service, msg: &Message, op: Opcode) -> (Message, Option<String>) {
+    let (result, uuid) = match sheen_wire::decode::<msg::ConnectReq>(&msg.body) {
+        Ok(c) if c.client_uuid.len() > MAX_CLIENT_UUID_BYTES => (
+            Err(ServiceError::new(
+                Errno::EPROTO,
+                format!(
+                    "connect: client uuid of {} bytes (at most {MAX_CLIENT_UUID_BYTES})",
+                    c.client_uuid.len()
+                ),
+            )),
+            None,
+        ),
+        Ok(c) => {
+            debug!(client = %c.client_uuid, target = %c.target, op = op.name(), "connect");
+            let reply = Response::new(&msg::ConnectReply {
+                server_uuid: service.name(),
+                instance: service.instance(),
+            });
+            (Ok(reply), Some(c.client_uuid))
+        }
+        Err(e) => (
+            Err(ServiceError::new(Errno::EPROTO, format!("connect: {e}"))),
+            None,
+        ),
+    };
+    (reply_message(service, msg.header, result), uuid)
+}
+
+/// Executes one request, or, for a resend of a modifying request of a known client, answers
+/// it from the reply cache (waiting for the first copy when it is still executing).
+async fn dispatch(
+    service: &dyn Service,
+    client: Option<Arc<ClientReplies>>,
+    msg: Message,
+    peer: Nid,
+) -> Message {
+    let modifying = Opcode::from_u32(msg.header.opcode).is_some_and(|op| {
+        !matches!(
+            op,
+            Opcode::MgsConnect
+                | Opcode::MdsConnect
+                | Opcode::OstConnect
+                | Opcode::MgsDisconnect
+                | Opcode::MdsDisconnect
+                | Opcode::OstDisconnect
+                | Opcode::ObdPing
+        ) && service.is_modifying(op)
+    });
+    let lookup = match client {
+        Some(c) if modifying => c.begin(&msg.header),
+        _ => return handle_one(service, msg, peer).await,
+    };
+    let req_header = msg.header;
+    match lookup {
+        Lookup::Execute(ticket) => {
+            let reply = handle_one(service, msg, peer).await;
+            if let Some(t) = ticket {
+                t.finish(&reply);
+            }
+            reply
+        }
+        Lookup::Saved(reply) => reconstructed(service, reply),
+        Lookup::Wait(mut done) => match done.wait_for(Option::is_some).await {
+            Ok(reply) => match reply.as_ref() {
+                Some(reply) => reconstructed(service, reply.clone()),
+                None => first_copy_failed(service, req_header),
+            },
+            Err(_) => first_copy_failed(service, req_header),
+        },
+    }
+}
+
+/// A saved reply sent again, with the current `last_committed`.
+fn reconstructed(service: &dyn Service, mut reply: Message) -> Message {
+    reply.header.last_committed = service.last_committed();
+    reply
+}
+
+fn first_copy_failed(service: &dyn Service, req_header: MsgHeader) -> Message {
+    let err = ServiceError::new(
+        Errno::EIO,
+        "the first copy of this resent request ended without a reply",
+    );
+    reply_message(service, req_header, Err(err))
+}
+
 async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
     let req_header = msg.header;
     let result = match Opcode::from_u32(req_header.opcode) {
@@ -207,16 +349,7 @@ async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
             format!("unknown opcode {}", req_header.opcode),
         )),
         Some(op @ (Opcode::MgsConnect | Opcode::MdsConnect | Opcode::OstConnect)) => {
-            match sheen_wire::decode::<msg::ConnectReq>(&msg.body) {
-                Ok(c) => {
-                    debug!(client = %c.client_uuid, target = %c.target, op = op.name(), "connect");
-                    Ok(Response::new(&msg::ConnectReply {
-                        server_uuid: service.name(),
-                        instance: service.instance(),
-                    }))
-                }
-                Err(e) => Err(ServiceError::new(Errno::EPROTO, format!("connect: {e}"))),
-            }
+            return connect(service, &msg, op).0;
         }
         Some(Opcode::MgsDisconnect | Opcode::MdsDisconnect | Opcode::OstDisconnect) => {
             Ok(Response::empty())
@@ -233,6 +366,15 @@ async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
             service.handle(req).await
         }
     };
+    reply_message(service, req_header, result)
+}
+
+/// The reply to a request with header `req_header`.
+fn reply_message(
+    service: &dyn Service,
+    req_header: MsgHeader,
+    result: Result<Response, ServiceError>,
+) -> Message {
     let mut header = req_header;
     header.kind = MsgKind::Reply;
     header.flags = 0;

@@ -1,14 +1,19 @@
 //! RPC round trips against a real TCP server on loopback.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sheen_wire::{msg, Errno, Nid, Opcode};
-use tokio::io::AsyncWriteExt;
+use sheen_wire::frame::FLAG_RESENT;
+use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::reply_cache::{CacheLimits, ReplyCache};
+use crate::server::serve_with_cache;
 use crate::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
 
 struct Echo;
@@ -124,12 +129,9 @@ async fn garbage_client_does_not_hurt_others() {
     bad.write_all(&[0xAB; 4096]).await.unwrap();
     // The server closes the garbage connection...
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), async {
-        use tokio::io::AsyncReadExt;
-        bad.read(&mut buf).await
-    })
-    .await
-    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), async { bad.read(&mut buf).await })
+        .await
+        .unwrap();
     assert!(matches!(n, Ok(0) | Err(_)));
     // ...and keeps serving the good one.
     good.ping().await.unwrap();
@@ -143,4 +145,321 @@ async fn unreachable_server_is_an_error_in_bounded_time() {
     let imp = import(Nid { port: 1, ..nid });
     let err = imp.ping().await.unwrap_err();
     assert_eq!(err.errno(), Errno::ENOTCONN);
+}
+
+// ---- Resend and reply reconstruction ----
+
+/// Counts executions. `OstCreate` and `MdsReint` modify (the first copy of either can be
+/// held at a gate); `OstGetattr` reads. Every reply carries the count at its execution.
+#[derive(Default)]
+struct Counter {
+    modifications: AtomicU64,
+    reads: AtomicU64,
+    hold_first: bool,
+    entered: Notify,
+    gate: Notify,
+    seen: std::sync::Mutex<Vec<(u64, u8)>>,
+}
+
+#[async_trait]
+impl Service for Counter {
+    fn name(&self) -> String {
+        "counter".into()
+    }
+    fn instance(&self) -> u64 {
+        1
+    }
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push((req.header.xid, req.header.flags));
+        }
+        match req.opcode {
+            Opcode::OstCreate | Opcode::MdsReint => {
+                let n = self.modifications.fetch_add(1, Ordering::SeqCst) + 1;
+                if self.hold_first && n == 1 {
+                    self.entered.notify_one();
+                    self.gate.notified().await;
+                }
+                Ok(Response::new(&msg::OstWriteReply { size: n }).with_transno(100 + n))
+            }
+            Opcode::OstGetattr => {
+                let n = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok(Response::new(&msg::OstWriteReply { size: n }))
+            }
+            _ => Err(Errno::EOPNOTSUPP.into()),
+        }
+    }
+}
+
+async fn start_counter(service: Arc<Counter>) -> (Nid, Arc<ReplyCache>, CancellationToken) {
+    start_counter_with(service, CacheLimits::default()).await
+}
+
+async fn start_counter_with(
+    service: Arc<Counter>,
+    limits: CacheLimits,
+) -> (Nid, Arc<ReplyCache>, CancellationToken) {
+    let t = sheen_transport::TcpTransport::default();
+    let listener = sheen_transport::Transport::listen(&t, &Nid::parse("127.0.0.1:0@tcp").unwrap())
+        .await
+        .unwrap();
+    let nid = listener.local_nid();
+    let stop = CancellationToken::new();
+    let cache = Arc::new(ReplyCache::new(limits));
+    tokio::spawn(serve_with_cache(
+        listener,
+        service,
+        Arc::clone(&cache),
+        stop.clone(),
+    ));
+    (nid, cache, stop)
+}
+
+/// A TCP proxy between the client and the server that can drop the next bytes the server
+/// sends (then close that connection), or cut every connection at once.
+struct Proxy {
+    nid: Nid,
+    drop_next_reply: Arc<AtomicBool>,
+    cut: Arc<Notify>,
+}
+
+async fn proxy(upstream: Nid) -> Proxy {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let drop_next_reply = Arc::new(AtomicBool::new(false));
+    let cut = Arc::new(Notify::new());
+    let (dropping, cutting) = (Arc::clone(&drop_next_reply), Arc::clone(&cut));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream.socket_addr()).await else {
+                continue;
+            };
+            let (dropping, cutting) = (Arc::clone(&dropping), Arc::clone(&cutting));
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::io::copy(&mut cr, &mut sw);
+                let down = async {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = sr.read(&mut buf).await?;
+                        if n == 0 || dropping.swap(false, Ordering::SeqCst) {
+                            return Ok::<(), std::io::Error>(());
+                        }
+                        cw.write_all(&buf[..n]).await?;
+                    }
+                };
+                tokio::select! {
+                    _ = up => {}
+                    _ = down => {}
+                    _ = cutting.notified() => {}
+                }
+                // Dropping the halves closes both sockets.
+            });
+        }
+    });
+    Proxy {
+        nid: Nid { port, ..upstream },
+        drop_next_reply,
+        cut,
+    }
+}
+
+fn patient_import(nid: Nid) -> Import {
+    let mut cfg = ImportConfig::new("resending-client", Opcode::OstConnect);
+    cfg.retry_for = Duration::from_secs(5);
+    cfg.timeout = Duration::from_secs(5);
+    Import::new(sheen_transport::for_nid(&nid).unwrap(), nid, cfg)
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn lost_reply_is_resent_and_reconstructed_not_executed_twice() {
+    let service = Arc::new(Counter::default());
+    let (nid, cache, _stop) = start_counter(Arc::clone(&service)).await;
+    let proxy = proxy(nid).await;
+    let imp = patient_import(proxy.nid);
+    imp.ping().await.unwrap();
+    let instance = imp.server_instance();
+    // The server executes the create and saves its reply before sending it; the proxy drops
+    // the reply and closes the connection.
+    proxy.drop_next_reply.store(true, Ordering::SeqCst);
+    let rep: msg::OstWriteReply = imp
+        .call(Opcode::OstCreate, 0, &msg::ObjReq { oid: 1 })
+        .await
+        .unwrap();
+    assert_eq!(rep.size, 1, "the reply of the first (only) execution");
+    assert_eq!(service.modifications.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().reconstructed.load(Ordering::SeqCst), 1);
+    assert!(!proxy.drop_next_reply.load(Ordering::SeqCst));
+    assert_eq!(imp.server_instance(), instance);
+    // The next modifying call is new: it executes.
+    let rep: msg::OstWriteReply = imp
+        .call(Opcode::OstCreate, 0, &msg::ObjReq { oid: 2 })
+        .await
+        .unwrap();
+    assert_eq!(rep.size, 2);
+    assert_eq!(cache.stats().saved.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn resend_while_the_first_copy_executes_waits_for_its_reply() {
+    let service = Arc::new(Counter {
+        hold_first: true,
+        ..Counter::default()
+    });
+    let (nid, cache, _stop) = start_counter(Arc::clone(&service)).await;
+    let proxy = proxy(nid).await;
+    let imp = patient_import(proxy.nid);
+    imp.ping().await.unwrap();
+    let call = tokio::spawn({
+        let imp = imp.clone();
+        async move {
+            imp.call::<_, msg::OstWriteReply>(Opcode::MdsReint, 0, &msg::ObjReq { oid: 1 })
+                .await
+        }
+    });
+    // The first copy is executing: cut the connection; the client reconnects and resends.
+    tokio::time::timeout(Duration::from_secs(5), service.entered.notified())
+        .await
+        .unwrap();
+    proxy.cut.notify_waiters();
+    eventually("the resend waits for the first copy", || {
+        cache.stats().waited.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    service.gate.notify_one();
+    let rep = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rep.size, 1);
+    assert_eq!(service.modifications.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().reconstructed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn lost_read_reply_is_executed_again_not_cached() {
+    let service = Arc::new(Counter::default());
+    let (nid, cache, _stop) = start_counter(Arc::clone(&service)).await;
+    let proxy = proxy(nid).await;
+    let imp = patient_import(proxy.nid);
+    imp.ping().await.unwrap();
+    proxy.drop_next_reply.store(true, Ordering::SeqCst);
+    let rep: msg::OstWriteReply = imp
+        .call(Opcode::OstGetattr, 0, &msg::ObjReq { oid: 1 })
+        .await
+        .unwrap();
+    assert_eq!(rep.size, 2, "a read is executed again");
+    assert_eq!(service.reads.load(Ordering::SeqCst), 2);
+    let stats = cache.stats();
+    assert_eq!(stats.saved.load(Ordering::SeqCst), 0);
+    assert_eq!(stats.reconstructed.load(Ordering::SeqCst), 0);
+    // Both copies carried the same xid; the second was marked RESENT.
+    let seen = service.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, seen[1].0);
+    assert_eq!(seen[0].1 & FLAG_RESENT, 0);
+    assert_eq!(seen[1].1 & FLAG_RESENT, FLAG_RESENT);
+}
+
+/// A raw connection to the server, for requests with chosen xids and flags.
+struct Raw {
+    conn: sheen_transport::Connection,
+}
+
+impl Raw {
+    async fn open(nid: Nid) -> Raw {
+        let t = sheen_transport::TcpTransport::default();
+        let conn = sheen_transport::Transport::connect(&t, &nid).await.unwrap();
+        Raw { conn }
+    }
+
+    async fn call(&mut self, opcode: Opcode, xid: u64, flags: u8, body: Bytes) -> Message {
+        let mut header = MsgHeader::request(opcode.as_u32(), xid, 0);
+        header.flags = flags;
+        let msg = Message {
+            header,
+            body,
+            bulk: Bytes::new(),
+        };
+        self.conn.sender.send(msg).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), self.conn.receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply.header.xid, xid);
+        reply
+    }
+
+    async fn connect(&mut self, uuid: &str, xid: u64) {
+        let req = msg::ConnectReq {
+            client_uuid: uuid.into(),
+            target: String::new(),
+        };
+        let reply = self
+            .call(Opcode::OstConnect, xid, 0, sheen_wire::encode(&req))
+            .await;
+        assert_eq!(reply.header.status, 0);
+    }
+
+    /// An OST_CREATE; returns the execution count its reply carries.
+    async fn create(&mut self, xid: u64, flags: u8) -> u64 {
+        let body = sheen_wire::encode(&msg::ObjReq { oid: 1 });
+        let reply = self.call(Opcode::OstCreate, xid, flags, body).await;
+        assert_eq!(reply.header.status, 0);
+        sheen_wire::decode::<msg::OstWriteReply>(&reply.body)
+            .unwrap()
+            .size
+    }
+}
+
+#[tokio::test]
+async fn reply_cache_is_bounded_and_shared_by_a_clients_connections() {
+    let service = Arc::new(Counter::default());
+    let limits = CacheLimits {
+        replies_per_client: 2,
+        ..CacheLimits::default()
+    };
+    let (nid, cache, _stop) = start_counter_with(Arc::clone(&service), limits).await;
+    let mut first = Raw::open(nid).await;
+    first.connect("bounded-client", 1).await;
+    for xid in 10..13 {
+        first.create(xid, 0).await;
+    }
+    assert_eq!(service.modifications.load(Ordering::SeqCst), 3);
+    // Another connection of the same client sees its replies: xid 12 is reconstructed...
+    let mut second = Raw::open(nid).await;
+    second.connect("bounded-client", 2).await;
+    assert_eq!(second.create(12, FLAG_RESENT).await, 3);
+    // ...but xid 10 was dropped (two replies kept): it executes again.
+    assert_eq!(second.create(10, FLAG_RESENT).await, 4);
+    // Another client uuid has its own cache: its xid 12 is not client one's.
+    let mut other = Raw::open(nid).await;
+    other.connect("other-client", 3).await;
+    assert_eq!(other.create(12, FLAG_RESENT).await, 5);
+    assert_eq!(cache.stats().reconstructed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn requests_before_connect_are_served_without_a_reply_cache() {
+    let service = Arc::new(Counter::default());
+    let (nid, cache, _stop) = start_counter(Arc::clone(&service)).await;
+    let mut raw = Raw::open(nid).await;
+    assert_eq!(raw.create(77, 0).await, 1);
+    assert_eq!(raw.create(77, FLAG_RESENT).await, 2);
+    // Anonymous: no cache, so both copies executed.
+    assert_eq!(service.modifications.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().saved.load(Ordering::SeqCst), 0);
 }
