@@ -40,6 +40,8 @@ pub struct MdsConfig {
     pub index: u32,
     pub data_dir: PathBuf,
     pub listen: Nid,
+    /// Failover NIDs: where else this MDT may be served from (`--failnode`).
+    pub failnodes: Vec<Nid>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -538,7 +540,7 @@ async fn register(cfg: &MdsConfig, nid: Nid, mgs: &Import) -> Result<(), MdsErro
         fsname: cfg.fsname.clone(),
         kind: TargetKind::Mdt,
         index: cfg.index,
-        nids: vec![nid.to_string()],
+        nids: sheen_wire::nid::registration_nids(nid, &cfg.failnodes),
     };
     let reply: TargetRegReply = mgs.call(Opcode::MgsTargetReg, NO_TARGET, &reg).await?;
     info!(target = %reply.name, %nid, "registered with the MGS");

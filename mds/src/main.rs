@@ -25,6 +25,10 @@ struct Args {
     /// NID to listen on, e.g. 127.0.0.1:7001@tcp.
     #[arg(long)]
     listen: Nid,
+    /// A failover NID of this MDT: another NID it may be served from (repeat for several).
+    /// Registered with the MGS after `--listen`; clients try them in turn.
+    #[arg(long = "failnode", value_name = "NID")]
+    failnodes: Vec<Nid>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             index: args.index,
             data_dir: args.data_dir,
             listen: args.listen,
+            failnodes: args.failnodes,
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

@@ -39,7 +39,8 @@ struct Ost {
 struct State {
     config: Option<FsConfig>,
     osts: BTreeMap<u32, Arc<Ost>>,
-    imports: HashMap<String, Import>,
+    /// Imports by the set of their NIDs ([`nid_set`]).
+    imports: HashMap<Vec<String>, Import>,
 }
 
 /// The configuration and the OSTs it names, by index.
@@ -52,6 +53,14 @@ pub struct ObjectAllocator {
     round_robin: AtomicU32,
     /// When the configuration was last read from the MGS.
     refreshed_at: Mutex<Option<Instant>>,
+}
+
+/// A set of NIDs in a canonical order, to compare lists registered in different orders.
+fn nid_set(nids: &[Nid]) -> Vec<String> {
+    let mut set: Vec<String> = nids.iter().map(Nid::to_string).collect();
+    set.sort();
+    set.dedup();
+    set
 }
 
 fn err(errno: Errno, message: impl Into<String>) -> ServiceError {
@@ -96,35 +105,37 @@ impl ObjectAllocator {
             return;
         }
         for t in cfg.targets.iter().filter(|t| t.kind == TargetKind::Ost) {
-            let Some(nid_str) = t.nids.first() else {
+            let nids: Vec<Nid> = t.nids.iter().filter_map(|s| Nid::parse(s).ok()).collect();
+            if nids.len() != t.nids.len() {
+                warn!(target = %t.name, nids = ?t.nids, "ignoring bad NIDs of a target");
+            }
+            if nids.is_empty() {
                 continue;
-            };
-            let Ok(nid) = Nid::parse(nid_str) else {
-                warn!(target = %t.name, nid = %nid_str, "ignoring a target with a bad NID");
-                continue;
-            };
-            let import = match st.imports.get(nid_str) {
+            }
+            // The same OSS may register its NIDs in another order when it starts on a
+            // failover NID: the import (and the OST's precreated pool) is kept.
+            let key = nid_set(&nids);
+            let import = match st.imports.get(&key) {
                 Some(i) => i.clone(),
                 None => {
-                    let Ok(transport) = sheen_transport::for_nid(&nid) else {
-                        continue;
-                    };
                     let icfg = ImportConfig::new(
                         format!("{}-MDT0000-osp", self.fsname),
                         Opcode::OstConnect,
                     );
-                    let i = Import::new(transport, nid, icfg);
-                    st.imports.insert(nid_str.clone(), i.clone());
+                    let Ok(i) = Import::with_nids(&nids, icfg) else {
+                        continue;
+                    };
+                    st.imports.insert(key.clone(), i.clone());
                     i
                 }
             };
             let same = st
                 .osts
                 .get(&t.index)
-                .map(|o| o.import.nid() == nid)
+                .map(|o| nid_set(&o.import.nids()) == key)
                 .unwrap_or(false);
             if !same {
-                info!(target = %t.name, %nid, "using OST");
+                info!(target = %t.name, nids = ?t.nids, "using OST");
                 st.osts.insert(
                     t.index,
                     Arc::new(Ost {

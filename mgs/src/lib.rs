@@ -99,6 +99,11 @@ impl Store {
     }
 
     /// Adds or updates a target; atomically (compare-and-swap on the one record).
+    ///
+    /// The target's NIDs are stored as given, replacing the previous list: a server lists
+    /// the NID it listens on first and its failover NIDs (`--failnode`) after, so the list
+    /// is in the order clients should try, and a server started on its failover NID puts
+    /// that one first.
     fn register(&self, reg: &TargetRegReq) -> Result<TargetInfo, MgsError> {
         loop {
             let old = self.config.get(KEY_FS)?;
@@ -271,6 +276,14 @@ mod tests {
         let fs = store.load().unwrap().unwrap();
         assert_eq!(fs.targets.len(), 1);
         assert_eq!(fs.targets[0].nids, vec!["127.0.0.1:7003@tcp".to_string()]);
+        // A server started on its failover NID registers both, that one first: stored as is.
+        let failover = TargetRegReq {
+            nids: vec!["127.0.0.1:7004@tcp".into(), "127.0.0.1:7003@tcp".into()],
+            ..reg2
+        };
+        store.register(&failover).unwrap();
+        let fs = store.load().unwrap().unwrap();
+        assert_eq!(fs.targets[0].nids, failover.nids);
         drop(store);
         let other = MgsConfig {
             fsname: "other".into(),

@@ -29,6 +29,8 @@ pub struct OssConfig {
     pub fsname: String,
     pub mgs: Nid,
     pub listen: Nid,
+    /// Failover NIDs: where else these OSTs may be served from (`--failnode`).
+    pub failnodes: Vec<Nid>,
     /// (OST index, block file) pairs.
     pub osts: Vec<(u32, PathBuf)>,
     /// Size of block files formatted at start when missing.
@@ -246,7 +248,7 @@ async fn register(
             fsname: cfg.fsname.clone(),
             kind: TargetKind::Ost,
             index: *index,
-            nids: vec![nid.to_string()],
+            nids: sheen_wire::nid::registration_nids(nid, &cfg.failnodes),
         };
         let reply: TargetRegReply = mgs.call(Opcode::MgsTargetReg, NO_TARGET, &reg).await?;
         info!(target = %reply.name, %nid, "registered with the MGS");

@@ -19,6 +19,10 @@ struct Args {
     /// NID to listen on, e.g. 127.0.0.1:7002@tcp.
     #[arg(long)]
     listen: Nid,
+    /// A failover NID of these OSTs: another NID their block files may be served from (repeat
+    /// for several). Registered with the MGS after `--listen`; clients try them in turn.
+    #[arg(long = "failnode", value_name = "NID")]
+    failnodes: Vec<Nid>,
     /// An OST to serve, as INDEX:BLOCKFILE (repeat for several).
     #[arg(long = "ost", value_name = "INDEX:PATH", required = true)]
     osts: Vec<String>,
@@ -57,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             fsname: args.fsname,
             mgs: args.mgs,
             listen: args.listen,
+            failnodes: args.failnodes,
             osts,
             ost_size_bytes: args.ost_size,
         };

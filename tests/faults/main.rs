@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod corruption;
+mod failover;
 mod kill;
 
 use sheen_cluster::{Cluster, ClusterSpec};

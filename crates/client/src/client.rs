@@ -1,6 +1,7 @@
 //! The client proper [llite minus the VFS, mdc, osc, lov]: one MDC import to MDT0, one OSC
-//! import per OSS NID shared by the OSTs it serves, each OST with its own cap on RPCs in
-//! flight, and striped I/O that sends every stripe's pieces in parallel.
+//! import per OSS (over all its NIDs, failover ones included) shared by the OSTs it serves,
+//! each OST with its own cap on RPCs in flight, and striped I/O that sends every stripe's
+//! pieces in parallel.
 //!
 //! Every fan-out waits for all of its RPCs (`join_all`), never dropping one half-way: an
 //! RPC future is not cancellation-safe (a dropped send could leave half a frame behind).
@@ -128,28 +129,30 @@ struct Inner {
     mgs: Import,
     mdts: BTreeMap<u32, Mdt>,
     osts: BTreeMap<u32, Ost>,
-    /// One import per OSS NID, shared by the OSTs it serves (kept for unmount).
+    /// One import per OSS (its list of NIDs), shared by the OSTs it serves (kept for unmount).
     oss_imports: Vec<Import>,
     root: Fid,
 }
 
-fn new_import(nid: Nid, config: ImportConfig) -> Result<Import, ClientError> {
-    let transport = sheen_transport::for_nid(&nid)?;
-    Ok(Import::new(transport, nid, config))
+fn new_import(nids: &[Nid], config: ImportConfig) -> Result<Import, ClientError> {
+    Ok(Import::with_nids(nids, config)?)
 }
 
-/// The first NID of a target that parses (failover NIDs come later).
-fn target_nid(target: &TargetInfo) -> Result<Nid, ClientError> {
-    target
+/// Every NID of a target that parses, in the registered order (the first is the one it
+/// was started on; the others are its failover NIDs, tried in turn when one does not answer).
+fn target_nids(target: &TargetInfo) -> Result<Vec<Nid>, ClientError> {
+    let nids: Vec<Nid> = target
         .nids
         .iter()
-        .find_map(|s| Nid::parse(s).ok())
-        .ok_or_else(|| {
-            ClientError::BadConfig(format!(
-                "target {} has no usable NID (got {:?})",
-                target.name, target.nids
-            ))
-        })
+        .filter_map(|s| Nid::parse(s).ok())
+        .collect();
+    if nids.is_empty() {
+        return Err(ClientError::BadConfig(format!(
+            "target {} has no usable NID (got {:?})",
+            target.name, target.nids
+        )));
+    }
+    Ok(nids)
 }
 
 fn check_name(name: &[u8]) -> Result<(), ClientError> {
@@ -221,14 +224,17 @@ impl Client {
         }
         let mut mdts = BTreeMap::new();
         let mut osts = BTreeMap::new();
-        let mut oss_by_nid: HashMap<Nid, Import> = HashMap::new();
+        // Keyed by the OSS's NIDs: the OSTs it serves register the same list.
+        let mut oss_by_nid: HashMap<Vec<Nid>, Import> = HashMap::new();
         for target in &fs_config.targets {
             let duplicate = match target.kind {
                 TargetKind::Mgs => continue,
                 TargetKind::Mdt => {
-                    let nid = target_nid(target)?;
-                    let import =
-                        new_import(nid, config.import_config(Opcode::MdsConnect, &target.name))?;
+                    let nids = target_nids(target)?;
+                    let import = new_import(
+                        &nids,
+                        config.import_config(Opcode::MdsConnect, &target.name),
+                    )?;
                     mdts.insert(
                         target.index,
                         Mdt {
@@ -239,12 +245,13 @@ impl Client {
                     .is_some()
                 }
                 TargetKind::Ost => {
-                    let nid = target_nid(target)?;
-                    let import = match oss_by_nid.get(&nid) {
+                    let nids = target_nids(target)?;
+                    let import = match oss_by_nid.get(&nids) {
                         Some(i) => i.clone(),
                         None => {
-                            let i = new_import(nid, config.import_config(Opcode::OstConnect, ""))?;
-                            oss_by_nid.insert(nid, i.clone());
+                            let icfg = config.import_config(Opcode::OstConnect, "");
+                            let i = new_import(&nids, icfg)?;
+                            oss_by_nid.insert(nids, i.clone());
                             i
                         }
                     };
@@ -980,7 +987,7 @@ async fn fetch_config(
     for &nid in &spec.mgs_nids {
         let mut import_config = config.import_config(Opcode::MgsConnect, "");
         import_config.retry_for = config.mgs_retry_for.min(config.retry_for);
-        let mgs = new_import(nid, import_config)?;
+        let mgs = new_import(&[nid], import_config)?;
         let req = ConfigReadReq {
             fsname: spec.fsname.clone(),
         };

@@ -62,7 +62,10 @@ impl Daemon {
 
 #[derive(Debug)]
 struct DaemonProcess {
+    /// The port it listens on (its current NID).
     port: u16,
+    /// Its failover port, given as `--failnode` (only the OSS, when the spec asks).
+    failnode_port: Option<u16>,
     log: PathBuf,
     /// `None` while stopped.
     child: Option<Child>,
@@ -147,10 +150,13 @@ impl Cluster {
         let logs_dir = spec.dir.join("logs");
         fs::create_dir_all(&logs_dir)
             .map_err(|e| ClusterError::io(format!("create {}", logs_dir.display()), e))?;
-        let ports = pick_free_ports(Daemon::ALL.len())
+        let n_ports = Daemon::ALL.len() + usize::from(spec.oss_failnode);
+        let ports = pick_free_ports(n_ports)
             .map_err(|e| ClusterError::io("pick free ports on 127.0.0.1", e))?;
+        let failnode_port = ports.get(Daemon::ALL.len()).copied();
         let daemons = Daemon::ALL.map(|daemon| DaemonProcess {
             port: ports[daemon.idx()],
+            failnode_port: failnode_port.filter(|_| daemon == Daemon::Oss),
             log: logs_dir.join(format!("{}.log", daemon.name())),
             child: None,
         });
@@ -218,9 +224,17 @@ impl Cluster {
         self.nid(Daemon::Mgs)
     }
 
-    /// NID a daemon listens on; it keeps it across restarts.
+    /// NID a daemon listens on; it keeps it across restarts (a failover swaps it with its
+    /// failover NID).
     pub fn nid(&self, daemon: Daemon) -> String {
         nid(self.port(daemon), &self.spec.net)
+    }
+
+    /// The failover NID a daemon was given as `--failnode`, if any (the OSS, when the spec's
+    /// `oss_failnode` is set): where [`Cluster::failover_oss`] moves it next.
+    pub fn failnode(&self, daemon: Daemon) -> Option<String> {
+        let port = self.daemons[daemon.idx()].failnode_port?;
+        Some(nid(port, &self.spec.net))
     }
 
     /// Port a daemon listens on.
@@ -438,6 +452,26 @@ impl Cluster {
         self.kill_daemon(Daemon::Oss)
     }
 
+    /// Fails the OSS over to its failover NID: SIGKILL (as in a crash), then starts it again
+    /// on the same block files listening on the failover NID, with the NID it left as its
+    /// `--failnode` (so it registers `[new, old]`); waits until it is ready. Called again, it
+    /// moves the OSS back. Needs a cluster started with `oss_failnode`.
+    pub fn failover_oss(&mut self) -> Result<(), ClusterError> {
+        let process = &self.daemons[Daemon::Oss.idx()];
+        if process.failnode_port.is_none() {
+            return Err(ClusterError::State {
+                name: Daemon::Oss.binary().to_owned(),
+                reason: "started without a failover NID (set ClusterSpec::oss_failnode)".to_owned(),
+            });
+        }
+        self.kill_daemon(Daemon::Oss)?;
+        let process = &mut self.daemons[Daemon::Oss.idx()];
+        if let Some(failnode) = process.failnode_port.replace(process.port) {
+            process.port = failnode;
+        }
+        self.start_daemon(Daemon::Oss)
+    }
+
     /// Stops the MDS (SIGTERM, bounded wait, SIGKILL).
     pub fn stop_mds(&mut self) -> Result<(), ClusterError> {
         self.stop_daemon(Daemon::Mds)
@@ -519,6 +553,9 @@ impl Cluster {
             Daemon::Oss => {
                 args.extend(["--mgs".to_owned(), self.mgs_nid()]);
                 args.extend(["--listen".to_owned(), self.nid(Daemon::Oss)]);
+                if let Some(failnode) = self.failnode(Daemon::Oss) {
+                    args.extend(["--failnode".to_owned(), failnode]);
+                }
                 for ost_idx in 0..spec.n_osts {
                     args.push("--ost".to_owned());
                     args.push(format!("{ost_idx}:{}", path(&format!("ost{ost_idx}.img"))));

@@ -29,11 +29,14 @@ pub struct ClusterSpec {
     /// LNet network type of every NID the cluster uses: `"tcp"` (default) or `"o2ib"` (the
     /// RDMA-emulated transport; `"rdma"` is accepted as its other spelling).
     pub net: String,
+    /// Reserve a second port for the OSS at start and give it as `--failnode`, so that
+    /// [`Cluster::failover_oss`](crate::Cluster::failover_oss) can move the OSS there.
+    pub oss_failnode: bool,
 }
 
 impl ClusterSpec {
     /// Defaults: fsname `sheen`, 4 OSTs of 1 GiB, stripe count 1, stripe size 1 MiB, network
-    /// `tcp`, binaries from [`bin_dir`].
+    /// `tcp`, no failover NID, binaries from [`bin_dir`].
     pub fn new(dir: impl Into<PathBuf>) -> ClusterSpec {
         ClusterSpec {
             dir: dir.into(),
@@ -44,6 +47,7 @@ impl ClusterSpec {
             default_stripe_count: 1,
             default_stripe_size: 1 << 20,
             net: "tcp".to_owned(),
+            oss_failnode: false,
         }
     }
 }

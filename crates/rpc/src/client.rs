@@ -1,7 +1,7 @@
 //! The client side of RPC: an import per (client, service) pair.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use sheen_transport::{MsgSender, Transport};
 use sheen_wire::frame::{MsgKind, FLAG_RESENT};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{oneshot, Mutex};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::RpcError;
 
@@ -54,14 +54,20 @@ pub struct Reply {
 }
 
 /// One client's connection to one service, reconnected as needed. Cheap to clone.
+///
+/// A service may be reachable at several NIDs (failover NIDs, in order of preference): when
+/// connecting fails, the import tries the next NID in turn, starting from the one that last
+/// worked, so a server that moved to its failover NID is found in the same reconnect pass.
 #[derive(Clone)]
 pub struct Import {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    nid: Nid,
-    transport: Arc<dyn Transport>,
+    /// Every NID of the service with its transport; never empty.
+    peers: Vec<(Nid, Arc<dyn Transport>)>,
+    /// Index in `peers` of the NID that last worked (or is tried first).
+    current: AtomicUsize,
     config: ImportConfig,
     live: Mutex<Option<Arc<Live>>>,
     last_committed: AtomicU64,
@@ -70,6 +76,8 @@ struct Inner {
 
 /// An established connection with its reader task.
 struct Live {
+    /// The NID this connection went to.
+    nid: Nid,
     sender: Mutex<Box<dyn MsgSender>>,
     pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Message>>>,
     closed: AtomicBool,
@@ -82,6 +90,16 @@ impl Live {
         // Dropping the senders wakes every waiter with "connection lost".
         if let Ok(mut p) = self.pending.lock() {
             p.clear();
+        }
+    }
+
+    /// Closes the connection and stops its reader task.
+    fn abort_reader(&self) {
+        self.close();
+        if let Ok(mut r) = self.reader.lock() {
+            if let Some(h) = r.take() {
+                h.abort();
+            }
         }
     }
 
@@ -123,11 +141,32 @@ fn next_xid() -> u64 {
 }
 
 impl Import {
+    /// An import of a service at one NID.
     pub fn new(transport: Arc<dyn Transport>, nid: Nid, config: ImportConfig) -> Import {
+        Import::with_peers(vec![(nid, transport)], config)
+    }
+
+    /// An import of a service at several NIDs, in order of preference (the first is tried
+    /// first); each NID gets the transport [`sheen_transport::for_nid`] chooses. Repeated
+    /// NIDs are dropped; an empty list is [`RpcError::NoNid`].
+    pub fn with_nids(nids: &[Nid], config: ImportConfig) -> Result<Import, RpcError> {
+        let mut peers: Vec<(Nid, Arc<dyn Transport>)> = Vec::with_capacity(nids.len());
+        for nid in nids {
+            if !peers.iter().any(|(n, _)| n == nid) {
+                peers.push((*nid, sheen_transport::for_nid(nid)?));
+            }
+        }
+        if peers.is_empty() {
+            return Err(RpcError::NoNid);
+        }
+        Ok(Import::with_peers(peers, config))
+    }
+
+    fn with_peers(peers: Vec<(Nid, Arc<dyn Transport>)>, config: ImportConfig) -> Import {
         Import {
             inner: Arc::new(Inner {
-                nid,
-                transport,
+                peers,
+                current: AtomicUsize::new(0),
                 config,
                 live: Mutex::new(None),
                 last_committed: AtomicU64::new(0),
@@ -136,8 +175,15 @@ impl Import {
         }
     }
 
+    /// The NID in use: the one that last worked, or the one tried next.
     pub fn nid(&self) -> Nid {
-        self.inner.nid
+        let current = self.inner.current.load(Ordering::Relaxed);
+        self.inner.peers[current % self.inner.peers.len()].0
+    }
+
+    /// Every NID of the service, in the order given.
+    pub fn nids(&self) -> Vec<Nid> {
+        self.inner.peers.iter().map(|(nid, _)| *nid).collect()
     }
 
     /// The highest transno the server has said is durable.
@@ -174,7 +220,7 @@ impl Import {
             let live = match self.live().await {
                 Ok(l) => l,
                 Err(e) if Instant::now() < give_up => {
-                    debug!(nid = %self.inner.nid, "reconnect failed, retrying: {e}");
+                    debug!(nid = %self.nid(), "reconnect failed, retrying: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
@@ -189,7 +235,7 @@ impl Import {
                 .round_trip(&live, header, body.clone(), bulk.clone(), opcode)
                 .await
             {
-                Ok(reply) => return self.finish(opcode, reply),
+                Ok(reply) => return self.finish(live.nid, opcode, reply),
                 Err(Attempt::NotSent) if Instant::now() < give_up => {
                     live.close();
                     tokio::time::sleep(backoff).await;
@@ -204,13 +250,13 @@ impl Import {
                 Err(Attempt::NotSent | Attempt::Lost) => {
                     return Err(RpcError::ConnectionLost {
                         opcode: opcode.name(),
-                        nid: self.inner.nid.to_string(),
+                        nid: live.nid.to_string(),
                     })
                 }
                 Err(Attempt::TimedOut) => {
                     return Err(RpcError::Timeout {
                         opcode: opcode.name(),
-                        nid: self.inner.nid.to_string(),
+                        nid: live.nid.to_string(),
                         timeout_ms: cfg.timeout.as_millis() as u64,
                     })
                 }
@@ -294,7 +340,7 @@ impl Import {
         next_xid()
     }
 
-    fn finish(&self, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
+    fn finish(&self, nid: Nid, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
         self.inner
             .last_committed
             .fetch_max(reply.header.last_committed, Ordering::Relaxed);
@@ -304,7 +350,7 @@ impl Import {
                 .unwrap_or_default();
             return Err(RpcError::Remote {
                 opcode: opcode.name(),
-                nid: self.inner.nid.to_string(),
+                nid: nid.to_string(),
                 errno,
                 message,
             });
@@ -353,13 +399,14 @@ impl Import {
             Ok(Err(_)) => Err(Attempt::Lost),
             Err(_) => {
                 live.forget(xid);
-                warn!(xid, op = opcode.name(), nid = %self.inner.nid, "request timed out");
+                warn!(xid, op = opcode.name(), nid = %live.nid, "request timed out");
                 Err(Attempt::TimedOut)
             }
         }
     }
 
-    /// The live connection, connecting (and sending CONNECT) when there is none.
+    /// The live connection, connecting (and sending CONNECT) when there is none: tries every
+    /// NID once, starting from the one that last worked, and keeps the first that answers.
     async fn live(&self) -> Result<Arc<Live>, RpcError> {
         let mut guard = self.inner.live.lock().await;
         if let Some(l) = guard.as_ref() {
@@ -367,18 +414,51 @@ impl Import {
                 return Ok(Arc::clone(l));
             }
         }
+        let n = self.inner.peers.len();
+        let start = self.inner.current.load(Ordering::Relaxed) % n;
+        let mut last_err = RpcError::NoNid;
+        for k in 0..n {
+            let i = (start + k) % n;
+            match self.connect(i).await {
+                Ok(live) => {
+                    if i != start {
+                        info!(
+                            from = %self.inner.peers[start].0,
+                            to = %live.nid,
+                            "failed over to the next NID"
+                        );
+                    }
+                    self.inner.current.store(i, Ordering::Relaxed);
+                    *guard = Some(Arc::clone(&live));
+                    return Ok(live);
+                }
+                Err(e) => {
+                    if n > 1 {
+                        debug!(nid = %self.inner.peers[i].0, "connect failed: {e}");
+                    }
+                    last_err = e;
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Connects to the `i`th NID and sends CONNECT.
+    async fn connect(&self, i: usize) -> Result<Arc<Live>, RpcError> {
+        let (nid, transport) = match self.inner.peers.get(i) {
+            Some((nid, transport)) => (*nid, transport),
+            None => return Err(RpcError::NoNid),
+        };
         let cfg = &self.inner.config;
-        let conn = tokio::time::timeout(
-            cfg.connect_timeout,
-            self.inner.transport.connect(&self.inner.nid),
-        )
-        .await
-        .map_err(|_| RpcError::Timeout {
-            opcode: "connect",
-            nid: self.inner.nid.to_string(),
-            timeout_ms: cfg.connect_timeout.as_millis() as u64,
-        })??;
+        let conn = tokio::time::timeout(cfg.connect_timeout, transport.connect(&nid))
+            .await
+            .map_err(|_| RpcError::Timeout {
+                opcode: "connect",
+                nid: nid.to_string(),
+                timeout_ms: cfg.connect_timeout.as_millis() as u64,
+            })??;
         let live = Arc::new(Live {
+            nid,
             sender: Mutex::new(conn.sender),
             pending: std::sync::Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
@@ -386,7 +466,6 @@ impl Import {
         });
         let mut receiver = conn.receiver;
         let weak = Arc::downgrade(&live);
-        let nid = self.inner.nid;
         let reader = tokio::spawn(async move {
             loop {
                 let msg = receiver.recv().await;
@@ -442,21 +521,30 @@ impl Import {
                 Bytes::new(),
                 cfg.connect_opcode,
             )
-            .await
-            .map_err(|_| RpcError::ConnectionLost {
+            .await;
+        let connected = match reply {
+            Ok(reply) => self
+                .finish(nid, cfg.connect_opcode, reply)
+                .and_then(|r| Ok(sheen_wire::decode::<msg::ConnectReply>(&r.body)?)),
+            Err(_) => Err(RpcError::ConnectionLost {
                 opcode: cfg.connect_opcode.name(),
-                nid: self.inner.nid.to_string(),
-            })?;
-        let reply = self.finish(cfg.connect_opcode, reply)?;
-        let connected = sheen_wire::decode::<msg::ConnectReply>(&reply.body)?;
+                nid: nid.to_string(),
+            }),
+        };
+        let connected = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                live.abort_reader();
+                return Err(e);
+            }
+        };
         let old = self
             .inner
             .server_instance
             .swap(connected.instance, Ordering::Relaxed);
         if old != 0 && old != connected.instance {
-            debug!(nid = %self.inner.nid, server = %connected.server_uuid, "server restarted");
+            debug!(%nid, server = %connected.server_uuid, "server restarted");
         }
-        *guard = Some(Arc::clone(&live));
         Ok(live)
     }
 }

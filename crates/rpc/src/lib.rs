@@ -2,8 +2,9 @@
 //!
 //! Client side: an [`Import`] is one client's connection to one service (an MGS, an MDS or
 //! an OSS); it assigns xids, matches replies to requests by xid, enforces timeouts, connects
-//! lazily and reconnects after a failure, and resends a request whose reply was lost with the
-//! same xid and `FLAG_RESENT`.
+//! lazily and reconnects after a failure (to the service's next failover NID when the one in
+//! use does not answer), and resends a request whose reply was lost with the same xid and
+//! `FLAG_RESENT`.
 //!
 //! Server side: [`serve`] accepts connections and dispatches each request to a [`Service`]
 //! in its own task (bounded per connection), inside a tracing span carrying the opcode, xid,
@@ -45,6 +46,8 @@ pub enum RpcError {
     },
     #[error("{opcode} to {nid}: connection lost before the reply")]
     ConnectionLost { opcode: &'static str, nid: String },
+    #[error("no NID to connect to")]
+    NoNid,
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
     #[error("bad reply: {0}")]
@@ -59,6 +62,7 @@ impl RpcError {
             RpcError::Timeout { .. } => Errno::ETIMEDOUT,
             RpcError::ConnectionLost { .. } => Errno::EIO,
             RpcError::Transport(TransportError::Connect { .. }) => Errno::ENOTCONN,
+            RpcError::NoNid => Errno::ENOTCONN,
             RpcError::Transport(_) => Errno::EIO,
             RpcError::Decode(_) => Errno::EPROTO,
         }

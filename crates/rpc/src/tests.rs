@@ -147,6 +147,96 @@ async fn unreachable_server_is_an_error_in_bounded_time() {
     assert_eq!(err.errno(), Errno::ENOTCONN);
 }
 
+// ---- Failover NIDs ----
+
+/// Answers only what the RPC layer answers itself (connect, ping); told apart by `instance`.
+struct Instance(u64);
+
+#[async_trait]
+impl Service for Instance {
+    fn name(&self) -> String {
+        format!("instance-{}", self.0)
+    }
+    fn instance(&self) -> u64 {
+        self.0
+    }
+    async fn handle(&self, _req: Request) -> Result<Response, ServiceError> {
+        Err(Errno::EOPNOTSUPP.into())
+    }
+}
+
+async fn start_instance(at: Nid, instance: u64) -> (Nid, CancellationToken) {
+    let t = sheen_transport::TcpTransport::default();
+    let listener = sheen_transport::Transport::listen(&t, &at).await.unwrap();
+    let nid = listener.local_nid();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, Arc::new(Instance(instance)), stop.clone()));
+    (nid, stop)
+}
+
+#[tokio::test]
+async fn calls_go_to_the_next_nid_when_one_does_not_answer() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let (a, stop_a) = start_instance(any, 1).await;
+    let (b, stop_b) = start_instance(any, 2).await;
+    let mut cfg = ImportConfig::new("failover-client", Opcode::OstConnect);
+    cfg.retry_for = Duration::from_secs(10);
+    cfg.timeout = Duration::from_secs(5);
+    let imp = Import::with_nids(&[a, b, a], cfg).unwrap();
+    assert_eq!(imp.nids(), vec![a, b], "repeated NIDs are dropped");
+    assert_eq!(imp.nid(), a);
+    imp.ping().await.unwrap();
+    assert_eq!(imp.server_instance(), 1, "the first NID is preferred");
+    // The first server stops (its connections break): calls go to the second.
+    stop_a.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    imp.ping().await.unwrap();
+    assert_eq!(imp.server_instance(), 2);
+    assert_eq!(imp.nid(), b);
+    imp.ping().await.unwrap();
+    assert_eq!(imp.nid(), b, "the NID that works is kept");
+    // Both down: a call keeps trying (within retry_for) until the first comes back.
+    stop_b.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let call = tokio::spawn({
+        let imp = imp.clone();
+        async move { imp.ping().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "no server is up: the call waits");
+    let (again, _stop_again) = start_instance(a, 3).await;
+    assert_eq!(again, a);
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(imp.server_instance(), 3);
+    assert_eq!(imp.nid(), a);
+    // No NID at all is an error, not a panic.
+    let cfg = ImportConfig::new("nobody", Opcode::OstConnect);
+    assert!(matches!(
+        Import::with_nids(&[], cfg),
+        Err(crate::RpcError::NoNid)
+    ));
+}
+
+#[tokio::test]
+async fn every_nid_down_is_an_error_in_bounded_time() {
+    let (a, stop_a) = start().await;
+    let (b, stop_b) = start().await;
+    stop_a.cancel();
+    stop_b.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut cfg = ImportConfig::new("failover-client", Opcode::OstConnect);
+    cfg.retry_for = Duration::from_millis(300);
+    let imp = Import::with_nids(&[a, b], cfg).unwrap();
+    let started = std::time::Instant::now();
+    let err = imp.ping().await.unwrap_err();
+    assert_eq!(err.errno(), Errno::ENOTCONN);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
 // ---- Resend and reply reconstruction ----
 
 /// Counts executions. `OstCreate` and `MdsReint` modify (the first copy of either can be

@@ -116,6 +116,18 @@ impl fmt::Debug for Nid {
     }
 }
 
+/// The NIDs a target registers, in order of preference: where it listens, then its failover
+/// NIDs (`--failnode`), each once.
+pub fn registration_nids(listen: Nid, failnodes: &[Nid]) -> Vec<String> {
+    let mut nids = vec![listen];
+    for nid in failnodes {
+        if !nids.contains(nid) {
+            nids.push(*nid);
+        }
+    }
+    nids.iter().map(Nid::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +167,16 @@ mod tests {
             Nid::parse("1.2.3.4@tcpx"),
             Err(NidError::UnknownNet(_))
         ));
+    }
+
+    #[test]
+    fn registration_lists_listen_first_and_each_nid_once() {
+        let a = Nid::parse("127.0.0.1:7001@tcp").unwrap();
+        let b = Nid::parse("127.0.0.1:7002@tcp").unwrap();
+        assert_eq!(
+            registration_nids(a, &[b, a, b]),
+            vec![a.to_string(), b.to_string()]
+        );
+        assert_eq!(registration_nids(b, &[]), vec![b.to_string()]);
     }
 }

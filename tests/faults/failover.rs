@@ -1,0 +1,119 @@
+//! Failover NIDs: the OSS is killed on its NID and started again on its failover NID with the
+//! same block files; the mounted client finds it there and carries on, and a fresh mount
+//! finds it too.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sheen_cluster::{Cluster, ClusterSpec, Daemon};
+use sheen_tests::{pattern, run_ok};
+
+const MIB: usize = 1 << 20;
+/// The longest a failover may take as seen by the application (the import retries for 60 s).
+const BOUND: Duration = Duration::from_secs(30);
+
+fn expected(seeds: std::ops::Range<u64>) -> Vec<u8> {
+    seeds.flat_map(|seed| pattern(seed, MIB)).collect()
+}
+
+/// Appends one MiB per seed and syncs.
+fn append(path: &Path, seeds: std::ops::Range<u64>) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().append(true).open(path)?;
+    for seed in seeds {
+        f.write_all(&pattern(seed, MIB))?;
+    }
+    f.sync_all()
+}
+
+fn striped(lfs: &Path, path: &Path) {
+    run_ok(
+        lfs,
+        &["setstripe", "-c", "4", "-S", "1M", path.to_str().unwrap()],
+    );
+}
+
+/// Reads the whole file (a fresh open, so the kernel asks the client, which asks the OSS).
+fn check(path: &Path, want: &[u8]) {
+    let data = fs::read(path).unwrap();
+    assert_eq!(data.len(), want.len(), "size of {}", path.display());
+    assert!(data == want, "{} differs", path.display());
+}
+
+#[test]
+fn oss_failover_to_its_second_nid() {
+    failover_on("tcp");
+}
+
+#[test]
+fn oss_failover_to_its_second_nid_on_rdma() {
+    failover_on("o2ib");
+}
+
+fn failover_on(net: &str) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
+    spec.net = net.to_owned();
+    spec.n_osts = 4;
+    spec.ost_size_bytes = 256 << 20;
+    spec.oss_failnode = true;
+    let mut cluster = Cluster::start(spec).expect("start cluster");
+    let mnt = tmp.path().join("mnt");
+    cluster.mount(&mnt).unwrap();
+    let lfs = cluster.bin("lfs");
+    let (nid_a, nid_b) = (
+        cluster.nid(Daemon::Oss),
+        cluster.failnode(Daemon::Oss).unwrap(),
+    );
+    assert_ne!(nid_a, nid_b);
+
+    let file = mnt.join("striped.bin");
+    striped(&lfs, &file);
+    fs::File::create(&file).unwrap();
+    append(&file, 100..116).unwrap();
+    check(&file, &expected(100..116));
+
+    // SIGKILL on NID A, started again on NID B with the same block files.
+    cluster.failover_oss().unwrap();
+    assert_eq!(cluster.nid(Daemon::Oss), nid_b);
+    assert_eq!(cluster.failnode(Daemon::Oss), Some(nid_a.clone()));
+    let started = Instant::now();
+    check(&file, &expected(100..116));
+    append(&file, 116..124).unwrap();
+    check(&file, &expected(100..124));
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    if std::env::var_os("RUST_LOG").is_none() {
+        // At the default level the client logs where it went.
+        let log = fs::read_to_string(cluster.logs_dir().join("mount-0.log")).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("failed over to the next NID") && l.contains(&nid_b)),
+            "the mount log does not show the failover:\n{log}"
+        );
+    }
+    // A file created after the failover: the MDS precreates its objects on NID B too.
+    let second = mnt.join("after-failover.bin");
+    striped(&lfs, &second);
+    append(&second, 200..208).unwrap();
+    check(&second, &expected(200..208));
+
+    // And back to NID A: the same mount follows.
+    cluster.failover_oss().unwrap();
+    assert_eq!(cluster.nid(Daemon::Oss), nid_a);
+    let started = Instant::now();
+    check(&file, &expected(100..124));
+    append(&second, 208..212).unwrap();
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+
+    // A fresh mount reads what the MGS now lists ([A, B]) and finds everything.
+    cluster.unmount(&mnt).unwrap();
+    cluster.mount(&mnt).unwrap();
+    check(&file, &expected(100..124));
+    check(&second, &expected(200..212));
+    // Once more over to B, with the fresh mount.
+    cluster.failover_oss().unwrap();
+    check(&second, &expected(200..212));
+    append(&file, 124..126).unwrap();
+    check(&file, &expected(100..126));
+}
