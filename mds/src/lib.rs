@@ -579,6 +579,16 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
             objects.destroy_layout_later(layout);
         }
     }
+    // OST objects a previous run precreated (or handed to a create that never committed)
+    // and no layout uses: destroyed in the background, without holding up the start.
+    let watermarks = {
+        let ns = Arc::clone(&ns);
+        tokio::task::spawn_blocking(move || ns.ost_watermarks()).await??
+    };
+    {
+        let objects = Arc::clone(&objects);
+        tokio::spawn(async move { objects.destroy_unused(&watermarks).await });
+    }
     let refresher = {
         let objects = Arc::clone(&objects);
         let shutdown = shutdown.clone();

@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use sheen_layout::resolve_template;
 use sheen_rpc::{Import, ImportConfig, ServiceError};
 use sheen_wire::msg::{
-    ConfigReadReq, Empty, FsConfig, Layout, ObjReq, OstCreateReply, OstCreateReq, OstObject,
-    STRIPE_COUNT_ALL, STRIPE_DEFAULT, STRIPE_OFFSET_ANY,
+    ConfigReadReq, Empty, FsConfig, Layout, ObjReq, OstCreateReply, OstCreateReq, OstListReply,
+    OstListReq, OstObject, STRIPE_COUNT_ALL, STRIPE_DEFAULT, STRIPE_OFFSET_ANY,
 };
 use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
 use tracing::{debug, info, warn};
 
 /// How old a configuration may be when a file asks for a stripe on every OST.
 const CONFIG_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Objects listed per OST_GET_INFO during the orphan cleanup, and how many pages at most.
+const ORPHAN_LIST_PAGE: u32 = 4096;
+const ORPHAN_LIST_PAGES_MAX: usize = 1024;
 
 /// Objects precreated per OST per batch.
 pub const PRECREATE_BATCH: u32 = 1024;
@@ -28,6 +32,9 @@ pub const PRECREATE_BATCH: u32 = 1024;
 struct Pool {
     next: ObjId,
     end: ObjId,
+    /// The first object this MDS run precreated on the OST (0: none yet). Objects below it
+    /// and above the namespace's watermark are leftovers of a previous run.
+    first_own: ObjId,
 }
 
 struct Ost {
@@ -277,6 +284,9 @@ impl ObjectAllocator {
             );
             pool.next = reply.first_oid;
             pool.end = reply.first_oid + u64::from(reply.count);
+            if pool.first_own == 0 {
+                pool.first_own = reply.first_oid;
+            }
             if pool.next >= pool.end {
                 return Err(err(
                     Errno::EIO,
@@ -297,6 +307,73 @@ impl ObjectAllocator {
             .flat_map(|c| c.stripe.objects)
             .collect();
         self.destroy_objects_later(objects);
+    }
+
+    /// Destroys, on every OST, the objects a previous run of the MDS precreated and never
+    /// used: empty objects above the namespace's watermark for that OST (the highest object
+    /// id any committed layout used) and below what this run precreated. Holds each OST's
+    /// pool while listing, so no object of this run can be taken for a leftover.
+    pub async fn destroy_unused(&self, watermarks: &BTreeMap<u32, ObjId>) {
+        let osts: Vec<(u32, Arc<Ost>)> = match self.state.lock() {
+            Ok(st) => st.osts.iter().map(|(i, o)| (*i, Arc::clone(o))).collect(),
+            Err(_) => return,
+        };
+        for (ost_idx, ost) in osts {
+            let pool = ost.pool.lock().await;
+            let above = watermarks.get(&ost_idx).copied().unwrap_or(0);
+            let below = if pool.first_own == 0 {
+                ObjId::MAX
+            } else {
+                pool.first_own
+            };
+            let mut victims = Vec::new();
+            let mut start = above.saturating_add(1);
+            for _ in 0..ORPHAN_LIST_PAGES_MAX {
+                let req = OstListReq {
+                    start,
+                    max: ORPHAN_LIST_PAGE,
+                };
+                let list: OstListReply =
+                    match ost.import.call(Opcode::OstGetInfo, ost_idx, &req).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(ost_idx, "cannot list objects for the orphan cleanup: {e}");
+                            break;
+                        }
+                    };
+                for o in &list.objects {
+                    if o.oid >= below {
+                        break;
+                    }
+                    if o.size == 0 && o.allocated_bytes == 0 {
+                        victims.push(OstObject {
+                            ost_idx,
+                            oid: o.oid,
+                            seq: 0,
+                        });
+                    } else {
+                        warn!(
+                            ost_idx,
+                            oid = o.oid,
+                            "keeping an unreferenced object that holds data"
+                        );
+                    }
+                }
+                match list.objects.last() {
+                    Some(last) if !list.eof && last.oid < below => start = last.oid + 1,
+                    _ => break,
+                }
+            }
+            drop(pool);
+            if !victims.is_empty() {
+                info!(
+                    ost_idx,
+                    count = victims.len(),
+                    "destroying objects precreated and never used"
+                );
+                self.destroy_objects_later(victims);
+            }
+        }
     }
 
     fn destroy_objects_later(&self, objects: Vec<OstObject>) {

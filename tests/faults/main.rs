@@ -8,6 +8,7 @@
 mod corruption;
 mod failover;
 mod kill;
+mod leftovers;
 
 use sheen_cluster::{Cluster, ClusterSpec};
 

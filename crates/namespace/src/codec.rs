@@ -33,6 +33,16 @@ pub(crate) const META_NEXT_FID: &[u8] = b"next_fid";
 pub(crate) const META_TRANSNO: &[u8] = b"transno";
 /// The number of inodes (u64 LE).
 pub(crate) const META_INODES: &[u8] = b"inodes";
+/// Prefix of the per-OST watermark keys: `ost_last_oid/` + OST index (u32 BE) → the highest
+/// object id any layout ever used on that OST (u64 LE). Objects above it were precreated
+/// and never used; the MDS destroys them at start.
+pub(crate) const META_OST_LAST_OID: &[u8] = b"ost_last_oid/";
+
+pub(crate) fn ost_last_oid_key(ost_idx: u32) -> Vec<u8> {
+    let mut k = META_OST_LAST_OID.to_vec();
+    k.extend_from_slice(&ost_idx.to_be_bytes());
+    k
+}
 
 pub(crate) const FORMAT_VERSION: u32 = 1;
 const INODE_FORMAT: u8 = 1;

@@ -284,6 +284,23 @@ impl Namespace {
         })
     }
 
+    /// The highest object id any layout ever used, per OST index. Objects above it on that
+    /// OST were precreated and never handed out (or handed out by a create that did not
+    /// commit): the MDS destroys them at start.
+    pub fn ost_watermarks(&self) -> Result<std::collections::BTreeMap<u32, u64>, NsError> {
+        let mut out = std::collections::BTreeMap::new();
+        for kv in self.meta.scan_prefix(codec::META_OST_LAST_OID) {
+            let (k, v) = kv?;
+            let idx = k
+                .get(codec::META_OST_LAST_OID.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| NsError::Corrupt(format!("OST watermark key {k:?}")))?;
+            out.insert(idx, codec::decode_u64("OST watermark", &v)?);
+        }
+        Ok(out)
+    }
+
     /// Destroys the orphans a previous run left (inodes whose last name went while they were
     /// open, when the server stopped before the last close). Call once at start, before
     /// serving; returns what was destroyed, for the OST objects.

@@ -1393,3 +1393,31 @@ fn open_files_outlive_their_last_name() {
     assert!(ns.remove_orphans().unwrap().is_empty());
     assert_eq!(ns.getattr(named.fid).unwrap().nlink, 1);
 }
+
+#[test]
+fn ost_watermarks_follow_every_layout_stored() {
+    let (d, ns) = open();
+    assert!(ns.ost_watermarks().unwrap().is_empty());
+    let mut a = args(Fid::ROOT, "a", S_IFREG | 0o644);
+    a.layout = Some(layout(2, &[10, 7]));
+    let f = ns.create(a).unwrap();
+    let mut b = args(Fid::ROOT, "b", S_IFREG | 0o644);
+    b.layout = Some(layout(1, &[4]));
+    ns.create(b).unwrap();
+    let w = ns.ost_watermarks().unwrap();
+    assert_eq!((w.get(&0), w.get(&1)), (Some(&10), Some(&7)));
+    // A replaced layout raises them too; removing a file never lowers them.
+    ns.set_layout(f.fid, Some(layout(2, &[12, 9]))).unwrap();
+    ns.unlink(Fid::ROOT, b"a").unwrap();
+    let w = ns.ost_watermarks().unwrap();
+    assert_eq!((w.get(&0), w.get(&1)), (Some(&12), Some(&9)));
+    // A failed create leaves them alone.
+    let mut c = args(Fid::ROOT, "b", S_IFREG | 0o644);
+    c.layout = Some(layout(1, &[99]));
+    assert_eq!(errno(ns.create(c)), Errno::EEXIST);
+    assert_eq!(ns.ost_watermarks().unwrap().get(&0), Some(&12));
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(d.path());
+    assert_eq!(ns.ost_watermarks().unwrap().get(&1), Some(&9));
+}

@@ -265,9 +265,30 @@ impl<'a> Tx<'a> {
     pub fn put_layout(&self, fid: Fid, layout: Option<&Layout>) -> TxResult<()> {
         let key = &codec::fid_key(fid)[..];
         match layout {
-            Some(l) => self.layouts.insert(key, codec::encode_layout(l))?,
-            None => self.layouts.remove(key)?,
+            Some(l) => {
+                self.layouts.insert(key, codec::encode_layout(l))?;
+                self.raise_ost_watermarks(l)?;
+            }
+            None => {
+                self.layouts.remove(key)?;
+            }
         };
+        Ok(())
+    }
+
+    /// Keeps, per OST, the highest object id a layout ever used (in the same transaction as
+    /// the layout), so that objects above it are known to be unused.
+    fn raise_ost_watermarks(&self, layout: &Layout) -> TxResult<()> {
+        for obj in layout.components.iter().flat_map(|c| &c.stripe.objects) {
+            let key = codec::ost_last_oid_key(obj.ost_idx);
+            let last = match self.meta.get(&key)? {
+                Some(v) => lift(codec::decode_u64("OST watermark", &v))?,
+                None => 0,
+            };
+            if obj.oid > last {
+                self.meta.insert(key, &obj.oid.to_le_bytes()[..])?;
+            }
+        }
         Ok(())
     }
 
