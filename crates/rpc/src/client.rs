@@ -10,9 +10,30 @@ use sheen_transport::{MsgSender, Transport};
 use sheen_wire::frame::{MsgKind, FLAG_RESENT};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{oneshot, Mutex};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
-use crate::RpcError;
+use crate::server::reply_to;
+use crate::{Request, Response, RpcError, ServiceError};
+
+/// What a client does with the requests a server sends it on the import's connection (lock
+/// callbacks, see [`crate::Exports`]).
+#[async_trait::async_trait]
+pub trait CallbackHandler: Send + Sync + 'static {
+    /// Answers one request from the server.
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError>;
+    /// The connection ended: whatever the server kept for it (locks) is gone with it.
+    fn connection_ended(&self, nid: Nid);
+}
+
+/// The callback handler of an import (a newtype so [`ImportConfig`] stays `Debug`).
+#[derive(Clone)]
+pub struct Callbacks(pub Arc<dyn CallbackHandler>);
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callbacks")
+    }
+}
 
 /// Limits and identity of one import.
 #[derive(Clone, Debug)]
@@ -30,6 +51,9 @@ pub struct ImportConfig {
     pub target: String,
     /// The service's CONNECT opcode.
     pub connect_opcode: Opcode,
+    /// Who answers the server's requests; without one, a request from the server ends the
+    /// connection.
+    pub callbacks: Option<Callbacks>,
 }
 
 impl ImportConfig {
@@ -41,6 +65,7 @@ impl ImportConfig {
             client_uuid: client_uuid.into(),
             target: String::new(),
             connect_opcode,
+            callbacks: None,
         }
     }
 }
@@ -72,6 +97,9 @@ struct Inner {
     live: Mutex<Option<Arc<Live>>>,
     last_committed: AtomicU64,
     server_instance: AtomicU64,
+    /// Bumped on every successful connect: a new connection is a new export at the server,
+    /// so what the server kept for the previous one (locks) is gone.
+    generation: AtomicU64,
 }
 
 /// An established connection with its reader task.
@@ -171,6 +199,7 @@ impl Import {
                 live: Mutex::new(None),
                 last_committed: AtomicU64::new(0),
                 server_instance: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -189,6 +218,11 @@ impl Import {
     /// The highest transno the server has said is durable.
     pub fn last_committed(&self) -> u64 {
         self.inner.last_committed.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this import has made; changes on every reconnect.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::SeqCst)
     }
 
     /// The server instance seen at the last connect (changes when the server restarts).
@@ -466,10 +500,22 @@ impl Import {
         });
         let mut receiver = conn.receiver;
         let weak = Arc::downgrade(&live);
+        let callbacks = cfg.callbacks.clone();
         let reader = tokio::spawn(async move {
+            let ended = |live: &Live| {
+                live.close();
+                if let Some(cb) = &callbacks {
+                    cb.0.connection_ended(nid);
+                }
+            };
             loop {
                 let msg = receiver.recv().await;
-                let Some(live) = weak.upgrade() else { return };
+                let Some(live) = weak.upgrade() else {
+                    if let Some(cb) = &callbacks {
+                        cb.0.connection_ended(nid);
+                    }
+                    return;
+                };
                 match msg {
                     Ok(m) if m.header.kind == MsgKind::Reply => {
                         let waiter = live
@@ -486,15 +532,18 @@ impl Import {
                             }
                         }
                     }
-                    Ok(m) => {
-                        let xid = m.header.xid;
-                        warn!(%nid, xid, "server sent a request on a client connection");
-                        live.close();
-                        return;
-                    }
+                    Ok(m) => match &callbacks {
+                        Some(cb) => spawn_callback(Arc::clone(&cb.0), Arc::clone(&live), m),
+                        None => {
+                            let xid = m.header.xid;
+                            warn!(%nid, xid, "server sent a request to an import without callbacks");
+                            ended(&live);
+                            return;
+                        }
+                    },
                     Err(e) => {
                         debug!(%nid, "connection ended: {e}");
-                        live.close();
+                        ended(&live);
                         return;
                     }
                 }
@@ -538,6 +587,7 @@ impl Import {
                 return Err(e);
             }
         };
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let old = self
             .inner
             .server_instance
@@ -547,6 +597,38 @@ impl Import {
         }
         Ok(live)
     }
+}
+
+/// Answers one request from the server in its own task, on the connection it came on.
+fn spawn_callback(handler: Arc<dyn CallbackHandler>, live: Arc<Live>, m: Message) {
+    let header = m.header;
+    let span = tracing::debug_span!("callback", opcode = header.opcode, xid = header.xid);
+    tokio::spawn(
+        async move {
+            let result = match Opcode::from_u32(header.opcode) {
+                Some(opcode) => {
+                    let req = Request {
+                        header,
+                        opcode,
+                        body: m.body,
+                        bulk: m.bulk,
+                        peer: live.nid,
+                        export: None,
+                    };
+                    handler.handle(req).await
+                }
+                None => Err(ServiceError::new(
+                    Errno::EOPNOTSUPP,
+                    format!("unknown callback opcode {}", header.opcode),
+                )),
+            };
+            let reply = reply_to(header, 0, result);
+            if let Err(e) = live.sender.lock().await.send(reply).await {
+                debug!("failed to answer a callback: {e}");
+            }
+        }
+        .instrument(span),
+    );
 }
 
 enum Attempt {

@@ -12,19 +12,24 @@
 //! replies to modifying requests are kept per client uuid (the reply cache) so that a resend
 //! gets the saved reply instead of executing twice (docs/RECOVERY.md).
 //!
+//! Servers send requests to their clients (lock callbacks) on the connection the client
+//! opened: [`Exports`] on the server, a [`CallbackHandler`] in the client's import.
+//!
 //! Room for recovery (a later issue): replies carry `transno` and `last_committed`; the
 //! import keeps both so a replay queue can be added without changing callers.
 
 mod client;
+mod export;
 mod reply_cache;
 mod server;
 
-pub use client::{Import, ImportConfig, Reply};
+pub use client::{CallbackHandler, Callbacks, Import, ImportConfig, Reply};
+pub use export::{ExportId, Exports, GoneHook};
 pub use reply_cache::{
     MAX_CLIENTS, MAX_CLIENT_UUID_BYTES, MAX_IN_PROGRESS_PER_CLIENT, MAX_REPLIES_PER_CLIENT,
     MAX_SAVED_BYTES_PER_CLIENT,
 };
-pub use server::{serve, Request, Response, Service, ServiceError};
+pub use server::{serve, serve_with_exports, Request, Response, Service, ServiceError};
 
 use sheen_transport::TransportError;
 use sheen_wire::{DecodeError, Errno};

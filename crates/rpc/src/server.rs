@@ -12,6 +12,7 @@ use bytes::Bytes;
 use sheen_transport::{Connection, Listener, MsgSender, TransportError};
 use sheen_wire::frame::MsgKind;
 
+use crate::export::{Export, ExportId, Exports};
 use crate::reply_cache::{CacheLimits, ClientReplies, Lookup, ReplyCache, MAX_CLIENT_UUID_BYTES};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{Mutex, Semaphore};
@@ -28,6 +29,8 @@ pub struct Request {
     pub body: Bytes,
     pub bulk: Bytes,
     pub peer: Nid,
+    /// The export (client connection) the request came on; `None` before CONNECT.
+    pub export: Option<ExportId>,
 }
 
 impl Request {
@@ -136,8 +139,19 @@ pub async fn serve(
     service: Arc<dyn Service>,
     shutdown: CancellationToken,
 ) {
+    serve_with_exports(listener, service, Exports::new(), shutdown).await;
+}
+
+/// [`serve`] keeping its exports in `exports`, through which the service sends requests to
+/// its clients (lock callbacks) and learns when a client's connection ends.
+pub async fn serve_with_exports(
+    listener: Box<dyn Listener>,
+    service: Arc<dyn Service>,
+    exports: Arc<Exports>,
+    shutdown: CancellationToken,
+) {
     let cache = Arc::new(ReplyCache::new(CacheLimits::default()));
-    serve_with_cache(listener, service, cache, shutdown).await;
+    serve_with_cache(listener, service, cache, exports, shutdown).await;
 }
 
 /// [`serve`] with a given reply cache (tests look at it).
@@ -145,6 +159,7 @@ pub(crate) async fn serve_with_cache(
     mut listener: Box<dyn Listener>,
     service: Arc<dyn Service>,
     cache: Arc<ReplyCache>,
+    exports: Arc<Exports>,
     shutdown: CancellationToken,
 ) {
     let local = listener.local_nid();
@@ -158,10 +173,11 @@ pub(crate) async fn serve_with_cache(
             Ok(conn) => {
                 let service = Arc::clone(&service);
                 let cache = Arc::clone(&cache);
+                let exports = Arc::clone(&exports);
                 let shutdown = shutdown.clone();
                 let peer = conn.peer;
                 tokio::spawn(
-                    serve_connection(conn, service, cache, shutdown)
+                    serve_connection(conn, service, cache, exports, shutdown)
                         .instrument(tracing::info_span!("conn", peer = %peer)),
                 );
             }
@@ -178,6 +194,7 @@ async fn serve_connection(
     conn: Connection,
     service: Arc<dyn Service>,
     cache: Arc<ReplyCache>,
+    exports: Arc<Exports>,
     shutdown: CancellationToken,
 ) {
     let Connection {
@@ -189,10 +206,13 @@ async fn serve_connection(
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS_IN_FLIGHT_PER_CONNECTION));
     // The reply cache of the client this connection belongs to, known after CONNECT.
     let mut client: Option<Arc<ClientReplies>> = None;
+    // The export this connection is, after CONNECT; closed by the server through `close`.
+    let close = shutdown.child_token();
+    let mut export: Option<Arc<Export>> = None;
     debug!("connection accepted");
     loop {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = close.cancelled() => break,
             m = receiver.recv() => m,
         };
         let msg = match msg {
@@ -207,11 +227,20 @@ async fn serve_connection(
             }
         };
         if msg.header.kind != MsgKind::Request {
-            warn!(
-                xid = msg.header.xid,
-                "closing connection: peer sent a reply to a server"
-            );
-            break;
+            // The answer to one of our callbacks.
+            match export.as_ref() {
+                Some(e) => {
+                    e.deliver(msg);
+                    continue;
+                }
+                None => {
+                    warn!(
+                        xid = msg.header.xid,
+                        "closing connection: a reply before CONNECT"
+                    );
+                    break;
+                }
+            }
         }
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             break;
@@ -223,6 +252,11 @@ async fn serve_connection(
                 let (reply, uuid) = connect(&*service, &msg, op);
                 if let Some(uuid) = uuid {
                     client = Some(cache.client(&uuid));
+                    if let Some(old) = export.take() {
+                        exports.detach(old.id);
+                    }
+                    let e = exports.attach(&uuid, peer, Arc::clone(&sender), close.clone());
+                    export = Some(e);
                 }
                 Some(reply)
             }
@@ -231,6 +265,7 @@ async fn serve_connection(
         let service = Arc::clone(&service);
         let sender = Arc::clone(&sender);
         let client = client.clone();
+        let export_id = export.as_ref().map(|e| e.id);
         let span = tracing::info_span!(
             "rpc",
             opcode = msg.header.opcode,
@@ -242,7 +277,7 @@ async fn serve_connection(
             async move {
                 let reply = match connected {
                     Some(reply) => reply,
-                    None => dispatch(&*service, client, msg, peer).await,
+                    None => dispatch(&*service, client, msg, peer, export_id).await,
                 };
                 if let Err(e) = sender.lock().await.send(reply).await {
                     debug!("failed to send reply: {e}");
@@ -251,6 +286,9 @@ async fn serve_connection(
             }
             .instrument(span),
         );
+    }
+    if let Some(e) = export.take() {
+        exports.detach(e.id);
     }
 }
 
@@ -290,6 +328,7 @@ async fn dispatch(
     client: Option<Arc<ClientReplies>>,
     msg: Message,
     peer: Nid,
+    export: Option<ExportId>,
 ) -> Message {
     let modifying = Opcode::from_u32(msg.header.opcode).is_some_and(|op| {
         !matches!(
@@ -305,12 +344,12 @@ async fn dispatch(
     });
     let lookup = match client {
         Some(c) if modifying => c.begin(&msg.header),
-        _ => return handle_one(service, msg, peer).await,
+        _ => return handle_one(service, msg, peer, export).await,
     };
     let req_header = msg.header;
     match lookup {
         Lookup::Execute(ticket) => {
-            let reply = handle_one(service, msg, peer).await;
+            let reply = handle_one(service, msg, peer, export).await;
             if let Some(t) = ticket {
                 t.finish(&reply);
             }
@@ -341,7 +380,12 @@ fn first_copy_failed(service: &dyn Service, req_header: MsgHeader) -> Message {
     reply_message(service, req_header, Err(err))
 }
 
-async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
+async fn handle_one(
+    service: &dyn Service,
+    msg: Message,
+    peer: Nid,
+    export: Option<ExportId>,
+) -> Message {
     let req_header = msg.header;
     let result = match Opcode::from_u32(req_header.opcode) {
         None => Err(ServiceError::new(
@@ -362,6 +406,7 @@ async fn handle_one(service: &dyn Service, msg: Message, peer: Nid) -> Message {
                 body: msg.body,
                 bulk: msg.bulk,
                 peer,
+                export,
             };
             service.handle(req).await
         }
@@ -375,10 +420,19 @@ fn reply_message(
     req_header: MsgHeader,
     result: Result<Response, ServiceError>,
 ) -> Message {
+    reply_to(req_header, service.last_committed(), result)
+}
+
+/// The reply to a request with header `req_header`, carrying `last_committed`.
+pub(crate) fn reply_to(
+    req_header: MsgHeader,
+    last_committed: u64,
+    result: Result<Response, ServiceError>,
+) -> Message {
     let mut header = req_header;
     header.kind = MsgKind::Reply;
     header.flags = 0;
-    header.last_committed = service.last_committed();
+    header.last_committed = last_committed;
     match result {
         Ok(resp) => {
             header.status = 0;

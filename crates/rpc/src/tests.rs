@@ -300,6 +300,7 @@ async fn start_counter_with(
         listener,
         service,
         Arc::clone(&cache),
+        crate::Exports::new(),
         stop.clone(),
     ));
     (nid, cache, stop)
@@ -552,4 +553,161 @@ async fn requests_before_connect_are_served_without_a_reply_cache() {
     // Anonymous: no cache, so both copies executed.
     assert_eq!(service.modifications.load(Ordering::SeqCst), 2);
     assert_eq!(cache.stats().saved.load(Ordering::SeqCst), 0);
+}
+
+/// A service that, when asked (OST_SETATTR), calls its client back (LDLM_BL_CALLBACK) on the
+/// client's own connection and answers with what the client said.
+struct CallsBack {
+    exports: Arc<crate::Exports>,
+}
+
+#[async_trait]
+impl Service for CallsBack {
+    fn name(&self) -> String {
+        "calls-back".into()
+    }
+    fn instance(&self) -> u64 {
+        9
+    }
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        let export = req
+            .export
+            .ok_or_else(|| ServiceError::new(Errno::ENOTCONN, "no export"))?;
+        let rep = self
+            .exports
+            .call(
+                export,
+                Opcode::LdlmBlCallback,
+                req.body.clone(),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
+        Ok(Response {
+            body: rep.body,
+            bulk: Bytes::new(),
+            transno: 0,
+        })
+    }
+}
+
+/// Answers callbacks by echoing the body, or fails with EINVAL when the body is empty.
+struct Answers {
+    ended: AtomicU64,
+}
+
+#[async_trait]
+impl crate::CallbackHandler for Answers {
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        assert_eq!(req.opcode, Opcode::LdlmBlCallback);
+        if req.body.is_empty() {
+            return Err(ServiceError::new(Errno::EINVAL, "empty"));
+        }
+        Ok(Response {
+            body: req.body,
+            bulk: Bytes::new(),
+            transno: 0,
+        })
+    }
+    fn connection_ended(&self, _nid: Nid) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn start_calls_back() -> (Nid, Arc<crate::Exports>, CancellationToken) {
+    let t = sheen_transport::TcpTransport::default();
+    let listener = sheen_transport::Transport::listen(&t, &Nid::parse("127.0.0.1:0@tcp").unwrap())
+        .await
+        .unwrap();
+    let nid = listener.local_nid();
+    let stop = CancellationToken::new();
+    let exports = crate::Exports::new();
+    let service = Arc::new(CallsBack {
+        exports: Arc::clone(&exports),
+    });
+    tokio::spawn(crate::serve_with_exports(
+        listener,
+        service,
+        Arc::clone(&exports),
+        stop.clone(),
+    ));
+    (nid, exports, stop)
+}
+
+#[tokio::test]
+async fn server_calls_the_client_back_on_its_connection() {
+    let (nid, exports, stop) = start_calls_back().await;
+    let handler = Arc::new(Answers {
+        ended: AtomicU64::new(0),
+    });
+    let mut cfg = ImportConfig::new("cb-client", Opcode::OstConnect);
+    cfg.callbacks = Some(crate::Callbacks(handler.clone()));
+    cfg.retry_for = Duration::from_secs(2);
+    let imp = Import::new(Arc::new(sheen_transport::TcpTransport::default()), nid, cfg);
+    let rep = imp
+        .call_raw(
+            Opcode::OstSetattr,
+            0,
+            Bytes::from_static(b"hello"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&rep.body[..], b"hello");
+    assert_eq!(imp.generation(), 1);
+    // The client's error comes back to the server as an errno.
+    let err = imp
+        .call_raw(Opcode::OstSetattr, 0, Bytes::new(), Bytes::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::EINVAL, "{err}");
+    assert_eq!(exports.len(), 1);
+
+    // Evicting the export closes the connection; the client notices and reconnects as a new
+    // export.
+    let gone = Arc::new(AtomicU64::new(0));
+    let g = Arc::clone(&gone);
+    exports.set_gone_hook(Arc::new(move |_| {
+        g.fetch_add(1, Ordering::SeqCst);
+    }));
+    exports.evict_uuid("cb-client", "test");
+    for _ in 0..200 {
+        if handler.ended.load(Ordering::SeqCst) == 1 && gone.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(handler.ended.load(Ordering::SeqCst), 1);
+    assert_eq!(gone.load(Ordering::SeqCst), 1);
+    let rep = imp
+        .call_raw(
+            Opcode::OstSetattr,
+            0,
+            Bytes::from_static(b"again"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&rep.body[..], b"again");
+    assert_eq!(imp.generation(), 2);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_callback_to_a_client_without_a_handler_fails_and_drops_its_connection() {
+    let (nid, _exports, stop) = start_calls_back().await;
+    let mut cfg = ImportConfig::new("no-cb-client", Opcode::OstConnect);
+    cfg.retry_for = Duration::from_millis(300);
+    let imp = Import::new(Arc::new(sheen_transport::TcpTransport::default()), nid, cfg);
+    let err = imp
+        .call_raw(
+            Opcode::OstSetattr,
+            0,
+            Bytes::from_static(b"x"),
+            Bytes::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err.errno(), Errno::EIO | Errno::ENOTCONN), "{err}");
+    stop.cancel();
 }
