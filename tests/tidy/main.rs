@@ -107,10 +107,20 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     m.insert("sheen-rpc", &["sheen-wire", "sheen-transport"]);
     m.insert("sheen-osd", &["sheen-wire"]);
     m.insert("sheen-dlm", &["sheen-wire"]);
+    m.insert(
+        "sheen-lock-server",
+        &["sheen-wire", "sheen-rpc", "sheen-dlm"],
+    );
     m.insert("sheen-namespace", &["sheen-wire", "sheen-layout"]);
     m.insert(
         "sheen-client",
-        &["sheen-wire", "sheen-layout", "sheen-transport", "sheen-rpc"],
+        &[
+            "sheen-wire",
+            "sheen-layout",
+            "sheen-transport",
+            "sheen-rpc",
+            "sheen-dlm",
+        ],
     );
     m.insert("sheen-daemon", &[]);
     m.insert("sheen-cluster", &[]);
@@ -127,6 +137,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "sheen-rpc",
             "sheen-namespace",
             "sheen-daemon",
+            "sheen-dlm",
+            "sheen-lock-server",
         ],
     );
     m.insert(
@@ -137,6 +149,8 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
             "sheen-rpc",
             "sheen-osd",
             "sheen-daemon",
+            "sheen-dlm",
+            "sheen-lock-server",
         ],
     );
     m.insert(
