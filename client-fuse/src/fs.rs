@@ -5,7 +5,7 @@
 //! `Result<_, fuser::Errno>` and each callback replies exactly once, at the end of its
 //! task. Tasks are never cancelled (an RPC is not cancellation-safe).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
@@ -22,7 +22,9 @@ use fuser::{
     ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow, WriteFlags,
 };
-use sheen_client::{Attr, Bytes, Client, Creds, DirEntry, Layout, SetAttr, TimeSet};
+use sheen_client::{
+    Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, SetAttr, TimeSet,
+};
 use tracing::{debug, warn, Instrument};
 
 use crate::convert::{self, errno, fid, file_attr};
@@ -46,6 +48,9 @@ struct Inner {
     client: Client,
     read_only: bool,
     open: Mutex<OpenFiles>,
+    /// Inodes whose cache a lock callback dropped: the size this client knows may be stale
+    /// (another client wrote or truncated), so the next read asks the OSTs.
+    stale: Arc<Mutex<HashSet<u64>>>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_dir_fh: AtomicU64,
 }
@@ -85,6 +90,7 @@ impl SheenFs {
                 client,
                 read_only,
                 open: Mutex::new(OpenFiles::default()),
+                stale: Arc::new(Mutex::new(HashSet::new())),
                 dirs: Mutex::new(HashMap::new()),
                 next_dir_fh: AtomicU64::new(1),
             }),
@@ -93,6 +99,12 @@ impl SheenFs {
     }
 
     /// Runs one request's work as its own task, in a span naming the operation.
+    /// The set of inodes whose size may be stale, for [`invalidator`] (which needs the FUSE
+    /// session, so it is made after the session took the filesystem).
+    pub fn stale_set(&self) -> Arc<Mutex<HashSet<u64>>> {
+        Arc::clone(&self.inner.stale)
+    }
+
     fn spawn<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
@@ -147,6 +159,37 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: FsResult<Vec<u8>>) {
     }
 }
 
+/// What drops a mount's cache of a file when a lock protecting it is called back: the
+/// kernel's pages and attributes (through `notifier`) and the size the mount knows.
+pub fn invalidator(
+    notifier: fuser::Notifier,
+    stale: Arc<Mutex<HashSet<u64>>>,
+) -> Arc<dyn CacheInvalidator> {
+    Arc::new(FuseInvalidator { notifier, stale })
+}
+
+/// Drops the kernel's cache of a file through FUSE notifications.
+struct FuseInvalidator {
+    notifier: fuser::Notifier,
+    stale: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl CacheInvalidator for FuseInvalidator {
+    fn invalidate_data(&self, fid: Fid) {
+        let ino = fid.to_ino();
+        self.stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino);
+        // Offset 0, length 0: every page, and the attributes. ENOENT: not cached at all.
+        if let Err(e) = self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                debug!(ino, "page cache invalidation failed: {e}");
+            }
+        }
+    }
+}
+
 impl Inner {
     fn open_files(&self) -> MutexGuard<'_, OpenFiles> {
         // A panic while holding the lock leaves plain data behind; keep using it.
@@ -172,13 +215,31 @@ impl Inner {
         file_attr(attr, size)
     }
 
+    /// Attributes, with the size of a regular file as its objects say (other clients write
+    /// through to the OSTs; the MDS learns sizes only at close).
     async fn getattr(&self, ino: INodeNo) -> FsResult<FileAttr> {
         let (attr, layout) = self
             .client
             .getattr(fid(ino)?)
             .await
             .map_err(|e| errno("getattr", &e))?;
-        Ok(self.attr_of(&attr, layout.as_ref()))
+        let glimpsed = self.glimpse(&attr, layout.as_ref()).await?;
+        let mut shown = self.attr_of(&attr, layout.as_ref());
+        shown.size = shown.size.max(glimpsed);
+        shown.blocks = shown.blocks.max(glimpsed.div_ceil(512));
+        Ok(shown)
+    }
+
+    /// The size a regular file's objects imply (0 for anything else).
+    async fn glimpse(&self, attr: &Attr, layout: Option<&Layout>) -> FsResult<u64> {
+        match layout {
+            Some(l) if attr.is_reg() => self
+                .client
+                .glimpse_size(l)
+                .await
+                .map_err(|e| errno("glimpse", &e)),
+            _ => Ok(0),
+        }
     }
 
     async fn lookup(&self, parent: INodeNo, name: &[u8]) -> FsResult<FileAttr> {
@@ -328,9 +389,25 @@ impl Inner {
     }
 
     async fn read(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
-        let (layout, file_size) = self.io_view(ino).await?;
+        let (layout, mut file_size) = self.io_view(ino).await?;
+        let stale = self
+            .stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ino.0);
+        if stale || offset.saturating_add(u64::from(size)) > file_size {
+            // Another client may have changed the size: ask the MDS and the objects.
+            let (attr, l) = self
+                .client
+                .getattr(fid(ino)?)
+                .await
+                .map_err(|e| errno("read", &e))?;
+            let known = self.open_files().observe(ino.0, attr.size, l.as_ref());
+            let glimpsed = self.glimpse(&attr, l.as_ref()).await?;
+            file_size = known.max(glimpsed);
+        }
         self.client
-            .read(&layout, file_size, offset, size)
+            .read(fid(ino)?, &layout, file_size, offset, size)
             .await
             .map_err(|e| errno("read", &e))
     }
@@ -346,7 +423,7 @@ impl Inner {
         };
         let end = self
             .client
-            .write(&layout, offset, data)
+            .write(fid(ino)?, &layout, offset, data)
             .await
             .map_err(|e| errno("write", &e))?;
         self.open_files().wrote(ino.0, end);

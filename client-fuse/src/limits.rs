@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-/// How long the kernel may cache attributes and directory entries (coherence between
-/// clients comes with the lock work; one second bounds staleness until then).
-pub const ATTR_TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache attributes and directory entries: not at all, so that a
+/// rename, unlink, chmod or size change on another client is seen at once. (Caching them
+/// under MDS inode-bits locks, as Lustre does, is the next step; file data is already cached
+/// only under OST extent locks.)
+pub const ATTR_TTL: Duration = Duration::ZERO;
 /// Largest FUSE write request; the kernel derives FUSE_MAX_PAGES from it. One OST RPC.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 /// Readahead of a mount. Asked for at INIT, where the kernel grants at most its default

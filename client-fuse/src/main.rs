@@ -134,6 +134,7 @@ fn serve(
         .block_on(Client::mount(spec, ClientConfig::default()))
         .with_context(|| format!("mounting {spec}"))?;
     let fs = fs::SheenFs::new(client.clone(), runtime.handle().clone(), opts.read_only);
+    let stale = fs.stale_set();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let config = options::fuse_config(&cli.spec, opts, is_root);
@@ -145,6 +146,7 @@ fn serve(
         }
     };
     let mut session = session;
+    client.set_cache_invalidator(fs::invalidator(session.notifier(), stale));
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let session_thread = std::thread::Builder::new()

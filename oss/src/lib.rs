@@ -1,6 +1,9 @@
 //! The object storage server [ofd]: serves one or more OSTs, each a [`sheen_osd::Osd`] in a
 //! block file, over RPC. Registers every OST with the MGS at start.
 //!
+//! Each OST has its own extent-lock service (`sheen-lock-server`): clients lock byte ranges
+//! of objects to cache them, and a punch calls back the clients caching what goes away.
+//!
 //! Architecture invariant: the OSS knows objects and byte ranges, never names or files.
 //! OSD calls block (io_uring completion waits, fsync), so they run on the blocking pool.
 
@@ -11,15 +14,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sheen_lock_server::LockServer;
 use sheen_osd::{Osd, OsdError, OsdLabel};
-use sheen_rpc::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
+use sheen_rpc::{
+    serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
+    ServiceError,
+};
 use sheen_wire::limits::{MAX_BULK_BYTES, PRECREATE_MAX};
 use sheen_wire::msg::{
-    Empty, ObjReq, OstCreateReply, OstCreateReq, OstListReply, OstListReq, OstPunchReq, OstReadReq,
-    OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq, StatfsReply, TargetRegReply,
-    TargetRegReq,
+    CancelReq, Empty, EnqueueReply, EnqueueReq, ObjReq, OstCreateReply, OstCreateReq, OstListReply,
+    OstListReq, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq,
+    StatfsReply, TargetRegReply, TargetRegReq,
 };
-use sheen_wire::{frame::NO_TARGET, Errno, Nid, Opcode, TargetKind};
+use sheen_wire::{
+    frame::NO_TARGET, Errno, LockDesc, LockExtent, LockMode, LockPolicy, Lvb, Nid, Opcode,
+    ResourceId, TargetKind, LOCK_EXTENT_EOF,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -35,6 +45,9 @@ pub struct OssConfig {
     pub osts: Vec<(u32, PathBuf)>,
     /// Size of block files formatted at start when missing.
     pub ost_size_bytes: u64,
+    /// How long a client has to cancel a lock after a blocking callback before it is
+    /// evicted (`--callback-timeout`).
+    pub callback_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +79,8 @@ pub enum OssError {
 
 struct Oss {
     osts: BTreeMap<u32, Arc<Osd>>,
+    /// The extent-lock service of each OST.
+    locks: BTreeMap<u32, Arc<LockServer>>,
     instance: u64,
 }
 
@@ -97,6 +112,58 @@ impl Oss {
             ServiceError::new(Errno::ENODEV, format!("OST index {idx} is not served here"))
         })
     }
+
+    fn lock_server(&self, idx: u32) -> Result<&Arc<LockServer>, ServiceError> {
+        self.locks.get(&idx).ok_or_else(|| {
+            ServiceError::new(Errno::ENODEV, format!("OST index {idx} is not served here"))
+        })
+    }
+
+    /// LDLM_ENQUEUE of an extent lock on one object of OST `idx`; the reply carries the
+    /// object's size and times (the lock value block) as of the grant.
+    async fn enqueue(
+        &self,
+        idx: u32,
+        ost: Arc<Osd>,
+        export: ExportId,
+        r: EnqueueReq,
+    ) -> Result<EnqueueReply, ServiceError> {
+        let LockPolicy::Extent(_) = r.desc.policy else {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                "OST locks are extent locks",
+            ));
+        };
+        let [oid, _, ost_idx, _] = r.desc.resource.name;
+        if ost_idx != u64::from(idx) {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                format!("lock resource names OST {ost_idx}, sent to OST {idx}"),
+            ));
+        }
+        let locks = self.lock_server(idx)?;
+        let (handle, desc) = locks
+            .enqueue(export, &r)
+            .await
+            .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
+        // Writes go through to the OST, so the object itself has the current size.
+        let lvb = match blocking(move || ost.getattr(oid)).await {
+            Ok(a) => Some(Lvb {
+                size: a.size,
+                mtime: a.mtime,
+                atime: a.mtime,
+                ctime: a.mtime,
+                blocks: a.allocated_bytes / 512,
+            }),
+            Err(_) => None,
+        };
+        Ok(EnqueueReply {
+            handle,
+            desc,
+            granted: true,
+            lvb,
+        })
+    }
 }
 
 #[async_trait]
@@ -112,6 +179,22 @@ impl Service for Oss {
     async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
         let ost = self.ost(req.target_idx())?;
         match req.opcode {
+            Opcode::LdlmEnqueue => {
+                let r: EnqueueReq = req.decode()?;
+                let export = req
+                    .export
+                    .ok_or_else(|| ServiceError::new(Errno::ENOTCONN, "enqueue before connect"))?;
+                let reply = self.enqueue(req.target_idx(), ost, export, r).await?;
+                Ok(Response::new(&reply))
+            }
+            Opcode::LdlmCancel => {
+                let r: CancelReq = req.decode()?;
+                if let Some(export) = req.export {
+                    self.lock_server(req.target_idx())?
+                        .cancel(export, &r.handles);
+                }
+                Ok(Response::empty())
+            }
             Opcode::OstRead => {
                 let r: OstReadReq = req.decode()?;
                 if u64::from(r.len) > MAX_BULK_BYTES {
@@ -148,6 +231,28 @@ impl Service for Oss {
             }
             Opcode::OstPunch => {
                 let r: OstPunchReq = req.decode()?;
+                // Clients caching the part that goes away are called back first.
+                let desc = LockDesc {
+                    resource: ResourceId::object(req.target_idx(), r.oid),
+                    mode: LockMode::Pw,
+                    policy: LockPolicy::Extent(LockExtent {
+                        start: r.size,
+                        end: LOCK_EXTENT_EOF,
+                        gid: 0,
+                    }),
+                };
+                // A client holding PW there itself has called the others back already.
+                let locks = self.lock_server(req.target_idx())?;
+                let holds = req.export.is_some_and(|e| locks.holds(e, &desc));
+                let _lock = if holds {
+                    None
+                } else {
+                    let l = locks
+                        .lock_for_server(req.export, desc)
+                        .await
+                        .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
+                    Some(l)
+                };
                 blocking(move || ost.punch(r.oid, r.size)).await?;
                 Ok(Response::empty())
             }
@@ -275,11 +380,33 @@ pub async fn run(cfg: OssConfig, shutdown: CancellationToken) -> Result<(), OssE
         l
     };
     info!(nid = %listener.local_nid(), osts = osts.len(), "OSS ready");
+    let instance = sheen_daemon::instance_id();
+    let exports = Exports::new();
+    let mut locks = BTreeMap::new();
+    for index in osts.keys() {
+        let config = sheen_dlm::Config {
+            callback_timeout: cfg.callback_timeout,
+            // Handles from before a restart must not name a lock of this run.
+            first_cookie: instance << 16,
+            ..sheen_dlm::Config::default()
+        };
+        let name = format!("{}-OST{index:04x}", cfg.fsname);
+        let server = LockServer::new(name, Arc::clone(&exports), config);
+        tokio::spawn(Arc::clone(&server).run_reaper(shutdown.clone()));
+        locks.insert(*index, server);
+    }
+    let all: Vec<Arc<LockServer>> = locks.values().cloned().collect();
+    exports.set_gone_hook(Arc::new(move |id| {
+        for l in &all {
+            l.export_gone(id);
+        }
+    }));
     let service = Arc::new(Oss {
         osts: osts.clone(),
-        instance: sheen_daemon::instance_id(),
+        locks,
+        instance,
     });
-    serve(listener, service, shutdown).await;
+    serve_with_exports(listener, service, exports, shutdown).await;
     for (index, osd) in osts {
         if let Err(e) = tokio::task::spawn_blocking(move || osd.sync()).await? {
             error!(index, "failed to sync OST at shutdown: {e}");

@@ -27,6 +27,10 @@ struct Args {
     #[arg(long = "ost", value_name = "INDEX:PATH", required = true)]
     osts: Vec<String>,
     /// Size of block files created when missing (K, M, G suffixes).
+    /// Seconds a client has to cancel a lock after a blocking callback before it is
+    /// evicted.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    callback_timeout: u64,
     #[arg(long, default_value = "1GiB", value_parser = sheen_daemon::parse_size)]
     ost_size: u64,
 }
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             failnodes: args.failnodes,
             osts,
             ost_size_bytes: args.ost_size,
+            callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
         };
         sheen_oss::run(cfg, shutdown).await.context("OSS failed")
     })

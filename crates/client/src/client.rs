@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use sheen_layout::Geometry;
-use sheen_rpc::{Import, ImportConfig, RpcError};
+use sheen_rpc::{Callbacks, Import, ImportConfig, RpcError};
 use sheen_wire::frame::NO_TARGET;
 use sheen_wire::limits::{
     NAME_MAX_BYTES, PATH_MAX_BYTES, READDIR_MAX_ENTRIES, XATTR_VALUE_MAX_BYTES,
@@ -24,10 +24,11 @@ use sheen_wire::msg::{
     OstReadReq, OstSyncReq, OstWriteReply, OstWriteReq, ReaddirReply, ReaddirReq, ReintReply,
     ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
 };
-use sheen_wire::{Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
+use sheen_wire::{Fid, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
+use crate::data_locks::{CacheInvalidator, DataLocks, Held, OssCallbacks};
 use crate::io_plan::{assemble_read, plan_read, plan_write};
 use crate::limits;
 use crate::{ClientError, MountSpec};
@@ -131,6 +132,8 @@ struct Inner {
     osts: BTreeMap<u32, Ost>,
     /// One import per OSS (its list of NIDs), shared by the OSTs it serves (kept for unmount).
     oss_imports: Vec<Import>,
+    /// Extent locks held on OST objects.
+    data_locks: Arc<DataLocks>,
     root: Fid,
 }
 
@@ -225,7 +228,9 @@ impl Client {
         let mut mdts = BTreeMap::new();
         let mut osts = BTreeMap::new();
         // Keyed by the OSS's NIDs: the OSTs it serves register the same list.
-        let mut oss_by_nid: HashMap<Vec<Nid>, Import> = HashMap::new();
+        let mut oss_by_nid: HashMap<Vec<Nid>, (Import, Arc<OssCallbacks>, Vec<u32>)> =
+            HashMap::new();
+        let data_locks = DataLocks::new();
         for target in &fs_config.targets {
             let duplicate = match target.kind {
                 TargetKind::Mgs => continue,
@@ -246,12 +251,20 @@ impl Client {
                 }
                 TargetKind::Ost => {
                     let nids = target_nids(target)?;
-                    let import = match oss_by_nid.get(&nids) {
-                        Some(i) => i.clone(),
+                    let import = match oss_by_nid.get_mut(&nids) {
+                        Some((i, _, osts)) => {
+                            osts.push(target.index);
+                            i.clone()
+                        }
                         None => {
-                            let icfg = config.import_config(Opcode::OstConnect, "");
+                            let callbacks = Arc::new(OssCallbacks {
+                                locks: Arc::clone(&data_locks),
+                                osts: std::sync::OnceLock::new(),
+                            });
+                            let mut icfg = config.import_config(Opcode::OstConnect, "");
+                            icfg.callbacks = Some(Callbacks(callbacks.clone()));
                             let i = new_import(&nids, icfg)?;
-                            oss_by_nid.insert(nids, i.clone());
+                            oss_by_nid.insert(nids, (i.clone(), callbacks, vec![target.index]));
                             i
                         }
                     };
@@ -284,10 +297,21 @@ impl Client {
             root = %root.attr.fid,
             "mounted"
         );
+        let mut oss_imports = Vec::new();
+        for (import, callbacks, ost_list) in oss_by_nid.into_values() {
+            let _ = callbacks.osts.set(ost_list);
+            oss_imports.push(import);
+        }
+        data_locks.set_imports(
+            osts.iter()
+                .map(|(idx, ost)| (*idx, ost.import.clone()))
+                .collect(),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                oss_imports: oss_by_nid.into_values().collect(),
+                oss_imports,
+                data_locks,
                 fs_config,
                 mgs,
                 mdts,
@@ -639,7 +663,7 @@ impl Client {
             let (current, layout) = self.getattr(fid).await?;
             if current.is_reg() {
                 if let Some(layout) = layout {
-                    self.punch(&layout, size).await?;
+                    self.punch(fid, &layout, size).await?;
                 }
             }
         }
@@ -657,13 +681,35 @@ impl Client {
         }
     }
 
-    /// Punches every object of a file to what it holds of a file of `size` bytes.
-    async fn punch(&self, layout: &Layout, size: u64) -> Result<(), ClientError> {
+    /// Punches every object of a file to what it holds of a file of `size` bytes, under a
+    /// PW lock from there to the end of each object (so other clients drop what they cache
+    /// of the part that goes away first).
+    async fn punch(&self, fid: Fid, layout: &Layout, size: u64) -> Result<(), ClientError> {
         let stripe = layout.as_plain().ok_or(ClientError::CompositeLayout)?;
         if stripe.objects.is_empty() {
             return Ok(()); // Not instantiated: nothing stored yet.
         }
         let geom = Geometry::of(stripe)?;
+        let extents: Vec<(u32, u64, u64)> = (0..stripe.objects.len() as u32)
+            .map(|i| {
+                let from = geom.object_size(i, size);
+                (i, from, (LOCK_EXTENT_EOF - from).saturating_add(1))
+            })
+            .collect();
+        let held = self
+            .lock_objects(fid, stripe, LockMode::Pw, &extents)
+            .await?;
+        let result = self.punch_objects(stripe, &geom, size).await;
+        self.unlock(held);
+        result
+    }
+
+    async fn punch_objects(
+        &self,
+        stripe: &StripeLayout,
+        geom: &Geometry,
+        size: u64,
+    ) -> Result<(), ClientError> {
         let punches = stripe.objects.iter().enumerate().map(|(i, obj)| {
             let req = OstPunchReq {
                 oid: obj.oid,
@@ -770,9 +816,10 @@ impl Client {
     /// [`limits::MAX_IO_BYTES`]). Each object's part goes to its OST in parallel, in RPCs
     /// of at most `max_rpc_bytes`; what the objects do not hold inside the file size reads
     /// as zeros.
-    #[instrument(level = "debug", skip_all, fields(offset, len))]
+    #[instrument(level = "debug", skip_all, fields(%fid, offset, len))]
     pub async fn read(
         &self,
+        fid: Fid,
         layout: &Layout,
         file_size: u64,
         offset: u64,
@@ -790,12 +837,102 @@ impl Client {
             len,
             u64::from(self.inner.config.max_rpc_bytes),
         );
+        let extents = rpcs
+            .iter()
+            .map(|r| (r.stripe_idx, r.obj_offset, r.len))
+            .collect::<Vec<_>>();
+        let held = self
+            .lock_objects(fid, stripe, LockMode::Pr, &extents)
+            .await?;
         let reads = rpcs.iter().map(|r| async move {
             let obj = stripe_object(stripe, r.stripe_idx)?;
             self.ost_read(obj, r.obj_offset, r.len).await
         });
-        let data = all_ok(join_all(reads).await)?;
-        Ok(assemble_read(&geom, offset, len, &rpcs, data))
+        let data = join_all(reads).await;
+        self.unlock(held);
+        Ok(assemble_read(&geom, offset, len, &rpcs, all_ok(data)?))
+    }
+
+    /// Takes a `mode` lock on the part of each object the extents `(stripe, object offset,
+    /// length)` touch, all objects at once.
+    async fn lock_objects(
+        &self,
+        fid: Fid,
+        stripe: &StripeLayout,
+        mode: LockMode,
+        extents: &[(u32, u64, u64)],
+    ) -> Result<Vec<Held>, ClientError> {
+        let mut per_object: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for &(stripe_idx, start, len) in extents {
+            let last = start.saturating_add(len.max(1) - 1);
+            let e = per_object.entry(stripe_idx).or_insert((start, last));
+            e.0 = e.0.min(start);
+            e.1 = e.1.max(last);
+        }
+        let locks = per_object
+            .into_iter()
+            .map(|(stripe_idx, (start, end))| async move {
+                let obj = stripe_object(stripe, stripe_idx)?;
+                self.inner
+                    .data_locks
+                    .lock(fid, obj.ost_idx, obj.oid, mode, start, end)
+                    .await
+            });
+        let results = join_all(locks).await;
+        let mut held = Vec::new();
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok(h) => held.push(h),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => {
+                self.unlock(held);
+                Err(e)
+            }
+            None => Ok(held),
+        }
+    }
+
+    fn unlock(&self, held: Vec<Held>) {
+        for h in held {
+            self.inner.data_locks.release(h);
+        }
+    }
+
+    /// Extent locks this client holds on OST objects.
+    pub fn data_locks_held(&self) -> usize {
+        self.inner.data_locks.len()
+    }
+
+    /// Installs what drops a mount's cached data when a lock is called back.
+    pub fn set_cache_invalidator(&self, inv: Arc<dyn CacheInvalidator>) {
+        self.inner.data_locks.set_invalidator(inv);
+    }
+
+    /// The file size as the objects say (each object's size on its OST, combined by the
+    /// layout), for a file others may be writing: writes go through to the OSTs, so the
+    /// objects hold the current size.
+    #[instrument(level = "debug", skip_all)]
+    pub async fn glimpse_size(&self, layout: &Layout) -> Result<u64, ClientError> {
+        let (stripe, geom) = plain_geometry(layout)?;
+        if stripe.objects.is_empty() {
+            return Ok(0);
+        }
+        let sizes = join_all(stripe.objects.iter().map(|obj| async move {
+            match self.ost_getattr(obj.ost_idx, obj.oid).await {
+                Ok(a) => Ok(a.size),
+                // A precreated object nobody wrote may not exist yet.
+                Err(e) if e.errno() == sheen_wire::Errno::ENOENT => Ok(0),
+                Err(e) => Err(e),
+            }
+        }))
+        .await;
+        Ok(geom.file_size(&all_ok(sizes)?))
     }
 
     async fn ost_read(&self, obj: OstObject, offset: u64, len: u64) -> Result<Bytes, ClientError> {
@@ -821,9 +958,10 @@ impl Client {
     /// Writes `data` at `offset`, each stripe's pieces (slices of `data`, no copies) to its
     /// OST in parallel. Returns once every OST replied (the data is durable), with
     /// `offset + data.len()`. The file size on the MDS is the caller's to update.
-    #[instrument(level = "debug", skip_all, fields(offset, len = data.len()))]
+    #[instrument(level = "debug", skip_all, fields(%fid, offset, len = data.len()))]
     pub async fn write(
         &self,
+        fid: Fid,
         layout: &Layout,
         offset: u64,
         data: Bytes,
@@ -850,6 +988,13 @@ impl Client {
             len,
             u64::from(self.inner.config.max_rpc_bytes),
         );
+        let extents = pieces
+            .iter()
+            .map(|p| (p.stripe_idx, p.obj_offset, p.len))
+            .collect::<Vec<_>>();
+        let held = self
+            .lock_objects(fid, stripe, LockMode::Pw, &extents)
+            .await?;
         let writes = pieces.iter().map(|p| {
             // The plan covers [0, len) of the buffer exactly.
             let bulk = data.slice(p.buf_offset as usize..(p.buf_offset + p.len) as usize);
@@ -866,7 +1011,9 @@ impl Client {
                 Ok(())
             }
         });
-        all_ok(join_all(writes).await)?;
+        let written = join_all(writes).await;
+        self.unlock(held);
+        all_ok(written)?;
         Ok(end)
     }
 

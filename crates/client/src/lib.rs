@@ -12,6 +12,7 @@
 //! Used by the FUSE client (`sheen-mount`) and the tools (`lfs`, `lctl`).
 
 mod client;
+mod data_locks;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -21,6 +22,7 @@ pub mod mounts;
 mod spec;
 
 pub use client::{Client, ClientConfig};
+pub use data_locks::{CacheInvalidator, INVALIDATE_WAIT};
 pub use error::ClientError;
 pub use spec::{MountSpec, MountSpecError};
 

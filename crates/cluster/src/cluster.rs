@@ -265,6 +265,16 @@ impl Cluster {
             .collect()
     }
 
+    /// Pid of the `sheen-mount` process serving `mountpoint`, while it is mounted by this
+    /// cluster: for tests that stop it (SIGSTOP) to play a client that stopped answering.
+    pub fn mount_pid(&self, mountpoint: &Path) -> Option<u32> {
+        let key = lookup_path(mountpoint);
+        self.mounts
+            .iter()
+            .find(|mount| mount.mountpoint == key)
+            .map(|mount| mount.child.id())
+    }
+
     /// What the state file records for this cluster.
     pub fn state(&self) -> ClusterState {
         let daemons = Daemon::ALL
@@ -540,16 +550,19 @@ impl Cluster {
                 "--default-stripe-size".to_owned(),
                 spec.default_stripe_size.to_string(),
             ]),
-            Daemon::Mds => args.extend([
-                "--mgs".to_owned(),
-                self.mgs_nid(),
-                "--index".to_owned(),
-                "0".to_owned(),
-                "--data-dir".to_owned(),
-                path("mdt0"),
-                "--listen".to_owned(),
-                self.nid(Daemon::Mds),
-            ]),
+            Daemon::Mds => {
+                args.extend([
+                    "--mgs".to_owned(),
+                    self.mgs_nid(),
+                    "--index".to_owned(),
+                    "0".to_owned(),
+                    "--data-dir".to_owned(),
+                    path("mdt0"),
+                    "--listen".to_owned(),
+                    self.nid(Daemon::Mds),
+                ]);
+                args.extend(callback_timeout_args(spec.callback_timeout));
+            }
             Daemon::Oss => {
                 args.extend(["--mgs".to_owned(), self.mgs_nid()]);
                 args.extend(["--listen".to_owned(), self.nid(Daemon::Oss)]);
@@ -561,6 +574,7 @@ impl Cluster {
                     args.push(format!("{ost_idx}:{}", path(&format!("ost{ost_idx}.img"))));
                 }
                 args.extend(["--ost-size".to_owned(), spec.ost_size_bytes.to_string()]);
+                args.extend(callback_timeout_args(spec.callback_timeout));
             }
         }
         args
@@ -745,6 +759,16 @@ fn first_running_pid(state: &ClusterState) -> Option<u32> {
     })
 }
 
+/// `--callback-timeout SECS` for the MDS and the OSS when the spec sets one: whole seconds,
+/// rounded up, at least 1.
+fn callback_timeout_args(timeout: Option<Duration>) -> Vec<String> {
+    let Some(timeout) = timeout else {
+        return Vec::new();
+    };
+    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
+    vec!["--callback-timeout".to_owned(), secs.max(1).to_string()]
+}
+
 fn nid(port: u16, net: &str) -> String {
     format!("127.0.0.1:{port}@{net}")
 }
@@ -768,6 +792,9 @@ fn lookup_path(mountpoint: &Path) -> PathBuf {
 
 /// Unmounts a mount of ours and reaps its `sheen-mount` process.
 fn unmount_process(mut mount: MountProcess, name: &str) -> Result<(), ClusterError> {
+    // A stopped `sheen-mount` (a test playing a silent client) would answer nothing and never
+    // exit; SIGCONT to a running process does nothing. Our unreaped child: the pid is ours.
+    let _ = process::send_signal(mount.child.id(), libc::SIGCONT);
     let unmounted = unmount_path(&mount.mountpoint);
     // After the unmount the FUSE session ends and `sheen-mount` exits by itself.
     let exited = process::wait_timeout(&mut mount.child, STOP_TIMEOUT)
@@ -910,6 +937,18 @@ mod tests {
         let err = Cluster::start(spec).err().unwrap();
         assert!(err.to_string().contains("unknown network type"), "{err}");
         assert!(!tmp.path().join("c").exists(), "a bad spec creates nothing");
+    }
+
+    #[test]
+    fn callback_timeout_is_whole_seconds_rounded_up() {
+        assert!(callback_timeout_args(None).is_empty());
+        let args = |d| callback_timeout_args(Some(d));
+        assert_eq!(args(Duration::from_secs(3)), ["--callback-timeout", "3"]);
+        assert_eq!(
+            args(Duration::from_millis(2500)),
+            ["--callback-timeout", "3"]
+        );
+        assert_eq!(args(Duration::ZERO), ["--callback-timeout", "1"]);
     }
 
     #[test]

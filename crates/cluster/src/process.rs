@@ -166,6 +166,8 @@ pub(crate) fn terminate_child(
     }
     // ESRCH cannot happen for an unreaped child; any other error falls through to SIGKILL.
     let _ = send_signal(pid, libc::SIGTERM);
+    // A stopped process (SIGSTOP in a test) handles SIGTERM only once continued.
+    let _ = send_signal(pid, libc::SIGCONT);
     if let Some(status) = wait_timeout(child, timeout).map_err(io_error)? {
         return Ok(status);
     }
@@ -231,6 +233,7 @@ pub(crate) fn terminate_pid(pid: u32, name: &str, timeout: Duration) -> Result<(
         return Ok(());
     }
     let _ = send_signal(pid, libc::SIGTERM);
+    let _ = send_signal(pid, libc::SIGCONT);
     if wait_gone(pid, timeout) {
         return Ok(());
     }
@@ -341,6 +344,24 @@ mod tests {
             text.starts_with("=== sheen-cluster: starting sleeper"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stopped_child_is_terminated_without_sigkill() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut command = Command::new("sleep");
+        command.arg("1000");
+        let log = tmp.path().join("sleep.log");
+        let mut child = spawn(command, Mode::Attached, "sleeper", &log).unwrap();
+        send_signal(child.id(), libc::SIGSTOP).unwrap();
+        let started = Instant::now();
+        let status = terminate_child(&mut child, "sleeper", Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGTERM),
+            "a stopped child must be continued so that SIGTERM ends it"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The binary whose presence marks a directory as holding the Sheen binaries.
 const MARKER_BINARY: &str = "sheen-mgs";
@@ -32,11 +33,16 @@ pub struct ClusterSpec {
     /// Reserve a second port for the OSS at start and give it as `--failnode`, so that
     /// [`Cluster::failover_oss`](crate::Cluster::failover_oss) can move the OSS there.
     pub oss_failnode: bool,
+    /// How long the MDS and the OSS wait for a client to answer a lock callback before they
+    /// evict it: given to both as `--callback-timeout SECS` (whole seconds, rounded up, at
+    /// least 1). `None` (default) passes nothing, so the daemons use their own default.
+    pub callback_timeout: Option<Duration>,
 }
 
 impl ClusterSpec {
     /// Defaults: fsname `sheen`, 4 OSTs of 1 GiB, stripe count 1, stripe size 1 MiB, network
-    /// `tcp`, no failover NID, binaries from [`bin_dir`].
+    /// `tcp`, no failover NID, the daemons' own lock callback timeout, binaries from
+    /// [`bin_dir`].
     pub fn new(dir: impl Into<PathBuf>) -> ClusterSpec {
         ClusterSpec {
             dir: dir.into(),
@@ -48,6 +54,7 @@ impl ClusterSpec {
             default_stripe_size: 1 << 20,
             net: "tcp".to_owned(),
             oss_failnode: false,
+            callback_timeout: None,
         }
     }
 }
@@ -150,5 +157,6 @@ mod tests {
         assert_eq!(spec.ost_size_bytes, 1 << 30);
         assert_eq!(spec.default_stripe_count, 1);
         assert_eq!(spec.default_stripe_size, 1 << 20);
+        assert_eq!(spec.callback_timeout, None);
     }
 }

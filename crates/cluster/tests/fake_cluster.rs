@@ -221,10 +221,34 @@ fn failed_mount_reports_log() {
     }
     assert!(mountpoint.is_dir());
     assert!(cluster.mounts().is_empty());
+    assert_eq!(cluster.mount_pid(&mountpoint), None);
     assert!(matches!(
         cluster.unmount(&mountpoint),
         Err(ClusterError::Mountpoint { .. })
     ));
+}
+
+#[test]
+fn callback_timeout_goes_to_mds_and_oss() {
+    let fixture = fixture("");
+    let mut spec = fixture.spec.clone();
+    spec.callback_timeout = Some(Duration::from_secs(3));
+    let cluster = Cluster::start(spec).unwrap();
+    let flag = |daemon| {
+        let arguments = cmdline(cluster.pid(daemon).unwrap());
+        let at = arguments.iter().position(|a| a == "--callback-timeout");
+        at.map(|at| arguments[at + 1].clone())
+    };
+    assert_eq!(flag(Daemon::Mds).as_deref(), Some("3"));
+    assert_eq!(flag(Daemon::Oss).as_deref(), Some("3"));
+    assert_eq!(flag(Daemon::Mgs), None);
+    drop(cluster);
+    let cluster = Cluster::start(fixture.spec.clone()).unwrap();
+    let oss_arguments = cmdline(cluster.pid(Daemon::Oss).unwrap());
+    assert!(
+        !oss_arguments.iter().any(|a| a == "--callback-timeout"),
+        "{oss_arguments:?}"
+    );
 }
 
 /// Runs `down` on drop, so a failing detached test leaves nothing running.

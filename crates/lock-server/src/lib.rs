@@ -231,7 +231,7 @@ impl LockServer {
             }
         };
         debug!(target_name = %self.name, cookie = handle.cookie, "lock waits");
-        let bound = self.callback_timeout * 2 + ENQUEUE_WAIT_SLACK;
+        let bound = self.callback_timeout + ENQUEUE_WAIT_SLACK;
         match tokio::time::timeout(bound, rx).await {
             Ok(Ok(g)) => Ok((g.handle, g.desc)),
             Ok(Err(_)) => Err(LockError::Shutdown),

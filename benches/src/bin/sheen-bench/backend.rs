@@ -285,11 +285,11 @@ impl Backend {
             (Backend::Mount { .. }, Handle::File(file)) => file
                 .write_all_at(data, offset)
                 .with_context(|| format!("pwrite at {offset}")),
-            (Backend::Native(native), Handle::Native { layout, .. }) => {
+            (Backend::Native(native), Handle::Native { fid, layout, .. }) => {
                 // One copy into an owned buffer; the client then slices it per stripe.
                 let bytes = Bytes::copy_from_slice(data);
                 native
-                    .block_on(native.client.write(layout, offset, bytes))
+                    .block_on(native.client.write(*fid, layout, offset, bytes))
                     .with_context(|| format!("write at {offset}"))?;
                 Ok(())
             }
@@ -313,10 +313,10 @@ impl Backend {
                 }
                 Ok(done)
             }
-            (Backend::Native(native), Handle::Native { layout, size, .. }) => {
+            (Backend::Native(native), Handle::Native { fid, layout, size }) => {
                 let len = u32::try_from(buf.len())?;
                 let data = native
-                    .block_on(native.client.read(layout, *size, offset, len))
+                    .block_on(native.client.read(*fid, layout, *size, offset, len))
                     .with_context(|| format!("read at {offset}"))?;
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())
