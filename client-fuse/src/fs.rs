@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
@@ -126,6 +126,12 @@ fn name_bytes(name: &OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
 }
 
+/// How long the kernel may cache a name and the attributes it names.
+struct Ttls {
+    entry: Duration,
+    attr: Duration,
+}
+
 fn reply_entry(reply: ReplyEntry, result: FsResult<FileAttr>) {
     match result {
         Ok(attr) => reply.entry(&limits::ATTR_TTL, &attr, Generation(0)),
@@ -175,6 +181,24 @@ struct FuseInvalidator {
 }
 
 impl CacheInvalidator for FuseInvalidator {
+    fn invalidate_attr(&self, fid: Fid) {
+        // A negative offset: the attributes only, no pages.
+        if let Err(e) = self.notifier.inval_inode(convert::ino(fid), -1, 0) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                debug!(%fid, "attribute invalidation failed: {e}");
+            }
+        }
+    }
+
+    fn invalidate_entry(&self, parent: Fid, name: &[u8]) {
+        let name = OsStr::from_bytes(name);
+        if let Err(e) = self.notifier.inval_entry(convert::ino(parent), name) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                debug!(%parent, "entry invalidation failed: {e}");
+            }
+        }
+    }
+
     fn invalidate_data(&self, fid: Fid) {
         let ino = fid.to_ino();
         self.stale
@@ -216,18 +240,53 @@ impl Inner {
     }
 
     /// Attributes, with the size of a regular file as its objects say (other clients write
-    /// through to the OSTs; the MDS learns sizes only at close).
-    async fn getattr(&self, ino: INodeNo) -> FsResult<FileAttr> {
+    /// through to the OSTs; the MDS learns sizes only at close), and how long the kernel
+    /// may cache them: as long as the locks that protect them are held, else not at all.
+    async fn getattr(&self, ino: INodeNo) -> FsResult<(FileAttr, Duration)> {
+        let fid = fid(ino)?;
         let (attr, layout) = self
             .client
-            .getattr(fid(ino)?)
+            .getattr_locked(fid, None)
             .await
             .map_err(|e| errno("getattr", &e))?;
-        let glimpsed = self.glimpse(&attr, layout.as_ref()).await?;
-        let mut shown = self.attr_of(&attr, layout.as_ref());
-        shown.size = shown.size.max(glimpsed);
-        shown.blocks = shown.blocks.max(glimpsed.div_ceil(512));
+        let shown = self.shown(&attr, layout.as_ref()).await?;
+        Ok((shown, self.attr_ttl(fid, layout.as_ref())))
+    }
+
+    /// The attributes to show for an MDS answer: the size is the largest of the MDS's,
+    /// this client's writes and the objects'.
+    async fn shown(&self, attr: &Attr, layout: Option<&Layout>) -> FsResult<FileAttr> {
+        let ino = attr.fid.to_ino();
+        let stale = self.take_stale(ino);
+        let glimpsed = self.glimpse(attr, layout).await?;
+        if stale {
+            // Someone else changed the file: what this client wrote may be cut short.
+            self.open_files().truncated(ino, attr.size.max(glimpsed));
+        }
+        let mut shown = self.attr_of(attr, layout);
+        if attr.is_reg() && layout.is_some() {
+            // Writes go through to the objects, this client's own included: the size is
+            // the MDS's (a truncate up leaves a hole past the objects) or the objects'.
+            shown.size = attr.size.max(glimpsed);
+            shown.blocks = shown.blocks.max(glimpsed.div_ceil(512));
+        }
         Ok(shown)
+    }
+
+    /// Whether a lock callback dropped `ino`'s cache since the last look (and clears it).
+    fn take_stale(&self, ino: u64) -> bool {
+        self.stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ino)
+    }
+
+    fn attr_ttl(&self, fid: Fid, layout: Option<&Layout>) -> Duration {
+        if self.client.attr_cacheable(fid, layout) {
+            limits::LOCKED_TTL
+        } else {
+            limits::ATTR_TTL
+        }
     }
 
     /// The size a regular file's objects imply (0 for anything else).
@@ -235,20 +294,31 @@ impl Inner {
         match layout {
             Some(l) if attr.is_reg() => self
                 .client
-                .glimpse_size(l)
+                .glimpse_size(attr.fid, l)
                 .await
                 .map_err(|e| errno("glimpse", &e)),
             _ => Ok(0),
         }
     }
 
-    async fn lookup(&self, parent: INodeNo, name: &[u8]) -> FsResult<FileAttr> {
+    /// A name's attributes, and how long the kernel may cache the name and the attributes.
+    async fn lookup(&self, parent: INodeNo, name: &[u8]) -> FsResult<(FileAttr, Ttls)> {
         let (attr, layout) = self
             .client
-            .lookup(fid(parent)?, name)
+            .getattr_locked(fid(parent)?, Some(name))
             .await
             .map_err(|e| errno("lookup", &e))?;
-        Ok(self.attr_of(&attr, layout.as_ref()))
+        let shown = self.shown(&attr, layout.as_ref()).await?;
+        let entry = if self.client.entry_cacheable(attr.fid) {
+            limits::LOCKED_TTL
+        } else {
+            limits::ATTR_TTL
+        };
+        let ttls = Ttls {
+            entry,
+            attr: self.attr_ttl(attr.fid, layout.as_ref()),
+        };
+        Ok((shown, ttls))
     }
 
     async fn setattr(&self, ino: INodeNo, set: SetAttr) -> FsResult<FileAttr> {
@@ -394,7 +464,7 @@ impl Inner {
             .stale
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&ino.0);
+            .contains(&ino.0);
         if stale || offset.saturating_add(u64::from(size)) > file_size {
             // Another client may have changed the size: ask the MDS and the objects.
             let (attr, l) = self
@@ -402,9 +472,7 @@ impl Inner {
                 .getattr(fid(ino)?)
                 .await
                 .map_err(|e| errno("read", &e))?;
-            let known = self.open_files().observe(ino.0, attr.size, l.as_ref());
-            let glimpsed = self.glimpse(&attr, l.as_ref()).await?;
-            file_size = known.max(glimpsed);
+            file_size = self.shown(&attr, l.as_ref()).await?.size;
         }
         self.client
             .read(fid(ino)?, &layout, file_size, offset, size)
@@ -432,9 +500,22 @@ impl Inner {
 
     /// Reports a size or mtime made stale by writes to the MDS.
     async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
-        let Some(update) = self.open_files().take_flush(ino.0) else {
+        let Some(mut update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
+        if let Some(size) = update.size {
+            // Another client may have truncated what this one wrote: report what the
+            // objects hold, never more.
+            let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
+            if let Some(layout) = layout {
+                let objects = self
+                    .client
+                    .glimpse_size(fid(ino)?, &layout)
+                    .await
+                    .map_err(|e| errno("flush", &e))?;
+                update.size = Some(size.min(objects));
+            }
+        }
         let set = SetAttr {
             size: update.size,
             mtime: update.mtime.then_some(TimeSet::Now),
@@ -614,7 +695,12 @@ impl Filesystem for SheenFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_bytes(name);
         self.spawn("lookup", parent, |fs| async move {
-            reply_entry(reply, fs.lookup(parent, &name).await);
+            match fs.lookup(parent, &name).await {
+                Ok((attr, ttls)) => {
+                    reply.entry_with_ttls(&ttls.attr, &ttls.entry, &attr, Generation(0))
+                }
+                Err(e) => reply.error(e),
+            }
         });
     }
 
@@ -626,7 +712,7 @@ impl Filesystem for SheenFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn("getattr", ino, |fs| async move {
             match fs.getattr(ino).await {
-                Ok(attr) => reply.attr(&limits::ATTR_TTL, &attr),
+                Ok((attr, ttl)) => reply.attr(&ttl, &attr),
                 Err(e) => reply.error(e),
             }
         });

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-/// How long the kernel may cache attributes and directory entries: not at all, so that a
-/// rename, unlink, chmod or size change on another client is seen at once. (Caching them
-/// under MDS inode-bits locks, as Lustre does, is the next step; file data is already cached
-/// only under OST extent locks.)
+/// How long the kernel may cache attributes and names this client holds no lock for: not
+/// at all, so that a rename, unlink, chmod or size change on another client is seen at once.
 pub const ATTR_TTL: Duration = Duration::ZERO;
+/// How long the kernel may cache attributes and names this client holds the locks for (MDT
+/// inode-bits locks; OST extent locks on every object for a file's size): until a callback
+/// drops them, which FUSE notifications do at once; the bound only limits what a lost
+/// notification could leave behind.
+pub const LOCKED_TTL: Duration = Duration::from_secs(600);
 /// Largest FUSE write request; the kernel derives FUSE_MAX_PAGES from it. One OST RPC.
 pub const MAX_WRITE_BYTES: u32 = 1 << 20;
 /// Readahead of a mount. Asked for at INIT, where the kernel grants at most its default

@@ -2,6 +2,10 @@
 //! on sled) over RPC, chooses layouts for new files and allocates their OST objects from
 //! pools precreated on the OSSs in batches, as Lustre's MDS does.
 //!
+//! Clients cache attributes and names under inode-bits locks (`sheen-lock-server`): a
+//! getattr or lookup may come with a lock (MDS_GETATTR_LOCK), and every namespace change
+//! first takes an exclusive lock on the inodes it touches, which calls those clients back.
+//!
 //! Architecture invariant: the MDS never reads or writes file data; it talks to OSSs only
 //! to precreate and destroy objects.
 
@@ -13,14 +17,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sheen_lock_server::{LockServer, ServerLock};
 use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
-use sheen_rpc::{serve, Import, ImportConfig, Request, Response, Service, ServiceError};
+use sheen_rpc::{
+    serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
+    ServiceError,
+};
 use sheen_wire::limits::READDIR_MAX_ENTRIES;
 use sheen_wire::msg::{
-    AttrReply, CloseReq, GetattrReq, Layout, LookupReq, OpenReq, ReaddirReply, ReaddirReq,
-    ReintReply, ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    AttrReply, CancelReq, CloseReq, EnqueueReply, EnqueueReq, GetattrLockReply, GetattrLockReq,
+    GetattrReq, Layout, LookupReq, OpenReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply,
+    ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
-use sheen_wire::{frame::NO_TARGET, Errno, Fid, Nid, Opcode, TargetKind, WireDecode, WireEncode};
+use sheen_wire::{
+    frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
+    ResourceId, TargetKind, WireDecode, WireEncode,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -42,6 +54,9 @@ pub struct MdsConfig {
     pub listen: Nid,
     /// Failover NIDs: where else this MDT may be served from (`--failnode`).
     pub failnodes: Vec<Nid>,
+    /// How long a client has to cancel a lock after a blocking callback before it is
+    /// evicted (`--callback-timeout`).
+    pub callback_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +73,8 @@ pub enum MdsError {
 
 struct Mds {
     ns: Arc<Namespace>,
+    /// Inode-bits locks: clients cache attributes and names under them.
+    locks: Arc<LockServer>,
     objects: Arc<ObjectAllocator>,
     name: String,
     instance: u64,
@@ -156,7 +173,194 @@ fn ns_err(e: NsError) -> ServiceError {
     ServiceError::new(e.errno(), e.to_string())
 }
 
+/// How many times a namespace change re-resolves its names when they changed while it was
+/// waiting for its locks.
+const LOCK_RESOLVE_TRIES: usize = 4;
+
+/// An exclusive lock on `bits` of `fid`, as the MDS takes around a change.
+fn ex_inode(fid: Fid, bits: u64) -> LockDesc {
+    LockDesc {
+        resource: ResourceId::fid(fid),
+        mode: LockMode::Ex,
+        policy: LockPolicy::Ibits { bits },
+    }
+}
+
+fn lock_err(e: sheen_lock_server::LockError) -> ServiceError {
+    ServiceError::new(e.errno(), e.to_string())
+}
+
 impl Mds {
+    /// The inodes a change touches and the inode bits it changes on each: a directory's
+    /// contents and times (UPDATE) when names come and go in it; a named inode whose name
+    /// goes or moves, everything; attributes (UPDATE, PERM, XATTR) for a setattr or an
+    /// xattr change. Named inodes are resolved now (a name that does not exist yet touches
+    /// only its directory).
+    async fn touched(&self, req: &ReintReq) -> Result<Vec<(Fid, u64)>, ServiceError> {
+        type Touched = (Vec<(Fid, u64)>, Vec<(Fid, Vec<u8>)>);
+        let attrs = ibits::UPDATE | ibits::PERM | ibits::XATTR;
+        let (mut out, names): Touched = match req {
+            ReintReq::Setattr { fid, .. } => (vec![(*fid, ibits::UPDATE | ibits::PERM)], vec![]),
+            ReintReq::Setxattr { fid, .. } | ReintReq::Removexattr { fid, .. } => {
+                (vec![(*fid, attrs)], vec![])
+            }
+            ReintReq::Create { parent, .. } => (vec![(*parent, ibits::UPDATE)], vec![]),
+            ReintReq::Link { fid, parent, .. } => (
+                vec![(*fid, ibits::UPDATE), (*parent, ibits::UPDATE)],
+                vec![],
+            ),
+            ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name } => (
+                vec![(*parent, ibits::UPDATE)],
+                vec![(*parent, name.clone())],
+            ),
+            ReintReq::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                ..
+            } => (
+                vec![(*src_parent, ibits::UPDATE), (*dst_parent, ibits::UPDATE)],
+                vec![
+                    (*src_parent, src_name.clone()),
+                    (*dst_parent, dst_name.clone()),
+                ],
+            ),
+        };
+        if !names.is_empty() {
+            let children = self
+                .ns(move |ns| {
+                    let mut found = Vec::new();
+                    for (parent, name) in &names {
+                        match ns.lookup(*parent, name) {
+                            Ok(a) => found.push(a.fid),
+                            Err(NsError::NotFound) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(found)
+                })
+                .await?;
+            out.extend(children.into_iter().map(|f| (f, ibits::ALL)));
+        }
+        // One lock per inode, with the union of its bits, in fid order.
+        out.sort_by_key(|(f, _)| *f);
+        let mut merged: Vec<(Fid, u64)> = Vec::with_capacity(out.len());
+        for (fid, bits) in out {
+            match merged.last_mut() {
+                Some((f, b)) if *f == fid => *b |= bits,
+                _ => merged.push((fid, bits)),
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Takes an exclusive lock on the bits `req` changes of every inode it touches, in fid
+    /// order (so two changes never wait for each other in a cycle), after the clients
+    /// caching them were called back (the requester cancelled its own in the request).
+    async fn lock_touched(&self, req: &ReintReq) -> Result<Vec<ServerLock>, ServiceError> {
+        let mut touched = self.touched(req).await?;
+        for _ in 0..LOCK_RESOLVE_TRIES {
+            let mut held = Vec::with_capacity(touched.len());
+            for (fid, bits) in &touched {
+                let l = self
+                    .locks
+                    .lock_for_server(ex_inode(*fid, *bits))
+                    .await
+                    .map_err(lock_err)?;
+                held.push(l);
+            }
+            // A name may have moved while we waited: lock what it names now.
+            let now = self.touched(req).await?;
+            let covered = now
+                .iter()
+                .all(|(f, b)| touched.iter().any(|(g, c)| g == f && (b & !c) == 0));
+            if covered {
+                return Ok(held);
+            }
+            drop(held);
+            touched = now;
+        }
+        Err(ServiceError::new(
+            Errno::EAGAIN,
+            "names kept changing while locking them",
+        ))
+    }
+
+    /// MDS_GETATTR_LOCK: attributes, with the locks asked for that can be granted at once.
+    async fn getattr_lock(
+        &self,
+        export: Option<ExportId>,
+        r: GetattrLockReq,
+    ) -> Result<GetattrLockReply, ServiceError> {
+        let bad_bits = r.bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
+        if !matches!(r.mode, LockMode::Pr | LockMode::Cr) || bad_bits || r.bits.len() > 4 {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                "getattr locks are PR or CR, on at most 4 sets of known inode bits",
+            ));
+        }
+        let parent = r.fid;
+        let want_symlink = r.want_symlink;
+        let name = r.name.clone();
+        let read = |name: Option<Vec<u8>>, fid: Fid| async move {
+            match name {
+                Some(name) => {
+                    self.attr_of(move |ns| ns.lookup(parent, &name), want_symlink)
+                        .await
+                }
+                None => self.attr_of(move |ns| ns.getattr(fid), want_symlink).await,
+            }
+        };
+        let first = read(name.clone(), parent).await?;
+        let Some(export) = export else {
+            return Ok(GetattrLockReply {
+                reply: first,
+                locks: Vec::new(),
+            });
+        };
+        let fid = first.attr.fid;
+        let mut locks = Vec::new();
+        for bits in &r.bits {
+            let req = EnqueueReq {
+                desc: LockDesc {
+                    resource: ResourceId::fid(fid),
+                    mode: r.mode,
+                    policy: LockPolicy::Ibits { bits: *bits },
+                },
+                flags: ldlm_flags::BLOCK_NOWAIT,
+            };
+            // Refused when someone is changing it: that part is good for now only.
+            if let Ok((handle, desc)) = self.locks.enqueue(export, &req).await {
+                locks.push(EnqueueReply {
+                    handle,
+                    desc,
+                    granted: true,
+                    lvb: None,
+                });
+            }
+        }
+        if locks.is_empty() {
+            return Ok(GetattrLockReply {
+                reply: first,
+                locks,
+            });
+        }
+        // Read again under the locks: a change that finished in between is in this answer,
+        // and any later one calls the locks back first.
+        match read(name, fid).await {
+            Ok(reply) if reply.attr.fid == fid => Ok(GetattrLockReply { reply, locks }),
+            other => {
+                let handles: Vec<_> = locks.iter().map(|l| l.handle).collect();
+                self.locks.cancel(export, &handles);
+                Ok(GetattrLockReply {
+                    reply: other?,
+                    locks: Vec::new(),
+                })
+            }
+        }
+    }
+
     /// Runs a namespace call on the blocking pool (sled may block on I/O).
     async fn ns<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
@@ -443,6 +647,37 @@ impl Service for Mds {
                     .await?;
                 Ok(Response::new(&reply))
             }
+            Opcode::MdsGetattrLock => {
+                let r: GetattrLockReq = req.decode()?;
+                let reply = self.getattr_lock(req.export, r).await?;
+                Ok(Response::new(&reply))
+            }
+            Opcode::LdlmEnqueue => {
+                let r: EnqueueReq = req.decode()?;
+                let export = req
+                    .export
+                    .ok_or_else(|| ServiceError::new(Errno::ENOTCONN, "enqueue before connect"))?;
+                if !matches!(r.desc.policy, LockPolicy::Ibits { .. }) {
+                    return Err(ServiceError::new(
+                        Errno::EINVAL,
+                        "MDT locks are inode-bits locks",
+                    ));
+                }
+                let (handle, desc) = self.locks.enqueue(export, &r).await.map_err(lock_err)?;
+                Ok(Response::new(&EnqueueReply {
+                    handle,
+                    desc,
+                    granted: true,
+                    lvb: None,
+                }))
+            }
+            Opcode::LdlmCancel => {
+                let r: CancelReq = req.decode()?;
+                if let Some(export) = req.export {
+                    self.locks.cancel(export, &r.handles);
+                }
+                Ok(Response::empty())
+            }
             Opcode::MdsGetattrName => {
                 let r: LookupReq = req.decode()?;
                 let reply = self
@@ -450,8 +685,19 @@ impl Service for Mds {
                     .await?;
                 Ok(Response::new(&reply))
             }
-            Opcode::MdsReint => {
-                let r: ReintReq = req.decode()?;
+            Opcode::MdsReint | Opcode::MdsReintCancel => {
+                let r = if req.opcode == Opcode::MdsReint {
+                    req.decode::<ReintReq>()?
+                } else {
+                    let rc: ReintCancelReq = req.decode()?;
+                    if let Some(export) = req.export {
+                        self.locks.cancel(export, &rc.cancels);
+                    }
+                    rc.reint
+                };
+                // Clients caching what changes are called back first; the locks are held
+                // until the change is committed.
+                let _locks = self.lock_touched(&r).await?;
                 // Each modifying step commits before it returns (`ns_commit`).
                 let reply = self.reint(r).await?;
                 let transno = self.commits.committed();
@@ -604,15 +850,31 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     let name = TargetKind::Mdt.target_name(&cfg.fsname, cfg.index);
     info!(nid = %listener.local_nid(), target = %name, "MDS ready");
     let commits = Arc::new(GroupCommit::new(ns.last_transno()));
+    let instance = sheen_daemon::instance_id();
+    let exports = Exports::new();
+    let lock_config = sheen_dlm::Config {
+        callback_timeout: cfg.callback_timeout,
+        // Handles from before a restart must not name a lock of this run.
+        first_cookie: instance << 16,
+        ..sheen_dlm::Config::default()
+    };
+    let locks = LockServer::new(name.clone(), Arc::clone(&exports), lock_config);
+    {
+        let locks = Arc::clone(&locks);
+        exports.set_gone_hook(Arc::new(move |id| locks.export_gone(id)));
+    }
+    let reaper = tokio::spawn(Arc::clone(&locks).run_reaper(shutdown.clone()));
     let service = Arc::new(Mds {
         ns: Arc::clone(&ns),
+        locks,
         objects,
         name,
-        instance: sheen_daemon::instance_id(),
+        instance,
         commits,
         data_dir: cfg.data_dir.clone(),
     });
-    serve(listener, service, shutdown).await;
+    serve_with_exports(listener, service, exports, shutdown).await;
+    reaper.abort();
     refresher.abort();
     if let Err(e) = tokio::task::spawn_blocking(move || ns.flush()).await? {
         warn!("failed to flush the namespace at shutdown: {e}");

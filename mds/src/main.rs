@@ -29,6 +29,10 @@ struct Args {
     /// Registered with the MGS after `--listen`; clients try them in turn.
     #[arg(long = "failnode", value_name = "NID")]
     failnodes: Vec<Nid>,
+    /// Seconds a client has to cancel a lock after a blocking callback before it is
+    /// evicted.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    callback_timeout: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             data_dir: args.data_dir,
             listen: args.listen,
             failnodes: args.failnodes,
+            callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

@@ -248,7 +248,7 @@ impl Service for Oss {
                     None
                 } else {
                     let l = locks
-                        .lock_for_server(req.export, desc)
+                        .lock_for_server(desc)
                         .await
                         .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
                     Some(l)

@@ -19,18 +19,23 @@ use sheen_wire::limits::{
     NAME_MAX_BYTES, PATH_MAX_BYTES, READDIR_MAX_ENTRIES, XATTR_VALUE_MAX_BYTES,
 };
 use sheen_wire::msg::{
-    Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrReq, Layout,
-    LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply, OstListReq, OstObject, OstPunchReq,
-    OstReadReq, OstSyncReq, OstWriteReply, OstWriteReq, ReaddirReply, ReaddirReq, ReintReply,
-    ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
+    Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrLockReply,
+    GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply,
+    OstListReq, OstObject, OstPunchReq, OstReadReq, OstSyncReq, OstWriteReply, OstWriteReq,
+    ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr, StatfsReply,
+    StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
 };
-use sheen_wire::{Fid, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF};
+use sheen_wire::{
+    Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF,
+};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
-use crate::data_locks::{CacheInvalidator, DataLocks, Held, OssCallbacks};
 use crate::io_plan::{assemble_read, plan_read, plan_write};
 use crate::limits;
+use crate::locks::{
+    CacheInvalidator, Held, Invalidation, Locks, ServerCallbacks, Target, ATTR_BITS,
+};
 use crate::{ClientError, MountSpec};
 
 /// The MDT every metadata operation goes to (DNE comes later).
@@ -132,8 +137,8 @@ struct Inner {
     osts: BTreeMap<u32, Ost>,
     /// One import per OSS (its list of NIDs), shared by the OSTs it serves (kept for unmount).
     oss_imports: Vec<Import>,
-    /// Extent locks held on OST objects.
-    data_locks: Arc<DataLocks>,
+    /// Locks held on OST objects and MDT inodes.
+    locks: Arc<Locks>,
     root: Fid,
 }
 
@@ -228,18 +233,19 @@ impl Client {
         let mut mdts = BTreeMap::new();
         let mut osts = BTreeMap::new();
         // Keyed by the OSS's NIDs: the OSTs it serves register the same list.
-        let mut oss_by_nid: HashMap<Vec<Nid>, (Import, Arc<OssCallbacks>, Vec<u32>)> =
+        let mut oss_by_nid: HashMap<Vec<Nid>, (Import, Arc<ServerCallbacks>, Vec<u32>)> =
             HashMap::new();
-        let data_locks = DataLocks::new();
+        let locks = Locks::new();
         for target in &fs_config.targets {
             let duplicate = match target.kind {
                 TargetKind::Mgs => continue,
                 TargetKind::Mdt => {
                     let nids = target_nids(target)?;
-                    let import = new_import(
-                        &nids,
-                        config.import_config(Opcode::MdsConnect, &target.name),
-                    )?;
+                    let callbacks = ServerCallbacks::new(&locks);
+                    let _ = callbacks.targets.set(vec![Target::Mdt(target.index)]);
+                    let mut icfg = config.import_config(Opcode::MdsConnect, &target.name);
+                    icfg.callbacks = Some(Callbacks(callbacks));
+                    let import = new_import(&nids, icfg)?;
                     mdts.insert(
                         target.index,
                         Mdt {
@@ -257,10 +263,7 @@ impl Client {
                             i.clone()
                         }
                         None => {
-                            let callbacks = Arc::new(OssCallbacks {
-                                locks: Arc::clone(&data_locks),
-                                osts: std::sync::OnceLock::new(),
-                            });
+                            let callbacks = ServerCallbacks::new(&locks);
                             let mut icfg = config.import_config(Opcode::OstConnect, "");
                             icfg.callbacks = Some(Callbacks(callbacks.clone()));
                             let i = new_import(&nids, icfg)?;
@@ -299,19 +302,25 @@ impl Client {
         );
         let mut oss_imports = Vec::new();
         for (import, callbacks, ost_list) in oss_by_nid.into_values() {
-            let _ = callbacks.osts.set(ost_list);
+            let _ = callbacks
+                .targets
+                .set(ost_list.into_iter().map(Target::Ost).collect());
             oss_imports.push(import);
         }
-        data_locks.set_imports(
-            osts.iter()
-                .map(|(idx, ost)| (*idx, ost.import.clone()))
-                .collect(),
-        );
+        let lock_imports = osts
+            .iter()
+            .map(|(idx, ost)| (Target::Ost(*idx), ost.import.clone()))
+            .chain(
+                mdts.iter()
+                    .map(|(idx, mdt)| (Target::Mdt(*idx), mdt.import.clone())),
+            )
+            .collect();
+        locks.set_imports(lock_imports);
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
                 oss_imports,
-                data_locks,
+                locks,
                 fs_config,
                 mgs,
                 mdts,
@@ -350,7 +359,18 @@ impl Client {
     }
 
     async fn reint(&self, req: &ReintReq) -> Result<ReintReply, ClientError> {
-        self.mds(Opcode::MdsReint, req).await
+        let (cancels, drops) = self.early_cancel(req);
+        let reply = if cancels.is_empty() {
+            self.mds(Opcode::MdsReint, req).await
+        } else {
+            let rc = ReintCancelReq {
+                cancels,
+                reint: req.clone(),
+            };
+            self.mds(Opcode::MdsReintCancel, &rc).await
+        };
+        self.inner.locks.drop_later(drops);
+        reply
     }
 
     fn ost(&self, ost_idx: u32) -> Result<&Ost, ClientError> {
@@ -874,8 +894,8 @@ impl Client {
             .map(|(stripe_idx, (start, end))| async move {
                 let obj = stripe_object(stripe, stripe_idx)?;
                 self.inner
-                    .data_locks
-                    .lock(fid, obj.ost_idx, obj.oid, mode, start, end)
+                    .locks
+                    .lock_extent(fid, obj.ost_idx, obj.oid, mode, start, end)
                     .await
             });
         let results = join_all(locks).await;
@@ -900,30 +920,149 @@ impl Client {
 
     fn unlock(&self, held: Vec<Held>) {
         for h in held {
-            self.inner.data_locks.release(h);
+            self.inner.locks.release(h);
         }
     }
 
-    /// Extent locks this client holds on OST objects.
-    pub fn data_locks_held(&self) -> usize {
-        self.inner.data_locks.len()
+    /// Locks this client holds, on OST objects and MDT inodes.
+    pub fn locks_held(&self) -> usize {
+        self.inner.locks.len()
     }
 
-    /// Installs what drops a mount's cached data when a lock is called back.
+    /// Installs what drops a mount's caches when a lock is called back.
     pub fn set_cache_invalidator(&self, inv: Arc<dyn CacheInvalidator>) {
-        self.inner.data_locks.set_invalidator(inv);
+        self.inner.locks.set_invalidator(inv);
+    }
+
+    /// Whether this client holds the locks under which the kernel may cache `fid`'s
+    /// attributes: the attribute lock on the inode and, for a file with objects, a lock on
+    /// the whole of every object (the size).
+    pub fn attr_cacheable(&self, fid: Fid, layout: Option<&Layout>) -> bool {
+        if !self.inner.locks.holds_inode(MDT0_INDEX, fid, ATTR_BITS) {
+            return false;
+        }
+        let objects: Vec<(u32, u64)> = layout
+            .iter()
+            .flat_map(|l| l.components.iter())
+            .flat_map(|c| c.stripe.objects.iter())
+            .map(|o| (o.ost_idx, o.oid))
+            .collect();
+        self.inner.locks.covers_objects(&objects)
+    }
+
+    /// Whether this client holds the lock under which the kernel may cache the name of
+    /// `fid` (its LOOKUP lock).
+    pub fn entry_cacheable(&self, fid: Fid) -> bool {
+        self.inner
+            .locks
+            .holds_inode(MDT0_INDEX, fid, sheen_wire::ibits::LOOKUP)
+    }
+
+    /// Getattr (or lookup of `name` in `fid`) asking for the inode locks not held yet: the
+    /// name's LOOKUP lock (lookups) and the attribute lock, each granted unless another
+    /// client's change is in the way.
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn getattr_locked(
+        &self,
+        fid: Fid,
+        name: Option<&[u8]>,
+    ) -> Result<(Attr, Option<Layout>), ClientError> {
+        if let Some(n) = name {
+            check_name(n)?;
+        }
+        // For a lookup, the child is not known before the answer: ask for both.
+        let wanted: Vec<u64> = match name {
+            Some(_) => vec![sheen_wire::ibits::LOOKUP, ATTR_BITS],
+            None => self
+                .inner
+                .locks
+                .missing_inode_bits(MDT0_INDEX, fid, &[ATTR_BITS]),
+        };
+        let req = GetattrLockReq {
+            fid,
+            name: name.map(<[u8]>::to_vec),
+            want_symlink: false,
+            mode: sheen_wire::LockMode::Pr,
+            bits: wanted,
+        };
+        let reply: GetattrLockReply = self.mds(Opcode::MdsGetattrLock, &req).await?;
+        let child = reply.reply.attr.fid;
+        self.inner
+            .locks
+            .add_inode_locks(MDT0_INDEX, child, name.map(|n| (fid, n)), &reply.locks);
+        Ok((reply.reply.attr, reply.reply.layout))
+    }
+
+    /// Takes this client's own locks on what a namespace change touches out of its cache,
+    /// for the request to cancel (see [`crate::locks`]); returns their handles and what the
+    /// kernel cached under them, to drop once the change is done.
+    fn early_cancel(&self, req: &ReintReq) -> (Vec<LockHandle>, Vec<Invalidation>) {
+        use sheen_wire::ibits;
+        let locks = &self.inner.locks;
+        let attrs = ibits::UPDATE | ibits::PERM | ibits::XATTR;
+        let mut handles = Vec::new();
+        let mut drops = Vec::new();
+        let mut cancel = |fid: Fid, bits: u64| {
+            let (h, d) = locks.early_cancel(MDT0_INDEX, fid, bits);
+            handles.extend(h);
+            drops.extend(d);
+        };
+        match req {
+            ReintReq::Setattr { fid, .. } => cancel(*fid, ibits::UPDATE | ibits::PERM),
+            ReintReq::Setxattr { fid, .. } | ReintReq::Removexattr { fid, .. } => {
+                cancel(*fid, attrs)
+            }
+            ReintReq::Create { parent, .. } => cancel(*parent, ibits::UPDATE),
+            ReintReq::Link { fid, parent, .. } => {
+                cancel(*fid, ibits::UPDATE);
+                cancel(*parent, ibits::UPDATE);
+            }
+            ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name } => {
+                cancel(*parent, ibits::UPDATE);
+                if let Some(child) = locks.child_named(*parent, name) {
+                    cancel(child, ibits::ALL);
+                }
+            }
+            ReintReq::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                ..
+            } => {
+                cancel(*src_parent, ibits::UPDATE);
+                cancel(*dst_parent, ibits::UPDATE);
+                for (p, n) in [(src_parent, src_name), (dst_parent, dst_name)] {
+                    if let Some(child) = locks.child_named(*p, n) {
+                        cancel(child, ibits::ALL);
+                    }
+                }
+                // The kernel keeps the moved dentry under its new name.
+                drops.push(Invalidation::Entries(vec![(*dst_parent, dst_name.clone())]));
+            }
+        }
+        (handles, drops)
     }
 
     /// The file size as the objects say (each object's size on its OST, combined by the
     /// layout), for a file others may be writing: writes go through to the OSTs, so the
     /// objects hold the current size.
-    #[instrument(level = "debug", skip_all)]
-    pub async fn glimpse_size(&self, layout: &Layout) -> Result<u64, ClientError> {
+    ///
+    /// Each object is glimpsed with a PR lock on all of it when the OST can grant one at
+    /// once (the grant carries the size, and the lock lets the mount cache the size and
+    /// data until someone writes); else its size is asked for.
+    #[instrument(level = "debug", skip_all, fields(%fid))]
+    pub async fn glimpse_size(&self, fid: Fid, layout: &Layout) -> Result<u64, ClientError> {
         let (stripe, geom) = plain_geometry(layout)?;
         if stripe.objects.is_empty() {
             return Ok(0);
         }
         let sizes = join_all(stripe.objects.iter().map(|obj| async move {
+            match self.inner.locks.glimpse(fid, obj.ost_idx, obj.oid).await {
+                Ok(Some(size)) => return Ok(size),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
             match self.ost_getattr(obj.ost_idx, obj.oid).await {
                 Ok(a) => Ok(a.size),
                 // A precreated object nobody wrote may not exist yet.

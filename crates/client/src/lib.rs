@@ -12,18 +12,18 @@
 //! Used by the FUSE client (`sheen-mount`) and the tools (`lfs`, `lctl`).
 
 mod client;
-mod data_locks;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod io_plan;
 pub mod limits;
+mod locks;
 pub mod mounts;
 mod spec;
 
 pub use client::{Client, ClientConfig};
-pub use data_locks::{CacheInvalidator, INVALIDATE_WAIT};
 pub use error::ClientError;
+pub use locks::{CacheInvalidator, ATTR_BITS, INVALIDATE_WAIT};
 pub use spec::{MountSpec, MountSpecError};
 
 // Re-exported so users of the client need no direct dependency for the common types.

@@ -303,6 +303,7 @@ struct Oss {
     max_in_flight: AtomicUsize,
     /// Each write waits this long, so that writes pile up and the cap shows.
     write_delay: Duration,
+    next_lock: AtomicUsize,
 }
 
 #[async_trait]
@@ -316,6 +317,18 @@ impl Service for Oss {
     async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
         let ost = req.target_idx();
         match req.opcode {
+            // One client: every lock is granted as asked, cancels are accepted.
+            Opcode::LdlmEnqueue => {
+                let r: EnqueueReq = req.decode()?;
+                let cookie = self.next_lock.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+                Ok(Response::new(&EnqueueReply {
+                    handle: sheen_wire::LockHandle { cookie },
+                    desc: r.desc,
+                    granted: true,
+                    lvb: None,
+                }))
+            }
+            Opcode::LdlmCancel => Ok(Response::empty()),
             Opcode::OstRead => {
                 let r: OstReadReq = req.decode()?;
                 let objects = self.objects.lock().unwrap();
@@ -568,7 +581,10 @@ async fn striped_io_truncate_and_holes() {
     ] {
         let data = pattern((end - off) as usize, seed);
         expect[off as usize..end as usize].copy_from_slice(&data);
-        let got = client.write(&layout, off, Bytes::from(data)).await.unwrap();
+        let got = client
+            .write(file.fid, &layout, off, Bytes::from(data))
+            .await
+            .unwrap();
         assert_eq!(got, end);
     }
     let a = client
@@ -583,7 +599,10 @@ async fn striped_io_truncate_and_holes() {
     assert_eq!(a.unwrap().size, size);
 
     for (off, len) in [(0, size), (MIB - 10, 200 * KIB), (size - 100, 1000), (5, 1)] {
-        let got = client.read(&layout, size, off, len as u32).await.unwrap();
+        let got = client
+            .read(file.fid, &layout, size, off, len as u32)
+            .await
+            .unwrap();
         let end = (off + len).min(size);
         assert_eq!(
             &got[..],
@@ -592,13 +611,13 @@ async fn striped_io_truncate_and_holes() {
         );
     }
     assert!(client
-        .read(&layout, size, size, 10)
+        .read(file.fid, &layout, size, size, 10)
         .await
         .unwrap()
         .is_empty());
     // A read past the end of the objects but inside the file size reads zeros.
     let got = client
-        .read(&layout, size + MIB, size, MIB as u32)
+        .read(file.fid, &layout, size + MIB, size, MIB as u32)
         .await
         .unwrap();
     assert_eq!(got.len() as u64, MIB);
@@ -620,7 +639,7 @@ async fn striped_io_truncate_and_holes() {
         let oa = client.ost_getattr(obj.ost_idx, obj.oid).await.unwrap();
         assert_eq!(oa.size, geom.object_size(i as u32, small), "object {i}");
     }
-    let got = client.read(&layout, small, 0, MIB as u32).await.unwrap();
+    let got = client.read(file.fid, &layout, small, 0, MIB as u32).await.unwrap();
     assert_eq!(&got[..], &expect[..small as usize]);
     client.fsync(Some(&layout)).await.unwrap();
     assert!(cluster.mds.inodes.lock().unwrap()[&file.fid].attr.size == small);
@@ -629,7 +648,7 @@ async fn striped_io_truncate_and_holes() {
         mirror_count: 2,
         ..layout.clone()
     };
-    let err = client.read(&composite, size, 0, 10).await.unwrap_err();
+    let err = client.read(file.fid, &composite, size, 0, 10).await.unwrap_err();
     assert!(matches!(err, ClientError::CompositeLayout));
     assert_eq!(err.errno(), Errno::EOPNOTSUPP);
     client.unmount().await;
@@ -651,18 +670,18 @@ async fn rpcs_in_flight_are_capped_per_ost() {
         pool: String::new(),
         objects: Vec::new(),
     });
-    let (_, layout) = client
+    let (file, layout) = client
         .create(Fid::ROOT, b"big", 0o644, Creds::default(), Some(one_stripe))
         .await
         .unwrap();
     let layout = layout.unwrap();
     assert_eq!(layout.as_plain().unwrap().stripe_count, 1);
     let data = Bytes::from(pattern((12 * MIB) as usize, 9));
-    client.write(&layout, 0, data.clone()).await.unwrap();
+    client.write(file.fid, &layout, 0, data.clone()).await.unwrap();
     let max = cluster.oss.max_in_flight.load(Ordering::SeqCst);
     assert!((2..=3).contains(&max), "max in flight {max}");
     let got = client
-        .read(&layout, 12 * MIB, 0, (12 * MIB) as u32)
+        .read(file.fid, &layout, 12 * MIB, 0, (12 * MIB) as u32)
         .await
         .unwrap();
     assert!(got == data);

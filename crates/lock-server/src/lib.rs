@@ -1,10 +1,10 @@
 //! The lock service of one server target [ldlm on the server]: `sheen-dlm`'s [`LockTable`]
 //! behind RPC, as the MDS (inode-bits locks) and each OST (extent locks) run it.
 //!
-//! - LDLM_ENQUEUE from a client ([`LockServer::enqueue`]): the client's own conflicting
-//!   locks on the resource are cancelled first (Lustre's early lock cancel: the client
-//!   dropped them before asking), then the lock is granted at once or waits; the holders of
-//!   conflicting locks get a blocking callback (LDLM_BL_CALLBACK) on their own connection
+//! - LDLM_ENQUEUE from a client ([`LockServer::enqueue`]): the lock is granted at once or
+//!   waits; the holders of conflicting locks (the asking client too: it cancels what it
+//!   wants gone first, by name, so that client and server never disagree on what it holds)
+//!   get a blocking callback (LDLM_BL_CALLBACK) on their own connection
 //!   through [`Exports`], and the enqueue is answered when the lock is granted (the reply is
 //!   the grant, so no completion callback is needed).
 //! - LDLM_CANCEL ([`LockServer::cancel`]) releases locks and grants the waiters that can go.
@@ -154,26 +154,19 @@ impl LockServer {
         req: &EnqueueReq,
     ) -> Result<(LockHandle, LockDesc), LockError> {
         let nowait = req.flags & ldlm_flags::BLOCK_NOWAIT != 0;
-        self.acquire(
-            ClientId(export.0),
-            Some(ClientId(export.0)),
-            req.desc,
-            nowait,
-        )
-        .await
+        self.acquire(ClientId(export.0), req.desc, nowait).await
     }
 
-    /// Takes a lock for the server itself (dropped with the returned guard), after
-    /// cancelling the conflicting locks of `requester` (the client whose request causes
-    /// this: it dropped those locks itself before sending the request). Every other holder
-    /// of a conflicting lock is called back and waited for (or evicted).
+    /// Takes a lock for the server itself (dropped with the returned guard). Every holder of
+    /// a conflicting lock is called back and waited for (or evicted), the client whose
+    /// request causes this included: a client cancels its own locks first, naming them
+    /// (LDLM_CANCEL, or the cancel list of its request), so that both sides agree on what it
+    /// holds.
     pub async fn lock_for_server(
         self: &Arc<Self>,
-        requester: Option<ExportId>,
         desc: LockDesc,
     ) -> Result<ServerLock, LockError> {
-        let own = requester.map(|e| ClientId(e.0));
-        let (handle, _) = self.acquire(SERVER, own, desc, false).await?;
+        let (handle, _) = self.acquire(SERVER, desc, false).await?;
         Ok(ServerLock {
             server: Arc::clone(self),
             handle,
@@ -183,27 +176,12 @@ impl LockServer {
     async fn acquire(
         self: &Arc<Self>,
         owner: ClientId,
-        early_cancel: Option<ClientId>,
         desc: LockDesc,
         nowait: bool,
     ) -> Result<(LockHandle, LockDesc), LockError> {
         let (handle, rx) = {
             let mut st = self.state();
             let mut progress = Progress::default();
-            if let Some(c) = early_cancel {
-                for h in st.table.client_locks(c) {
-                    let conflicting = st
-                        .table
-                        .get(h)
-                        .is_some_and(|l| policy::conflicts(&l.desc, &desc));
-                    if conflicting {
-                        if let Ok(p) = st.table.cancel(h) {
-                            progress.granted.extend(p.granted);
-                            progress.blocking.extend(p.blocking);
-                        }
-                    }
-                }
-            }
             let enqueued = if nowait {
                 st.table.enqueue_nowait(owner, desc)
             } else {

@@ -216,13 +216,15 @@ async fn a_client_that_disconnects_loses_its_locks_at_once() {
 }
 
 #[tokio::test]
-async fn nowait_enqueue_is_refused_with_eagain_and_own_locks_do_not_conflict() {
+async fn nowait_enqueue_is_refused_with_eagain_and_own_locks_are_called_back() {
     let (nid, _locks, stop) = start(Duration::from_secs(30)).await;
-    let (a, _ha) = client(nid, "client-a");
+    let (a, ha) = client(nid, "client-a");
     let (b, hb) = client(nid, "client-b");
     enqueue(&a, &extent(LockMode::Pr, 0, LOCK_EXTENT_EOF)).await;
-    // A upgrading to PW cancels its own PR first (no callback to itself).
+    // A asking for PW over its own PR: its PR is called back like anyone's (the server
+    // never drops a lock the client did not name).
     enqueue(&a, &extent(LockMode::Pw, 0, LOCK_EXTENT_EOF)).await;
+    assert_eq!(ha.callbacks.load(Ordering::SeqCst), 1);
     let mut req = extent(LockMode::Pr, 0, 10);
     req.flags = sheen_wire::ldlm_flags::BLOCK_NOWAIT;
     let err = b
@@ -231,5 +233,22 @@ async fn nowait_enqueue_is_refused_with_eagain_and_own_locks_do_not_conflict() {
         .unwrap_err();
     assert_eq!(err.errno(), sheen_wire::Errno::EAGAIN, "{err}");
     assert_eq!(hb.callbacks.load(Ordering::SeqCst), 0);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_conflict_calls_back_only_locks_on_the_same_resource() {
+    let (nid, locks, stop) = start(Duration::from_secs(30)).await;
+    let (a, ha) = client(nid, "client-a");
+    let (b, _hb) = client(nid, "client-b");
+    // A reads two objects, then B writes the first: only A's PR on the first goes.
+    let mut other = extent(LockMode::Pr, 0, LOCK_EXTENT_EOF);
+    other.desc.resource = ResourceId::object(0, 43);
+    enqueue(&a, &extent(LockMode::Pr, 0, LOCK_EXTENT_EOF)).await;
+    let kept = enqueue(&a, &other).await;
+    enqueue(&b, &extent(LockMode::Pw, 0, 10)).await;
+    assert_eq!(locks.len(), 2, "B's PW and A's PR on the other object");
+    assert_eq!(ha.callbacks.load(Ordering::SeqCst), 1);
+    assert_eq!(kept.desc.resource, ResourceId::object(0, 43));
     stop.cancel();
 }

@@ -536,7 +536,7 @@ impl Import {
                         Some(cb) => spawn_callback(Arc::clone(&cb.0), Arc::clone(&live), m),
                         None => {
                             let xid = m.header.xid;
-                            warn!(%nid, xid, "server sent a request to an import without callbacks");
+                            warn!(%nid, xid, "a request from the server, no callback handler");
                             ended(&live);
                             return;
                         }

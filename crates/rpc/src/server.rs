@@ -120,6 +120,7 @@ pub trait Service: Send + Sync + 'static {
         matches!(
             opcode,
             Opcode::MdsReint
+                | Opcode::MdsReintCancel
                 | Opcode::MdsOpen
                 | Opcode::MdsClose
                 | Opcode::OstCreate

@@ -138,6 +138,9 @@ pub fn body(data: &[u8]) {
             GlimpseAst,
             OpenReq,
             CloseReq,
+            GetattrLockReq,
+            GetattrLockReply,
+            ReintCancelReq,
         ]
     )
 }

@@ -816,6 +816,41 @@ wire_type! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Getattr with a lock
+
+wire_type! {
+    /// MDS_GETATTR_LOCK: the attributes of `fid`, or of the entry `name` in directory `fid`
+    /// when a name is given, and one lock on the inode in `mode` for each entry of `bits`
+    /// (inode bits, [`ibits`]) that the MDS can grant without waiting.
+    pub struct GetattrLockReq {
+        pub fid: Fid,
+        pub name: Option<Vec<u8>>,
+        pub want_symlink: bool,
+        pub mode: LockMode,
+        pub bits: Vec<u64>,
+    }
+}
+
+wire_type! {
+    /// The answer: the attributes, and the locks granted (those another client's conflicting
+    /// lock stood in the way of are missing: what they would cover is good for this answer
+    /// only).
+    pub struct GetattrLockReply {
+        pub reply: AttrReply,
+        pub locks: Vec<EnqueueReply>,
+    }
+}
+
+wire_type! {
+    /// MDS_REINT_CANCEL: a namespace change, after cancelling the client's own locks named
+    /// in `cancels` (those the change would call back). Replied with a `ReintReply`.
+    pub struct ReintCancelReq {
+        pub cancels: Vec<LockHandle>,
+        pub reint: ReintReq,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Open and close
 
 wire_type! {

@@ -54,6 +54,13 @@ pub enum Opcode {
     /// A client opens a file: the MDS counts the open, so that a file unlinked while open
     /// lives on as an orphan until its last close (Lustre does this with an open intent).
     MdsOpen = 2000,
+    /// Getattr or lookup that also asks for an inode-bits lock on the inode, so the client
+    /// may cache what it got until called back (Lustre does this with a getattr intent in
+    /// an LDLM enqueue).
+    MdsGetattrLock = 2001,
+    /// MDS_REINT with the client's own locks to cancel first (Lustre packs these early lock
+    /// cancels into the same request).
+    MdsReintCancel = 2002,
 }
 
 impl Opcode {
@@ -95,6 +102,8 @@ impl Opcode {
             256 => MgsConfigRead,
             400 => ObdPing,
             2000 => MdsOpen,
+            2001 => MdsGetattrLock,
+            2002 => MdsReintCancel,
             _ => return None,
         })
     }
@@ -142,6 +151,8 @@ impl Opcode {
             MgsConfigRead => "mgs_config_read",
             ObdPing => "obd_ping",
             MdsOpen => "mds_open",
+            MdsGetattrLock => "mds_getattr_lock",
+            MdsReintCancel => "mds_reint_cancel",
         }
     }
 }

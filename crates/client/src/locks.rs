@@ -1,0 +1,660 @@
+//! The locks a client holds [ldlm on the client, osc and mdc locks]: what lets a mount cache
+//! file data, attributes and names, and what tells it to stop.
+//!
+//! - OST extent locks: every read takes a PR lock and every write a PW lock on the byte
+//!   ranges of the objects it touches, matching a held lock first (the common case), else
+//!   enqueueing one (the OST grows it to the widest free range). A getattr takes a PR lock on
+//!   `[0, EOF]` of every object without waiting (a glimpse: the grant carries the object's
+//!   size); while a client holds such locks on every object of a file, nobody else can
+//!   change the file's data or size, so the mount may cache both.
+//! - MDT inode-bits locks: a lookup or getattr asks for them with the attributes
+//!   (MDS_GETATTR_LOCK): LOOKUP protects a name → inode binding (the kernel's dentry),
+//!   UPDATE|PERM|XATTR an inode's attributes. Each is a lock of its own, so a create in a
+//!   directory (which changes its UPDATE bits) leaves the directory's dentry cached.
+//!
+//! Locks stay cached after use, in an LRU. When another client needs a conflicting lock, the
+//! server sends a blocking callback: the mount drops what the lock protects (through the
+//! [`CacheInvalidator`] the FUSE mount installs), then the lock is cancelled, so the other
+//! client's change is made only once this mount can no longer serve what it replaces. A
+//! lock in use is cancelled when its last user is done.
+//!
+//! Before a namespace change of its own, the client takes its locks on what the change
+//! touches out of its cache and names them in the request (MDS_REINT_CANCEL, Lustre's early
+//! lock cancel): the MDS cancels exactly those, and the kernel updates its own caches for
+//! its own changes. Before upgrading an OST lock from PR to PW the client cancels its PR
+//! (LDLM_CANCEL); the file's pages are dropped after the write, since another writer may
+//! have slipped in between. A server never drops a lock the client did not name, so the two
+//! never disagree on what the client holds.
+//!
+//! When the connection to a server ends, the server has dropped this client's locks there:
+//! they are forgotten and everything cached under them is invalidated.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use sheen_dlm::{Blocked, LockCache};
+use sheen_rpc::{CallbackHandler, Import, Request, Response, ServiceError};
+use sheen_wire::msg::{BlockingAst, CancelReq, Empty, EnqueueReply, EnqueueReq};
+use sheen_wire::{
+    ibits, ldlm_flags, Errno, Fid, LockDesc, LockExtent, LockHandle, LockMode, LockPolicy, Nid,
+    Opcode, ResourceId, LOCK_EXTENT_EOF,
+};
+use tracing::{debug, warn};
+
+use crate::ClientError;
+
+/// How long a blocking callback waits for the kernel to drop what a lock protects before the
+/// lock is cancelled anyway (the invalidation can wait on a page or directory this client
+/// holds locked while one of its requests waits for the server: bounded, so that never
+/// deadlocks).
+pub const INVALIDATE_WAIT: Duration = Duration::from_secs(1);
+
+/// Most names remembered per inode for invalidating dentries (hard links beyond it lose
+/// their LOOKUP caching: the lock is not taken for them).
+const MAX_NAMES_PER_INODE: usize = 8;
+
+/// The inode bits of the attribute lock a client takes.
+pub const ATTR_BITS: u64 = ibits::UPDATE | ibits::PERM | ibits::XATTR;
+
+/// Drops what a mount caches; installed by the FUSE client. Each call may block (the kernel
+/// waits for pages or directories in use); it is made on a blocking thread.
+pub trait CacheInvalidator: Send + Sync + 'static {
+    /// The cached data pages and attributes of `fid`.
+    fn invalidate_data(&self, fid: Fid);
+    /// The cached attributes of `fid`.
+    fn invalidate_attr(&self, fid: Fid);
+    /// The cached name `name` in directory `parent`.
+    fn invalidate_entry(&self, parent: Fid, name: &[u8]);
+}
+
+/// A lock server: an OST or an MDT, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Ost(u32),
+    Mdt(u32),
+}
+
+impl Target {
+    fn index(self) -> u32 {
+        match self {
+            Target::Ost(i) | Target::Mdt(i) => i,
+        }
+    }
+}
+
+/// One lock in use; give it back with [`Locks::release`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held {
+    target: Target,
+    handle: LockHandle,
+}
+
+/// What a blocking callback must drop.
+pub(crate) enum Invalidation {
+    Data(Fid),
+    Attr(Fid),
+    Entries(Vec<(Fid, Vec<u8>)>),
+    Nothing,
+}
+
+struct State {
+    caches: HashMap<Target, LockCache>,
+    /// The file each OST object belongs to, for invalidation.
+    owners: HashMap<ResourceId, Fid>,
+    /// The names under which each inode's LOOKUP lock was handed to the kernel.
+    names: HashMap<Fid, Vec<(Fid, Vec<u8>)>>,
+}
+
+/// Every lock of one client.
+pub(crate) struct Locks {
+    state: Mutex<State>,
+    imports: OnceLock<HashMap<Target, Import>>,
+    invalidator: OnceLock<Arc<dyn CacheInvalidator>>,
+}
+
+/// The inode a MDT lock resource names (the inverse of [`ResourceId::fid`]).
+fn resource_fid(r: &ResourceId) -> Fid {
+    Fid {
+        seq: r.name[0],
+        oid: r.name[1] as u32,
+        ver: (r.name[1] >> 32) as u32,
+    }
+}
+
+fn ibits_of(desc: &LockDesc) -> u64 {
+    match desc.policy {
+        LockPolicy::Ibits { bits } => bits,
+        _ => 0,
+    }
+}
+
+fn extent(mode: LockMode, ost_idx: u32, oid: u64, start: u64, end: u64) -> LockDesc {
+    LockDesc {
+        resource: ResourceId::object(ost_idx, oid),
+        mode,
+        policy: LockPolicy::Extent(LockExtent { start, end, gid: 0 }),
+    }
+}
+
+fn inode_lock(fid: Fid, bits: u64) -> LockDesc {
+    LockDesc {
+        resource: ResourceId::fid(fid),
+        mode: LockMode::Pr,
+        policy: LockPolicy::Ibits { bits },
+    }
+}
+
+impl Locks {
+    pub(crate) fn new() -> Arc<Locks> {
+        Arc::new(Locks {
+            state: Mutex::new(State {
+                caches: HashMap::new(),
+                owners: HashMap::new(),
+                names: HashMap::new(),
+            }),
+            imports: OnceLock::new(),
+            invalidator: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn set_imports(&self, imports: HashMap<Target, Import>) {
+        let _ = self.imports.set(imports);
+    }
+
+    pub(crate) fn set_invalidator(&self, inv: Arc<dyn CacheInvalidator>) {
+        let _ = self.invalidator.set(inv);
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn import(&self, target: Target) -> Result<Import, ClientError> {
+        self.imports
+            .get()
+            .and_then(|m| m.get(&target).cloned())
+            .ok_or_else(|| ClientError::NoTarget(format!("{target:?}")))
+    }
+
+    /// Takes a `mode` lock on `[start, end]` of object `oid` of OST `ost_idx` for file
+    /// `fid`: a held one when it covers the range, else a new one from the OST.
+    pub(crate) async fn lock_extent(
+        &self,
+        fid: Fid,
+        ost_idx: u32,
+        oid: u64,
+        mode: LockMode,
+        start: u64,
+        end: u64,
+    ) -> Result<Held, ClientError> {
+        let target = Target::Ost(ost_idx);
+        let wanted = extent(mode, ost_idx, oid, start, end);
+        let own: Vec<LockHandle> = {
+            let mut st = self.state();
+            st.owners.insert(wanted.resource, fid);
+            let cache = st.caches.entry(target).or_default();
+            if let Some(handle) = cache.match_lock(&wanted) {
+                return Ok(Held { target, handle });
+            }
+            // Our own unused conflicting locks (a PR before a write) are cancelled first,
+            // by name; one in use is called back by the OST like anyone's.
+            let mut own = Vec::new();
+            for (h, desc) in cache.locks_on(&wanted.resource) {
+                if sheen_dlm::policy::conflicts(&desc, &wanted) && cache.users(h) == 0 {
+                    cache.remove(h);
+                    own.push(h);
+                }
+            }
+            own
+        };
+        let upgraded = !own.is_empty();
+        if upgraded {
+            self.send_cancels(target, own).await;
+        }
+        let req = EnqueueReq {
+            desc: wanted,
+            flags: 0,
+        };
+        let reply: EnqueueReply = self
+            .import(target)?
+            .call(Opcode::LdlmEnqueue, ost_idx, &req)
+            .await?;
+        let held = self.insert(target, &reply)?;
+        if upgraded {
+            // Another client may have written between our PR and this PW: drop the cache
+            // once the write that asked for this lock is done (its pages are locked now).
+            self.invalidate_later(Invalidation::Data(fid));
+        }
+        Ok(held)
+    }
+
+    fn insert(&self, target: Target, reply: &EnqueueReply) -> Result<Held, ClientError> {
+        if !reply.granted {
+            return Err(ClientError::protocol(
+                "ldlm_enqueue",
+                "the server answered an enqueue without granting it",
+            ));
+        }
+        let inserted = self
+            .state()
+            .caches
+            .entry(target)
+            .or_default()
+            .insert(reply.handle, reply.desc);
+        match inserted {
+            Ok(()) => Ok(Held {
+                target,
+                handle: reply.handle,
+            }),
+            Err(e) => Err(ClientError::protocol("ldlm_enqueue", e.to_string())),
+        }
+    }
+
+    /// A glimpse of object `oid` of OST `ost_idx` (file `fid`): unless a lock on the whole
+    /// object is held already, a PR lock on it if the OST can grant one at once, whose grant
+    /// carries the object's size. `None` when no size came that way (a lock was held, or a
+    /// writer holds the object): ask the OST for the size.
+    pub(crate) async fn glimpse(
+        &self,
+        fid: Fid,
+        ost_idx: u32,
+        oid: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let target = Target::Ost(ost_idx);
+        let wanted = extent(LockMode::Pr, ost_idx, oid, 0, LOCK_EXTENT_EOF);
+        {
+            let mut st = self.state();
+            st.owners.insert(wanted.resource, fid);
+            let cache = st.caches.entry(target).or_default();
+            if let Some(handle) = cache.match_lock(&wanted) {
+                drop(st);
+                self.release_now(Held { target, handle });
+                return Ok(None);
+            }
+        }
+        let req = EnqueueReq {
+            desc: wanted,
+            flags: ldlm_flags::BLOCK_NOWAIT,
+        };
+        let result = self
+            .import(target)?
+            .call::<_, EnqueueReply>(Opcode::LdlmEnqueue, ost_idx, &req)
+            .await;
+        match result {
+            Ok(reply) => {
+                let held = self.insert(target, &reply)?;
+                self.release_now(held);
+                Ok(reply.lvb.map(|l| l.size))
+            }
+            Err(e) if e.errno() == Errno::EAGAIN => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether every `(ost, oid)` has a held PR or PW lock on the whole object, not called
+    /// back: nobody else can change these objects' data or size.
+    pub(crate) fn covers_objects(&self, objects: &[(u32, u64)]) -> bool {
+        let st = self.state();
+        objects.iter().all(|&(ost_idx, oid)| {
+            let wanted = extent(LockMode::Pr, ost_idx, oid, 0, LOCK_EXTENT_EOF);
+            st.caches.get(&Target::Ost(ost_idx)).is_some_and(|c| {
+                c.locks_on(&wanted.resource)
+                    .iter()
+                    .any(|(h, d)| !c.is_cancel_pending(*h) && sheen_dlm::policy::covers(d, &wanted))
+            })
+        })
+    }
+
+    /// Whether a MDT lock on `bits` of `fid` is held and not called back.
+    pub(crate) fn holds_inode(&self, mdt: u32, fid: Fid, bits: u64) -> bool {
+        let wanted = inode_lock(fid, bits);
+        let st = self.state();
+        st.caches.get(&Target::Mdt(mdt)).is_some_and(|c| {
+            c.locks_on(&wanted.resource)
+                .iter()
+                .any(|(h, d)| !c.is_cancel_pending(*h) && sheen_dlm::policy::covers(d, &wanted))
+        })
+    }
+
+    /// Which of `wanted` (sets of inode bits) are not held on `fid` yet.
+    pub(crate) fn missing_inode_bits(&self, mdt: u32, fid: Fid, wanted: &[u64]) -> Vec<u64> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|b| !self.holds_inode(mdt, fid, *b))
+            .collect()
+    }
+
+    /// Adds the MDT locks granted with a getattr of `fid` (looked up as `name` in `parent`
+    /// when given): they are cached unused, in the LRU.
+    pub(crate) fn add_inode_locks(
+        self: &Arc<Self>,
+        mdt: u32,
+        fid: Fid,
+        name: Option<(Fid, &[u8])>,
+        granted: &[EnqueueReply],
+    ) {
+        let target = Target::Mdt(mdt);
+        for reply in granted {
+            if reply.desc.resource != ResourceId::fid(fid) {
+                continue;
+            }
+            if let Ok(held) = self.insert(target, reply) {
+                self.release(held);
+            }
+        }
+        if let Some((parent, name)) = name {
+            if self.holds_inode(mdt, fid, ibits::LOOKUP) {
+                let mut st = self.state();
+                let names = st.names.entry(fid).or_default();
+                let known = names.iter().any(|(p, n)| *p == parent && n == name);
+                if !known && names.len() < MAX_NAMES_PER_INODE {
+                    names.push((parent, name.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// The names of `fid` this client handed to the kernel under a LOOKUP lock.
+    pub(crate) fn child_named(&self, parent: Fid, name: &[u8]) -> Option<Fid> {
+        let st = self.state();
+        st.names.iter().find_map(|(fid, names)| {
+            names
+                .iter()
+                .any(|(p, n)| *p == parent && n == name)
+                .then_some(*fid)
+        })
+    }
+
+    /// Takes this client's MDT locks on `fid` whose bits meet `bits` out of the cache, for
+    /// the request about to be sent to cancel them (early cancel); returns their handles and
+    /// what the kernel cached under them, to drop once the request is done (the kernel
+    /// updates most of it for its own changes, not all: a renamed dentry stays).
+    pub(crate) fn early_cancel(
+        &self,
+        mdt: u32,
+        fid: Fid,
+        bits: u64,
+    ) -> (Vec<LockHandle>, Vec<Invalidation>) {
+        let resource = ResourceId::fid(fid);
+        let mut st = self.state();
+        let mut handles = Vec::new();
+        let mut drops = Vec::new();
+        let mut lookup_gone = false;
+        if let Some(cache) = st.caches.get_mut(&Target::Mdt(mdt)) {
+            for (h, d) in cache.locks_on(&resource) {
+                let held = ibits_of(&d);
+                if held & bits != 0 {
+                    cache.remove(h);
+                    handles.push(h);
+                    lookup_gone |= held & ibits::LOOKUP != 0;
+                    if held & ATTR_BITS != 0 {
+                        drops.push(Invalidation::Attr(fid));
+                    }
+                }
+            }
+        }
+        if lookup_gone {
+            if let Some(names) = st.names.remove(&fid) {
+                drops.push(Invalidation::Entries(names));
+            }
+        }
+        (handles, drops)
+    }
+
+    /// Drops what the mount caches, in the background (after the caller's request is done).
+    pub(crate) fn drop_later(&self, drops: Vec<Invalidation>) {
+        for d in drops {
+            self.invalidate_later(d);
+        }
+    }
+
+    /// Ends one use of a lock; cancels what became due (a lock called back while in use,
+    /// locks beyond the LRU).
+    pub(crate) fn release(self: &Arc<Self>, held: Held) {
+        let due = {
+            let mut st = self.state();
+            match st.caches.get_mut(&held.target) {
+                Some(c) => c.release(held.handle).unwrap_or_default(),
+                None => Vec::new(),
+            }
+        };
+        for handle in due {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.invalidate_and_cancel(held.target, handle).await });
+        }
+    }
+
+    /// [`Locks::release`] for callers without the `Arc` (the lock is not due for cancel
+    /// unless called back, and then the callback path cancels it).
+    fn release_now(&self, held: Held) {
+        let mut st = self.state();
+        if let Some(c) = st.caches.get_mut(&held.target) {
+            let _ = c.release(held.handle);
+        }
+    }
+
+    /// What dropping the lock `desc` of `target` must invalidate.
+    fn what_to_drop(st: &State, target: Target, desc: &LockDesc) -> Invalidation {
+        match target {
+            Target::Ost(_) => match st.owners.get(&desc.resource) {
+                Some(fid) => Invalidation::Data(*fid),
+                None => Invalidation::Nothing,
+            },
+            Target::Mdt(_) => {
+                let fid = resource_fid(&desc.resource);
+                let bits = ibits_of(desc);
+                if bits & ibits::LOOKUP != 0 {
+                    Invalidation::Entries(st.names.get(&fid).cloned().unwrap_or_default())
+                } else if bits & ATTR_BITS != 0 {
+                    Invalidation::Attr(fid)
+                } else {
+                    Invalidation::Nothing
+                }
+            }
+        }
+    }
+
+    /// Drops the cache under a lock, then cancels it at its server.
+    async fn invalidate_and_cancel(&self, target: Target, handle: LockHandle) {
+        let what = {
+            let st = self.state();
+            match st.caches.get(&target).and_then(|c| c.desc(handle)) {
+                Some(desc) => Self::what_to_drop(&st, target, &desc),
+                None => Invalidation::Nothing,
+            }
+        };
+        self.invalidate(what).await;
+        let removed = {
+            let mut st = self.state();
+            let desc = st.caches.get_mut(&target).and_then(|c| c.remove(handle));
+            if let (Target::Mdt(_), Some(d)) = (target, desc) {
+                if ibits_of(&d) & ibits::LOOKUP != 0 {
+                    st.names.remove(&resource_fid(&d.resource));
+                }
+            }
+            desc.is_some()
+        };
+        if removed {
+            self.send_cancel(target, handle).await;
+        }
+    }
+
+    async fn send_cancel(&self, target: Target, handle: LockHandle) {
+        self.send_cancels(target, vec![handle]).await;
+    }
+
+    async fn send_cancels(&self, target: Target, handles: Vec<LockHandle>) {
+        let Ok(import) = self.import(target) else {
+            return;
+        };
+        let cookies: Vec<u64> = handles.iter().map(|h| h.cookie).collect();
+        let req = CancelReq { handles };
+        if let Err(e) = import
+            .call::<_, Empty>(Opcode::LdlmCancel, target.index(), &req)
+            .await
+        {
+            // The server evicts or has evicted us; either way the lock is gone.
+            debug!(?cookies, "lock cancel failed: {e}");
+        }
+    }
+
+    /// Drops what the mount caches, waiting at most [`INVALIDATE_WAIT`].
+    async fn invalidate(&self, what: Invalidation) {
+        let Some(inv) = self.invalidator.get().cloned() else {
+            return;
+        };
+        if matches!(what, Invalidation::Nothing) {
+            return;
+        }
+        let task = tokio::task::spawn_blocking(move || run_drop(&*inv, what));
+        if tokio::time::timeout(INVALIDATE_WAIT, task).await.is_err() {
+            warn!("cache invalidation still waiting; cancelling the lock anyway");
+        }
+    }
+
+    fn invalidate_later(&self, what: Invalidation) {
+        if let Some(inv) = self.invalidator.get().cloned() {
+            tokio::task::spawn_blocking(move || run_drop(&*inv, what));
+        }
+    }
+
+    /// A blocking callback from `target`.
+    fn on_blocking(self: &Arc<Self>, target: Target, ast: &BlockingAst) {
+        let what = {
+            let mut st = self.state();
+            st.caches.entry(target).or_default().on_blocking(ast.handle)
+        };
+        debug!(
+            cookie = ast.handle.cookie,
+            ?what,
+            ?target,
+            "blocking callback"
+        );
+        let me = Arc::clone(self);
+        let handle = ast.handle;
+        match what {
+            Blocked::CancelNow => {
+                tokio::spawn(async move { me.invalidate_and_cancel(target, handle).await });
+            }
+            // `release` cancels it when its last user is done.
+            Blocked::WhenUnused => {}
+            // Not known here: its grant was lost (a resent enqueue got another lock), or it
+            // overtook its grant (the lock then comes in pending cancel). Cancel it either
+            // way; a second cancel is ignored.
+            Blocked::Unknown => {
+                tokio::spawn(async move { me.send_cancel(target, handle).await });
+            }
+        }
+    }
+
+    /// The connection to a server of `targets` ended: the server dropped our locks there.
+    fn forget_targets(&self, targets: &[Target]) {
+        let drops: Vec<Invalidation> = {
+            let mut st = self.state();
+            let mut all = Vec::new();
+            for t in targets {
+                if let Some(cache) = st.caches.get_mut(t) {
+                    all.extend(cache.clear().into_iter().map(|(_, d)| (*t, d)));
+                }
+            }
+            let mut data: HashSet<Fid> = HashSet::new();
+            let mut drops = Vec::new();
+            for (t, d) in &all {
+                match Self::what_to_drop(&st, *t, d) {
+                    Invalidation::Data(fid) => {
+                        data.insert(fid);
+                    }
+                    other => drops.push(other),
+                }
+            }
+            for (t, d) in &all {
+                if matches!(t, Target::Mdt(_)) && ibits_of(d) & ibits::LOOKUP != 0 {
+                    st.names.remove(&resource_fid(&d.resource));
+                }
+            }
+            drops.extend(data.into_iter().map(Invalidation::Data));
+            drops
+        };
+        for d in drops {
+            self.invalidate_later(d);
+        }
+    }
+
+    /// Locks held, over every server.
+    pub(crate) fn len(&self) -> usize {
+        self.state().caches.values().map(LockCache::len).sum()
+    }
+}
+
+fn run_drop(inv: &dyn CacheInvalidator, what: Invalidation) {
+    match what {
+        Invalidation::Data(fid) => inv.invalidate_data(fid),
+        Invalidation::Attr(fid) => inv.invalidate_attr(fid),
+        Invalidation::Entries(names) => {
+            for (parent, name) in names {
+                inv.invalidate_entry(parent, &name);
+            }
+        }
+        Invalidation::Nothing => {}
+    }
+}
+
+/// Answers the callbacks of one server (all the targets it serves).
+pub(crate) struct ServerCallbacks {
+    pub(crate) locks: Arc<Locks>,
+    pub(crate) targets: OnceLock<Vec<Target>>,
+}
+
+impl ServerCallbacks {
+    pub(crate) fn new(locks: &Arc<Locks>) -> Arc<ServerCallbacks> {
+        Arc::new(ServerCallbacks {
+            locks: Arc::clone(locks),
+            targets: OnceLock::new(),
+        })
+    }
+
+    /// The target a callback's lock belongs to: an MDT lock names an inode, an OST lock an
+    /// object with the OST index in its third word.
+    fn target_of(&self, conflict: &LockDesc) -> Option<Target> {
+        let targets = self.targets.get()?;
+        match conflict.policy {
+            LockPolicy::Ibits { .. } => targets
+                .iter()
+                .copied()
+                .find(|t| matches!(t, Target::Mdt(_))),
+            _ => {
+                let idx = u32::try_from(conflict.resource.name[2]).ok()?;
+                targets.iter().copied().find(|t| *t == Target::Ost(idx))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CallbackHandler for ServerCallbacks {
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        match req.opcode {
+            Opcode::LdlmBlCallback => {
+                let ast: BlockingAst = req.decode()?;
+                match self.target_of(&ast.conflict) {
+                    Some(target) => self.locks.on_blocking(target, &ast),
+                    None => debug!(cookie = ast.handle.cookie, "callback for no target of ours"),
+                }
+                Ok(Response::new(&Empty {}))
+            }
+            other => Err(ServiceError::new(
+                Errno::EOPNOTSUPP,
+                format!("{} is not a client callback", other.name()),
+            )),
+        }
+    }
+
+    fn connection_ended(&self, nid: Nid) {
+        if let Some(targets) = self.targets.get() {
+            debug!(%nid, "server connection ended: its locks are gone");
+            self.locks.forget_targets(targets);
+        }
+    }
+}

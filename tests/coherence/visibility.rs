@@ -1,0 +1,322 @@
+//! What one client changes, the other sees as soon as the call returns, although it has the
+//! old state cached: data written in place and past the end through a descriptor that stays
+//! open (seen through the other client's open descriptor, and its size through `fstat` and
+//! `stat`), truncation down and up (zeros past the old end), and renames and unlinks of names
+//! the other client has looked up.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::time::Duration;
+
+use sheen_tests::pattern;
+
+use crate::{read_all, read_at, run, truncate_path, Checks, Env, Logs, KIB, STRIPE_SIZE};
+
+/// Time limit of each test here.
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn write_is_visible_on_the_other_mount_when_write_returns() {
+    run(
+        "write_is_visible_on_the_other_mount_when_write_returns",
+        LIMIT,
+        Logs::Clean,
+        write_is_visible,
+    );
+}
+
+fn write_is_visible(env: &Env) {
+    let on_a = env.a.join("f");
+    let on_b = env.b.join("f");
+    let mut model = pattern(100, 200 * KIB);
+    fs::write(&on_a, &model).expect("create the file on A");
+    env.check_layout(&on_a);
+    // B reads the whole file: its client now caches pages of both objects, and the size.
+    let b_fd = File::open(&on_b).expect("open on B");
+    let mut first = Checks::default();
+    first.same("B's first read", read_all(&b_fd), &model);
+    first.finish("before any write on A");
+    // A writes through one descriptor it keeps open; no close, no fsync.
+    let a_fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&on_a)
+        .expect("open on A");
+    let writes = [
+        // In place, across the boundary between the first two stripes (OST to OST).
+        (STRIPE_SIZE - 6 * KIB, 10 * KIB),
+        // In place, unaligned, in the third stripe.
+        (130 * KIB + 7, 3000),
+        // Straddling the end: in place, then extending the file.
+        (190 * KIB, 40 * KIB),
+        // Past the end, leaving a hole of a stripe and more.
+        (300 * KIB + 123, 5 * KIB),
+        // One byte in place at the start.
+        (0, 1),
+        // Extending by one byte.
+        (300 * KIB + 123 + 5 * KIB, 1),
+    ];
+    for (step, (offset, len)) in writes.into_iter().enumerate() {
+        let data = pattern(200 + step as u64, len);
+        a_fd.write_all_at(&data, offset as u64)
+            .unwrap_or_else(|e| panic!("step {step}: write of {len} bytes at {offset} on A: {e}"));
+        if model.len() < offset + len {
+            model.resize(offset + len, 0);
+        }
+        model[offset..offset + len].copy_from_slice(&data);
+        // At once on B, through the descriptor it kept open and by name.
+        let mut checks = Checks::default();
+        checks.same(
+            "pread of the written range on B's open fd",
+            read_at(&b_fd, offset, len),
+            &data,
+        );
+        checks.size("fstat on B's open fd", b_fd.metadata(), model.len());
+        checks.size("stat by name on B", fs::metadata(&on_b), model.len());
+        checks.same("whole file through B's open fd", read_all(&b_fd), &model);
+        checks.same("whole file through A's fd", read_all(&a_fd), &model);
+        checks.finish(&format!(
+            "step {step}: right after A's write of {len} bytes at {offset} returned \
+             (file size now {})",
+            model.len()
+        ));
+    }
+    drop(a_fd);
+    let mut last = Checks::default();
+    last.same("B's fd after A closed", read_all(&b_fd), &model);
+    last.same("fresh read on B", fs::read(&on_b), &model);
+    last.finish("after A closed its descriptor");
+}
+
+#[test]
+fn size_change_is_seen_by_both() {
+    run(
+        "size_change_is_seen_by_both",
+        LIMIT,
+        Logs::Clean,
+        size_change_is_seen,
+    );
+}
+
+fn size_change_is_seen(env: &Env) {
+    let on_a = env.a.join("t");
+    let on_b = env.b.join("t");
+    let mut model = pattern(400, 300 * KIB);
+    fs::write(&on_a, &model).expect("create the file on A");
+    env.check_layout(&on_a);
+    let b_fd = File::open(&on_b).expect("open on B");
+    let mut first = Checks::default();
+    first.same("B's first read", read_all(&b_fd), &model);
+    first.finish("before any truncate on A");
+    let a_fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&on_a)
+        .expect("open on A");
+    let sizes = [
+        // Down to the middle of the second stripe (the second OST).
+        100_000,
+        // Up past the old end: B cached data in 100000..300K, which must now read as zeros.
+        400 * KIB,
+        // Down to just past the first stripe boundary.
+        STRIPE_SIZE + 5,
+        // Up within what B read before.
+        140_000,
+        // Empty.
+        0,
+        // Up into the fourth stripe, unaligned.
+        3 * STRIPE_SIZE + 4097,
+    ];
+    for (step, size) in sizes.into_iter().enumerate() {
+        let old = model.len();
+        a_fd.set_len(size as u64)
+            .unwrap_or_else(|e| panic!("step {step}: ftruncate to {size} on A: {e}"));
+        model.resize(size, 0);
+        let mut checks = Checks::default();
+        checks.size("fstat on B's open fd", b_fd.metadata(), size);
+        checks.size("stat by name on B", fs::metadata(&on_b), size);
+        checks.same(
+            "pread on B's open fd of everything up to the old and new end",
+            read_at(&b_fd, 0, old.max(size) + 4 * KIB),
+            &model,
+        );
+        if size > old {
+            checks.same(
+                "pread on B past the old end (zeros)",
+                read_at(&b_fd, old, size - old),
+                &vec![0; size - old],
+            );
+        }
+        checks.size("fstat on A's fd", a_fd.metadata(), size);
+        checks.same("whole file through A's fd", read_all(&a_fd), &model);
+        checks.finish(&format!(
+            "step {step}: right after A's ftruncate from {old} to {size} returned"
+        ));
+    }
+    // The other way round: B extends the file through a descriptor of its own (so its
+    // client knows where its own writes end), then A truncates below that end, once with
+    // ftruncate and once by name: B must see A's size, not the end of its own writes.
+    let b_rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&on_b)
+        .expect("open read-write on B");
+    for (round, by_name) in [false, true].into_iter().enumerate() {
+        let tail = pattern(500 + round as u64, 10 * KIB);
+        let end = model.len() + 30 * KIB;
+        b_rw.write_all_at(&tail, (end - tail.len()) as u64)
+            .unwrap_or_else(|e| panic!("write of {} bytes at {} on B: {e}", tail.len(), end));
+        model.resize(end - tail.len(), 0);
+        model.extend_from_slice(&tail);
+        let mut checks = Checks::default();
+        checks.size("fstat on A's fd", a_fd.metadata(), end);
+        checks.same("whole file through A's fd", read_all(&a_fd), &model);
+        checks.finish(&format!(
+            "right after B's write extending the file to {end}"
+        ));
+        let size = STRIPE_SIZE / 2 + round * 1000;
+        let how = if by_name {
+            "truncate by name"
+        } else {
+            "ftruncate"
+        };
+        let truncated = if by_name {
+            truncate_path(&on_a, size)
+        } else {
+            a_fd.set_len(size as u64)
+        };
+        truncated.unwrap_or_else(|e| panic!("{how} to {size} on A: {e}"));
+        model.truncate(size);
+        let mut checks = Checks::default();
+        checks.size("fstat on B's read-write fd", b_rw.metadata(), size);
+        checks.size("fstat on B's read-only fd", b_fd.metadata(), size);
+        checks.size("stat by name on B", fs::metadata(&on_b), size);
+        checks.same(
+            "whole file through B's read-write fd",
+            read_all(&b_rw),
+            &model,
+        );
+        checks.size("fstat on A's fd", a_fd.metadata(), size);
+        checks.finish(&format!(
+            "right after A's {how} from {end} (where B's own writes end) to {size} returned"
+        ));
+    }
+}
+
+#[test]
+fn rename_and_unlink_are_visible_at_once() {
+    run(
+        "rename_and_unlink_are_visible_at_once",
+        LIMIT,
+        Logs::Clean,
+        rename_and_unlink_are_visible,
+    );
+}
+
+fn rename_and_unlink_are_visible(env: &Env) {
+    let d_a = env.a.join("d");
+    let d2_a = env.a.join("d2");
+    fs::create_dir(&d_a).expect("mkdir d on A");
+    fs::create_dir(&d2_a).expect("mkdir d2 on A");
+    for name in ["old", "victim", "src", "dst", "mover"] {
+        fs::write(d_a.join(name), format!("contents of {name}")).expect("create on A");
+    }
+    let d_b = env.b.join("d");
+    let d2_b = env.b.join("d2");
+    // B looks up every name, and the names that do not exist yet, so that its client and
+    // the kernel cache the entries (positive and negative) and the listing.
+    let ino = |name: &str| {
+        fs::metadata(d_b.join(name))
+            .unwrap_or_else(|e| panic!("stat d/{name} on B: {e}"))
+            .ino()
+    };
+    let (old_ino, src_ino, mover_ino) = (ino("old"), ino("src"), ino("mover"));
+    let _ = ino("victim");
+    let _ = ino("dst");
+    let mut first = Checks::default();
+    first.gone(
+        "stat d/new on B before the rename",
+        fs::metadata(d_b.join("new")),
+    );
+    first.gone(
+        "stat d2/mover on B before",
+        fs::metadata(d2_b.join("mover")),
+    );
+    first.expect(listing(&d_b).len() == 5, || {
+        format!("listing of d on B: {:?}", listing(&d_b))
+    });
+    first.finish("before any change on A");
+
+    let mut checks = Checks::default();
+    fs::rename(d_a.join("old"), d_a.join("new")).expect("rename old -> new on A");
+    checks.gone("stat d/old on B", fs::metadata(d_b.join("old")));
+    checks.gone("open d/old on B", File::open(d_b.join("old")));
+    match fs::metadata(d_b.join("new")) {
+        Ok(meta) => checks.expect(meta.ino() == old_ino, || {
+            format!("d/new on B is inode {}, want {old_ino} (old's)", meta.ino())
+        }),
+        Err(e) => checks.expect(false, || format!("stat d/new on B: {e}")),
+    }
+    checks.same(
+        "read d/new on B",
+        fs::read(d_b.join("new")),
+        b"contents of old",
+    );
+    checks.finish("right after A renamed d/old to d/new");
+
+    let mut checks = Checks::default();
+    fs::remove_file(d_a.join("victim")).expect("unlink victim on A");
+    checks.gone("stat d/victim on B", fs::metadata(d_b.join("victim")));
+    checks.gone("open d/victim on B", File::open(d_b.join("victim")));
+    checks.finish("right after A unlinked d/victim");
+
+    let mut checks = Checks::default();
+    fs::rename(d_a.join("src"), d_a.join("dst")).expect("rename src over dst on A");
+    checks.gone("stat d/src on B", fs::metadata(d_b.join("src")));
+    match fs::metadata(d_b.join("dst")) {
+        Ok(meta) => checks.expect(meta.ino() == src_ino, || {
+            format!("d/dst on B is inode {}, want {src_ino} (src's)", meta.ino())
+        }),
+        Err(e) => checks.expect(false, || format!("stat d/dst on B: {e}")),
+    }
+    checks.same(
+        "read d/dst on B",
+        fs::read(d_b.join("dst")),
+        b"contents of src",
+    );
+    checks.finish("right after A renamed d/src over d/dst");
+
+    let mut checks = Checks::default();
+    fs::rename(d_a.join("mover"), d2_a.join("mover")).expect("rename d/mover to d2 on A");
+    checks.gone("stat d/mover on B", fs::metadata(d_b.join("mover")));
+    match fs::metadata(d2_b.join("mover")) {
+        Ok(meta) => checks.expect(meta.ino() == mover_ino, || {
+            format!("d2/mover on B is inode {}, want {mover_ino}", meta.ino())
+        }),
+        Err(e) => checks.expect(false, || format!("stat d2/mover on B: {e}")),
+    }
+    checks.finish("right after A renamed d/mover to d2/mover");
+
+    let mut checks = Checks::default();
+    let (d_now, d2_now) = (listing(&d_b), listing(&d2_b));
+    checks.expect(d_now == ["dst", "new"], || {
+        format!("listing of d on B: {d_now:?}, want [\"dst\", \"new\"]")
+    });
+    checks.expect(d2_now == ["mover"], || {
+        format!("listing of d2 on B: {d2_now:?}, want [\"mover\"]")
+    });
+    checks.finish("listings on B at the end");
+}
+
+/// Sorted names in a directory; a failure to list is a failed test.
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+            entry.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
