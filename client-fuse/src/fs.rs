@@ -244,21 +244,33 @@ impl Inner {
     /// may cache them: as long as the locks that protect them are held, else not at all.
     async fn getattr(&self, ino: INodeNo) -> FsResult<(FileAttr, Duration)> {
         let fid = fid(ino)?;
-        let (attr, layout) = self
+        let (attr, layout, writers) = self
             .client
             .getattr_locked(fid, None)
             .await
             .map_err(|e| errno("getattr", &e))?;
-        let shown = self.shown(&attr, layout.as_ref()).await?;
-        Ok((shown, self.attr_ttl(fid, layout.as_ref())))
+        let shown = self.shown(&attr, layout.as_ref(), writers).await?;
+        Ok((shown, self.attr_ttl(fid, layout.as_ref(), writers)))
     }
 
     /// The attributes to show for an MDS answer: the size is the largest of the MDS's,
     /// this client's writes and the objects'.
-    async fn shown(&self, attr: &Attr, layout: Option<&Layout>) -> FsResult<FileAttr> {
+    ///
+    /// The objects are asked only while the file has writers (`writers`, from the MDS) or
+    /// a lock callback said another client changed it: otherwise the MDS's size stands.
+    async fn shown(
+        &self,
+        attr: &Attr,
+        layout: Option<&Layout>,
+        writers: u32,
+    ) -> FsResult<FileAttr> {
         let ino = attr.fid.to_ino();
         let stale = self.take_stale(ino);
-        let glimpsed = self.glimpse(attr, layout).await?;
+        let glimpsed = if writers > 0 || stale {
+            self.glimpse(attr, layout).await?
+        } else {
+            0
+        };
         if stale {
             // Someone else changed the file: what this client wrote may be cut short.
             self.open_files().truncated(ino, attr.size.max(glimpsed));
@@ -281,8 +293,8 @@ impl Inner {
             .remove(&ino)
     }
 
-    fn attr_ttl(&self, fid: Fid, layout: Option<&Layout>) -> Duration {
-        if self.client.attr_cacheable(fid, layout) {
+    fn attr_ttl(&self, fid: Fid, layout: Option<&Layout>, writers: u32) -> Duration {
+        if self.client.attr_cacheable(fid, layout, writers) {
             limits::LOCKED_TTL
         } else {
             limits::ATTR_TTL
@@ -303,12 +315,12 @@ impl Inner {
 
     /// A name's attributes, and how long the kernel may cache the name and the attributes.
     async fn lookup(&self, parent: INodeNo, name: &[u8]) -> FsResult<(FileAttr, Ttls)> {
-        let (attr, layout) = self
+        let (attr, layout, writers) = self
             .client
             .getattr_locked(fid(parent)?, Some(name))
             .await
             .map_err(|e| errno("lookup", &e))?;
-        let shown = self.shown(&attr, layout.as_ref()).await?;
+        let shown = self.shown(&attr, layout.as_ref(), writers).await?;
         let entry = if self.client.entry_cacheable(attr.fid) {
             limits::LOCKED_TTL
         } else {
@@ -316,7 +328,7 @@ impl Inner {
         };
         let ttls = Ttls {
             entry,
-            attr: self.attr_ttl(attr.fid, layout.as_ref()),
+            attr: self.attr_ttl(attr.fid, layout.as_ref(), writers),
         };
         Ok((shown, ttls))
     }
@@ -472,7 +484,8 @@ impl Inner {
                 .getattr(fid(ino)?)
                 .await
                 .map_err(|e| errno("read", &e))?;
-            file_size = self.shown(&attr, l.as_ref()).await?.size;
+            // Whatever the writers count: this read wants the objects' word.
+            file_size = self.shown(&attr, l.as_ref(), 1).await?.size;
         }
         self.client
             .read(fid(ino)?, &layout, file_size, offset, size)
@@ -503,17 +516,24 @@ impl Inner {
         let Some(mut update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
-        if let Some(size) = update.size {
-            // Another client may have truncated what this one wrote: report what the
-            // objects hold, never more.
+        if update.size.is_some() {
+            // Other clients write and truncate too: report the size the objects hold now,
+            // and only when it is past the MDS's (a truncate up leaves the MDS's past the
+            // objects; another writer may have reported more already).
             let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
             if let Some(layout) = layout {
+                let fid = fid(ino)?;
                 let objects = self
                     .client
-                    .glimpse_size(fid(ino)?, &layout)
+                    .glimpse_size(fid, &layout)
                     .await
                     .map_err(|e| errno("flush", &e))?;
-                update.size = Some(size.min(objects));
+                let (mds, _) = self
+                    .client
+                    .getattr(fid)
+                    .await
+                    .map_err(|e| errno("flush", &e))?;
+                update.size = (objects > mds.size).then_some(objects);
             }
         }
         let set = SetAttr {

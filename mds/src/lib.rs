@@ -10,6 +10,7 @@
 //! to precreate and destroy objects.
 
 mod objects;
+mod opens;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,10 @@ pub struct MdsConfig {
     /// How long a client has to cancel a lock after a blocking callback before it is
     /// evicted (`--callback-timeout`).
     pub callback_timeout: Duration,
+    /// How long clients have to reconnect and reopen their files, after an MDS start or
+    /// after their connection ended, before what they held open is released
+    /// (`--recovery-window`).
+    pub recovery_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,10 @@ pub enum MdsError {
 
 struct Mds {
     ns: Arc<Namespace>,
+    /// Who has which file open (the namespace keeps the pins).
+    opens: opens::Opens,
+    /// See [`MdsConfig::recovery_window`].
+    recovery_window: Duration,
     /// Inode-bits locks: clients cache attributes and names under them.
     locks: Arc<LockServer>,
     objects: Arc<ObjectAllocator>,
@@ -191,6 +200,27 @@ fn lock_err(e: sheen_lock_server::LockError) -> ServiceError {
 }
 
 impl Mds {
+    /// A client connection ended: its locks go at once; what it had open is released after
+    /// the recovery window (the client, if it comes back, has reopened it by then on its
+    /// new connection, so an unlinked file it still uses survives a network blip).
+    fn export_gone(self: Arc<Self>, id: ExportId, shutdown: CancellationToken) {
+        self.locks.export_gone(id);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.recovery_window) => {}
+            }
+            for (fid, counts) in self.opens.take_export(id) {
+                for _ in 0..counts.total() {
+                    match self.ns(move |ns| ns.unpin(fid)).await {
+                        Ok(removed) => self.destroy_removed(removed.as_ref()),
+                        Err(e) => warn!(%fid, "releasing an open of a gone client: {}", e.message),
+                    }
+                }
+            }
+        });
+    }
+
     /// The inodes a change touches and the inode bits it changes on each: a directory's
     /// contents and times (UPDATE) when names come and go in it; a named inode whose name
     /// goes or moves, everything; attributes (UPDATE, PERM, XATTR) for a setattr or an
@@ -314,9 +344,11 @@ impl Mds {
         };
         let first = read(name.clone(), parent).await?;
         let Some(export) = export else {
+            let writers = self.opens.writers(first.attr.fid);
             return Ok(GetattrLockReply {
                 reply: first,
                 locks: Vec::new(),
+                writers,
             });
         };
         let fid = first.attr.fid;
@@ -344,18 +376,26 @@ impl Mds {
             return Ok(GetattrLockReply {
                 reply: first,
                 locks,
+                writers: self.opens.writers(fid),
             });
         }
         // Read again under the locks: a change that finished in between is in this answer,
         // and any later one calls the locks back first.
         match read(name, fid).await {
-            Ok(reply) if reply.attr.fid == fid => Ok(GetattrLockReply { reply, locks }),
+            Ok(reply) if reply.attr.fid == fid => Ok(GetattrLockReply {
+                reply,
+                locks,
+                writers: self.opens.writers(fid),
+            }),
             other => {
                 let handles: Vec<_> = locks.iter().map(|l| l.handle).collect();
                 self.locks.cancel(export, &handles);
+                let reply = other?;
+                let writers = self.opens.writers(reply.attr.fid);
                 Ok(GetattrLockReply {
-                    reply: other?,
+                    reply,
                     locks: Vec::new(),
+                    writers,
                 })
             }
         }
@@ -698,8 +738,13 @@ impl Service for Mds {
                 // Clients caching what changes are called back first; the locks are held
                 // until the change is committed.
                 let _locks = self.lock_touched(&r).await?;
+                let opened = matches!(r, ReintReq::Create { open: true, mode, .. }
+                    if mode & libc::S_IFMT == libc::S_IFREG);
                 // Each modifying step commits before it returns (`ns_commit`).
                 let reply = self.reint(r).await?;
+                if let (true, Some(export), Some(attr)) = (opened, req.export, &reply.attr) {
+                    self.opens.open(export, attr.fid, true);
+                }
                 let transno = self.commits.committed();
                 Ok(Response::new(&reply).with_transno(transno))
             }
@@ -763,14 +808,35 @@ impl Service for Mds {
             Opcode::MdsOpen => {
                 let r: OpenReq = req.decode()?;
                 let fid = r.fid;
+                let write = r.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+                // A writer makes the size on the MDS stale: clients caching attributes are
+                // called back first (they glimpse the objects while it writes).
+                let _revoke = if write {
+                    let l = self
+                        .locks
+                        .lock_for_server(ex_inode(fid, ibits::UPDATE))
+                        .await
+                        .map_err(lock_err)?;
+                    Some(l)
+                } else {
+                    None
+                };
                 let reply = self.attr_of(move |ns| ns.pin(fid), false).await?;
+                if let Some(export) = req.export {
+                    self.opens.open(export, fid, write);
+                }
                 Ok(Response::new(&reply))
             }
             Opcode::MdsClose => {
                 let r: CloseReq = req.decode()?;
                 let fid = r.fid;
-                let removed = self.ns(move |ns| ns.unpin(fid)).await?;
-                self.destroy_removed(removed.as_ref());
+                // Only an open this connection made (or replayed) is closed here: the opens
+                // of a connection that ended are released with it.
+                let known = req.export.is_some_and(|e| self.opens.close(e, fid));
+                if known {
+                    let removed = self.ns(move |ns| ns.unpin(fid)).await?;
+                    self.destroy_removed(removed.as_ref());
+                }
                 Ok(Response::empty())
             }
             other => Err(ServiceError::new(
@@ -814,16 +880,31 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     };
     let objects = Arc::new(ObjectAllocator::new(cfg.fsname.clone(), mgs));
     objects.refresh_config().await;
-    // Files unlinked while open when the MDS last stopped: nobody holds them open now.
-    let orphans = {
+    // Files unlinked while open when the MDS last stopped: clients that still have them
+    // open reopen them when they reconnect; the others are removed after the window.
+    {
         let ns = Arc::clone(&ns);
-        tokio::task::spawn_blocking(move || ns.remove_orphans()).await??
-    };
-    for removed in orphans {
-        info!(fid = %removed.attr.fid, "removed an orphan left by the previous run");
-        if let Some(layout) = removed.layout {
-            objects.destroy_layout_later(layout);
-        }
+        let objects = Arc::clone(&objects);
+        let shutdown = shutdown.clone();
+        let window = cfg.recovery_window;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(window) => {}
+            }
+            match tokio::task::spawn_blocking(move || ns.remove_orphans()).await {
+                Ok(Ok(orphans)) => {
+                    for removed in orphans {
+                        info!(fid = %removed.attr.fid, "removed an orphan nobody reopened");
+                        if let Some(layout) = removed.layout {
+                            objects.destroy_layout_later(layout);
+                        }
+                    }
+                }
+                Ok(Err(e)) => warn!("removing orphans failed: {e}"),
+                Err(e) => warn!("removing orphans failed: {e}"),
+            }
+        });
     }
     // OST objects a previous run precreated (or handed to a create that never committed)
     // and no layout uses: destroyed in the background, without holding up the start.
@@ -859,13 +940,11 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         ..sheen_dlm::Config::default()
     };
     let locks = LockServer::new(name.clone(), Arc::clone(&exports), lock_config);
-    {
-        let locks = Arc::clone(&locks);
-        exports.set_gone_hook(Arc::new(move |id| locks.export_gone(id)));
-    }
     let reaper = tokio::spawn(Arc::clone(&locks).run_reaper(shutdown.clone()));
     let service = Arc::new(Mds {
         ns: Arc::clone(&ns),
+        opens: opens::Opens::default(),
+        recovery_window: cfg.recovery_window,
         locks,
         objects,
         name,
@@ -873,6 +952,15 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         commits,
         data_dir: cfg.data_dir.clone(),
     });
+    {
+        let mds = Arc::downgrade(&service);
+        let shutdown = shutdown.clone();
+        exports.set_gone_hook(Arc::new(move |id| {
+            if let Some(mds) = mds.upgrade() {
+                mds.export_gone(id, shutdown.clone());
+            }
+        }));
+    }
     serve_with_exports(listener, service, exports, shutdown).await;
     reaper.abort();
     refresher.abort();

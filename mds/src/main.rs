@@ -33,6 +33,10 @@ struct Args {
     /// evicted.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     callback_timeout: u64,
+    /// Seconds clients have to reconnect and reopen their files (after this MDS starts, or
+    /// after their connection ended) before what they held open is released.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    recovery_window: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
             listen: args.listen,
             failnodes: args.failnodes,
             callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
+            recovery_window: std::time::Duration::from_secs(args.recovery_window),
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

@@ -14,9 +14,18 @@ use sheen_cluster::{Cluster, ClusterSpec};
 
 /// A cluster of `n_osts` small OSTs in a fresh temp dir, mounted at `<tmp>/mnt`.
 pub fn mounted(n_osts: u32) -> (tempfile::TempDir, Cluster, std::path::PathBuf) {
+    mounted_with(n_osts, |_| {})
+}
+
+/// [`mounted`] with the spec adjusted by `tune` first.
+pub fn mounted_with(
+    n_osts: u32,
+    tune: impl FnOnce(&mut ClusterSpec),
+) -> (tempfile::TempDir, Cluster, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = ClusterSpec::new(dir.path().join("cluster"));
     spec.n_osts = n_osts;
+    tune(&mut spec);
     spec.ost_size_bytes = 256 << 20;
     let mut cluster = Cluster::start(spec).expect("start cluster");
     let mnt = dir.path().join("mnt");

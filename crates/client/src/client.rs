@@ -34,8 +34,9 @@ use tracing::{debug, info, instrument, warn};
 use crate::io_plan::{assemble_read, plan_read, plan_write};
 use crate::limits;
 use crate::locks::{
-    CacheInvalidator, Held, Invalidation, Locks, ServerCallbacks, Target, ATTR_BITS,
+    CacheInvalidator, Held, Invalidation, Locks, Reopen, ServerCallbacks, Target, ATTR_BITS,
 };
+use crate::opens::OpenFiles;
 use crate::{ClientError, MountSpec};
 
 /// The MDT every metadata operation goes to (DNE comes later).
@@ -139,6 +140,8 @@ struct Inner {
     oss_imports: Vec<Import>,
     /// Locks held on OST objects and MDT inodes.
     locks: Arc<Locks>,
+    /// Files open through this client, reopened on every new MDS connection.
+    opens: Arc<OpenFiles>,
     root: Fid,
 }
 
@@ -236,6 +239,7 @@ impl Client {
         let mut oss_by_nid: HashMap<Vec<Nid>, (Import, Arc<ServerCallbacks>, Vec<u32>)> =
             HashMap::new();
         let locks = Locks::new();
+        let opens = Arc::new(OpenFiles::default());
         for target in &fs_config.targets {
             let duplicate = match target.kind {
                 TargetKind::Mgs => continue,
@@ -244,8 +248,13 @@ impl Client {
                     let callbacks = ServerCallbacks::new(&locks);
                     let _ = callbacks.targets.set(vec![Target::Mdt(target.index)]);
                     let mut icfg = config.import_config(Opcode::MdsConnect, &target.name);
-                    icfg.callbacks = Some(Callbacks(callbacks));
+                    icfg.callbacks = Some(Callbacks(callbacks.clone()));
                     let import = new_import(&nids, icfg)?;
+                    let _ = callbacks.reopen.set(Arc::new(Reopen {
+                        opens: Arc::clone(&opens),
+                        import: import.clone(),
+                        mdt: target.index,
+                    }));
                     mdts.insert(
                         target.index,
                         Mdt {
@@ -321,6 +330,7 @@ impl Client {
                 config,
                 oss_imports,
                 locks,
+                opens,
                 fs_config,
                 mgs,
                 mdts,
@@ -410,12 +420,14 @@ impl Client {
     #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn open(&self, fid: Fid, flags: u32) -> Result<(Attr, Option<Layout>), ClientError> {
         let reply: AttrReply = self.mds(Opcode::MdsOpen, &OpenReq { fid, flags }).await?;
+        self.inner.opens.opened(fid, crate::opens::writes(flags));
         Ok((reply.attr, reply.layout))
     }
 
     /// Ends one [`Client::open`] of `fid`; the last close of an unlinked file frees it.
     #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn close(&self, fid: Fid) -> Result<(), ClientError> {
+        self.inner.opens.closed(fid);
         let _: Empty = self.mds(Opcode::MdsClose, &CloseReq { fid }).await?;
         Ok(())
     }
@@ -544,7 +556,10 @@ impl Client {
             layout,
             open: true,
         };
-        self.create_with(name, req).await
+        let created = self.create_with(name, req).await?;
+        // The MDS counts an open with create as one that may write.
+        self.inner.opens.opened(created.0.fid, true);
+        Ok(created)
     }
 
     #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]
@@ -935,11 +950,16 @@ impl Client {
     }
 
     /// Whether this client holds the locks under which the kernel may cache `fid`'s
-    /// attributes: the attribute lock on the inode and, for a file with objects, a lock on
-    /// the whole of every object (the size).
-    pub fn attr_cacheable(&self, fid: Fid, layout: Option<&Layout>) -> bool {
+    /// attributes: the attribute lock on the inode and, for a file with objects that has
+    /// `writers` (opens for writing), a lock on the whole of every object (the size; with
+    /// no writers the MDS's size stands, and a new writer's open calls the attribute lock
+    /// back).
+    pub fn attr_cacheable(&self, fid: Fid, layout: Option<&Layout>, writers: u32) -> bool {
         if !self.inner.locks.holds_inode(MDT0_INDEX, fid, ATTR_BITS) {
             return false;
+        }
+        if writers == 0 {
+            return true;
         }
         let objects: Vec<(u32, u64)> = layout
             .iter()
@@ -962,11 +982,14 @@ impl Client {
     /// name's LOOKUP lock (lookups) and the attribute lock, each granted unless another
     /// client's change is in the way.
     #[instrument(level = "debug", skip_all, fields(%fid))]
+    ///
+    /// Also returns how many opens for writing the file has over all clients: while none,
+    /// the MDS's size is the file's.
     pub async fn getattr_locked(
         &self,
         fid: Fid,
         name: Option<&[u8]>,
-    ) -> Result<(Attr, Option<Layout>), ClientError> {
+    ) -> Result<(Attr, Option<Layout>, u32), ClientError> {
         if let Some(n) = name {
             check_name(n)?;
         }
@@ -990,7 +1013,7 @@ impl Client {
         self.inner
             .locks
             .add_inode_locks(MDT0_INDEX, child, name.map(|n| (fid, n)), &reply.locks);
-        Ok((reply.reply.attr, reply.reply.layout))
+        Ok((reply.reply.attr, reply.reply.layout, reply.writers))
     }
 
     /// Takes this client's own locks on what a namespace change touches out of its cache,

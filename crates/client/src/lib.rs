@@ -19,6 +19,7 @@ pub mod io_plan;
 pub mod limits;
 mod locks;
 pub mod mounts;
+mod opens;
 mod spec;
 
 pub use client::{Client, ClientConfig};

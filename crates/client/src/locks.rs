@@ -601,10 +601,19 @@ fn run_drop(inv: &dyn CacheInvalidator, what: Invalidation) {
     }
 }
 
+/// What an MDT's callbacks reopen on a new connection.
+pub(crate) struct Reopen {
+    pub(crate) opens: Arc<crate::opens::OpenFiles>,
+    pub(crate) import: Import,
+    pub(crate) mdt: u32,
+}
+
 /// Answers the callbacks of one server (all the targets it serves).
 pub(crate) struct ServerCallbacks {
     pub(crate) locks: Arc<Locks>,
     pub(crate) targets: OnceLock<Vec<Target>>,
+    /// For an MDT: the files to reopen on every new connection.
+    pub(crate) reopen: OnceLock<Arc<Reopen>>,
 }
 
 impl ServerCallbacks {
@@ -612,6 +621,7 @@ impl ServerCallbacks {
         Arc::new(ServerCallbacks {
             locks: Arc::clone(locks),
             targets: OnceLock::new(),
+            reopen: OnceLock::new(),
         })
     }
 
@@ -655,6 +665,13 @@ impl CallbackHandler for ServerCallbacks {
         if let Some(targets) = self.targets.get() {
             debug!(%nid, "server connection ended: its locks are gone");
             self.locks.forget_targets(targets);
+        }
+    }
+
+    fn connected(&self, _nid: Nid) {
+        if let Some(r) = self.reopen.get() {
+            let r = Arc::clone(r);
+            tokio::spawn(async move { r.opens.replay(&r.import, r.mdt).await });
         }
     }
 }

@@ -639,7 +639,10 @@ async fn striped_io_truncate_and_holes() {
         let oa = client.ost_getattr(obj.ost_idx, obj.oid).await.unwrap();
         assert_eq!(oa.size, geom.object_size(i as u32, small), "object {i}");
     }
-    let got = client.read(file.fid, &layout, small, 0, MIB as u32).await.unwrap();
+    let got = client
+        .read(file.fid, &layout, small, 0, MIB as u32)
+        .await
+        .unwrap();
     assert_eq!(&got[..], &expect[..small as usize]);
     client.fsync(Some(&layout)).await.unwrap();
     assert!(cluster.mds.inodes.lock().unwrap()[&file.fid].attr.size == small);
@@ -648,7 +651,10 @@ async fn striped_io_truncate_and_holes() {
         mirror_count: 2,
         ..layout.clone()
     };
-    let err = client.read(file.fid, &composite, size, 0, 10).await.unwrap_err();
+    let err = client
+        .read(file.fid, &composite, size, 0, 10)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::CompositeLayout));
     assert_eq!(err.errno(), Errno::EOPNOTSUPP);
     client.unmount().await;
@@ -677,7 +683,10 @@ async fn rpcs_in_flight_are_capped_per_ost() {
     let layout = layout.unwrap();
     assert_eq!(layout.as_plain().unwrap().stripe_count, 1);
     let data = Bytes::from(pattern((12 * MIB) as usize, 9));
-    client.write(file.fid, &layout, 0, data.clone()).await.unwrap();
+    client
+        .write(file.fid, &layout, 0, data.clone())
+        .await
+        .unwrap();
     let max = cluster.oss.max_in_flight.load(Ordering::SeqCst);
     assert!((2..=3).contains(&max), "max in flight {max}");
     let got = client

@@ -562,6 +562,10 @@ impl Cluster {
                     self.nid(Daemon::Mds),
                 ]);
                 args.extend(callback_timeout_args(spec.callback_timeout));
+                if let Some(w) = spec.recovery_window {
+                    let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
+                    args.extend(["--recovery-window".to_owned(), secs.to_string()]);
+                }
             }
             Daemon::Oss => {
                 args.extend(["--mgs".to_owned(), self.mgs_nid()]);

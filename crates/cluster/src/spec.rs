@@ -37,6 +37,10 @@ pub struct ClusterSpec {
     /// evict it: given to both as `--callback-timeout SECS` (whole seconds, rounded up, at
     /// least 1). `None` (default) passes nothing, so the daemons use their own default.
     pub callback_timeout: Option<Duration>,
+    /// How long the MDS gives clients to reconnect and reopen their files before it
+    /// releases what they held open: `--recovery-window SECS` (whole seconds, rounded up).
+    /// `None` (default) passes nothing.
+    pub recovery_window: Option<Duration>,
 }
 
 impl ClusterSpec {
@@ -55,6 +59,7 @@ impl ClusterSpec {
             net: "tcp".to_owned(),
             oss_failnode: false,
             callback_timeout: None,
+            recovery_window: None,
         }
     }
 }

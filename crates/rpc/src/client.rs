@@ -23,6 +23,8 @@ pub trait CallbackHandler: Send + Sync + 'static {
     async fn handle(&self, req: Request) -> Result<Response, ServiceError>;
     /// The connection ended: whatever the server kept for it (locks) is gone with it.
     fn connection_ended(&self, nid: Nid);
+    /// A new connection was made (the first, or a reconnect): a new export at the server.
+    fn connected(&self, _nid: Nid) {}
 }
 
 /// The callback handler of an import (a newtype so [`ImportConfig`] stays `Debug`).
@@ -588,6 +590,9 @@ impl Import {
             }
         };
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(cb) = &cfg.callbacks {
+            cb.0.connected(nid);
+        }
         let old = self
             .inner
             .server_instance

@@ -838,6 +838,9 @@ wire_type! {
     pub struct GetattrLockReply {
         pub reply: AttrReply,
         pub locks: Vec<EnqueueReply>,
+        /// Opens for writing of the file, over all clients: while there are none, the MDS's
+        /// size is the file's (writers report theirs at close); else ask the objects.
+        pub writers: u32,
     }
 }
 
