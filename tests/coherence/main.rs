@@ -8,6 +8,9 @@
 //! one file must both survive; a client that stops answering lock callbacks is evicted, so
 //! that the others are held up for the callback timeout at most.
 //!
+//! The `netns` tests run the same checks with each mount in a network namespace of its own
+//! (two machines' worth of networking, made and removed by the test), and cut a client off.
+//!
 //! Every test body runs on its own thread under a time limit; whatever happens (failure,
 //! timeout, panic) a stopped mount is continued, both mounts are unmounted and the daemons
 //! stopped by pid.
@@ -18,6 +21,7 @@
 mod concurrent;
 mod eviction;
 mod model;
+mod netns;
 mod visibility;
 
 use std::any::Any;
@@ -83,6 +87,8 @@ pub struct Env {
     pub b_pid: u32,
     /// The `lfs` binary.
     pub lfs: PathBuf,
+    /// The network the mounts live in, when each has a namespace of its own.
+    pub net: Option<std::sync::Arc<netns::TestNet>>,
 }
 
 impl Env {
@@ -126,30 +132,38 @@ struct TwoMounts {
 }
 
 impl TwoMounts {
-    fn start() -> TwoMounts {
+    /// A cluster and two mounts; with `net`, the daemons listen on its bridge and each mount
+    /// runs in its own namespace.
+    fn start(net: Option<std::sync::Arc<netns::TestNet>>) -> TwoMounts {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
+        if let Some(net) = &net {
+            spec.host = net.host;
+        }
         spec.n_osts = 2;
         spec.ost_size_bytes = 256 << 20;
         spec.default_stripe_count = STRIPE_COUNT;
         spec.default_stripe_size = STRIPE_SIZE as u64;
         spec.callback_timeout = Some(CALLBACK_TIMEOUT);
         let mut cluster = Cluster::start(spec).unwrap_or_else(|e| panic!("start cluster: {e}"));
-        let mut mount = |name: &str| {
+        let mut mount = |name: &str, side: Side| {
             let path = tmp.path().join(name);
-            cluster
-                .mount(&path)
-                .unwrap_or_else(|e| panic!("mount {name}: {e}"));
+            let mounted = match &net {
+                Some(net) => cluster.mount_in_netns(&path, &net.namespaces[side.idx()]),
+                None => cluster.mount(&path),
+            };
+            mounted.unwrap_or_else(|e| panic!("mount {name}: {e}"));
             fs::canonicalize(&path).expect("resolve mount point")
         };
-        let a = mount("a");
-        let b = mount("b");
+        let a = mount("a", Side::A);
+        let b = mount("b", Side::B);
         let b_pid = cluster.mount_pid(&b).expect("pid of B's sheen-mount");
         let env = Env {
             a,
             b,
             b_pid,
             lfs: cluster.bin("lfs"),
+            net,
         };
         TwoMounts {
             cluster: Some(cluster),
@@ -202,7 +216,23 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
 /// stops everything; fails with the body's panic message, or on timeout, or (with
 /// [`Logs::Clean`]) if a log holds an ERROR line.
 pub fn run(name: &str, limit: Duration, logs: Logs, body: fn(&Env)) {
-    let two = TwoMounts::start();
+    run_on(name, limit, logs, body, None);
+}
+
+/// [`run`] with each mount in a network namespace of its own ([`netns::TestNet`]).
+pub fn run_netns(name: &str, limit: Duration, logs: Logs, body: fn(&Env)) {
+    let net = std::sync::Arc::new(netns::TestNet::create());
+    run_on(name, limit, logs, body, Some(net));
+}
+
+fn run_on(
+    name: &str,
+    limit: Duration,
+    logs: Logs,
+    body: fn(&Env),
+    net: Option<std::sync::Arc<netns::TestNet>>,
+) {
+    let two = TwoMounts::start(net);
     let env = two.env.clone();
     let (done, outcome) = mpsc::channel();
     let started = Instant::now();

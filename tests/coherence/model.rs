@@ -445,7 +445,7 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
-fn model_test(env: &Env) {
+pub(crate) fn model_test(env: &Env) {
     let seed = seed();
     println!("randomized_model_test: seed {seed:#x}, {OPS} operations");
     fs::create_dir(env.a.join("model")).expect("mkdir model on A");

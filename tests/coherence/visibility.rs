@@ -25,7 +25,7 @@ fn write_is_visible_on_the_other_mount_when_write_returns() {
     );
 }
 
-fn write_is_visible(env: &Env) {
+pub(crate) fn write_is_visible(env: &Env) {
     let on_a = env.a.join("f");
     let on_b = env.b.join("f");
     let mut model = pattern(100, 200 * KIB);
@@ -213,7 +213,7 @@ fn rename_and_unlink_are_visible_at_once() {
     );
 }
 
-fn rename_and_unlink_are_visible(env: &Env) {
+pub(crate) fn rename_and_unlink_are_visible(env: &Env) {
     let d_a = env.a.join("d");
     let d2_a = env.a.join("d2");
     fs::create_dir(&d_a).expect("mkdir d on A");

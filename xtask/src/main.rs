@@ -150,6 +150,10 @@ fn raw_args_after_test(args: impl Iterator<Item = String>) -> Option<Vec<String>
 fn test(cargo_test_args: &[String]) -> Result<()> {
     util::step("ensure fuse3 is installed");
     util::ensure_fuse3()?;
+    // The coherence suite puts clients in network namespaces of its own.
+    util::step("ensure ip and nsenter are installed");
+    util::ensure_command("ip", "iproute2")?;
+    util::ensure_command("nsenter", "util-linux")?;
     util::step("build every binary (debug), for the tests that start real daemons");
     util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
     util::step("run the tests");

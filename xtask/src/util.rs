@@ -116,30 +116,37 @@ pub fn is_root() -> bool {
 
 /// Makes sure `fusermount3` is there, installing Debian's `fuse3` when root.
 pub fn ensure_fuse3() -> Result<()> {
-    if !in_path("fusermount3") {
-        if !is_root() {
-            bail!("fusermount3 not found: install fuse3 (`sudo apt-get install fuse3`)");
-        }
-        println!("fusermount3 not found, installing fuse3");
-        let install = || {
-            let mut command = Command::new("apt-get");
-            command
-                .args(["install", "-y", "fuse3"])
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            command
-        };
-        if run(&mut install()).is_err() {
-            run(Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
-            run(&mut install())?;
-        }
-        if !in_path("fusermount3") {
-            bail!("fuse3 installed but fusermount3 still not in PATH");
-        }
-    }
+    ensure_command("fusermount3", "fuse3")?;
     if !Path::new("/dev/fuse").exists() {
         eprintln!("warning: /dev/fuse is missing, FUSE mounts will fail (a container without it?)");
+    }
+    Ok(())
+}
+
+/// Installs the Debian package `package` (as root, with apt-get) when `command` is not in
+/// PATH.
+pub fn ensure_command(command: &str, package: &str) -> Result<()> {
+    if in_path(command) {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("{command} not found: install {package} (`sudo apt-get install {package}`)");
+    }
+    println!("{command} not found, installing {package}");
+    let install = || {
+        let mut c = Command::new("apt-get");
+        c.args(["install", "-y", package])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    if run(&mut install()).is_err() {
+        run(Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(&mut install())?;
+    }
+    if !in_path(command) {
+        bail!("{package} installed but {command} still not in PATH");
     }
     Ok(())
 }

@@ -227,14 +227,14 @@ impl Cluster {
     /// NID a daemon listens on; it keeps it across restarts (a failover swaps it with its
     /// failover NID).
     pub fn nid(&self, daemon: Daemon) -> String {
-        nid(self.port(daemon), &self.spec.net)
+        nid(self.spec.host, self.port(daemon), &self.spec.net)
     }
 
     /// The failover NID a daemon was given as `--failnode`, if any (the OSS, when the spec's
     /// `oss_failnode` is set): where [`Cluster::failover_oss`] moves it next.
     pub fn failnode(&self, daemon: Daemon) -> Option<String> {
         let port = self.daemons[daemon.idx()].failnode_port?;
-        Some(nid(port, &self.spec.net))
+        Some(nid(self.spec.host, port, &self.spec.net))
     }
 
     /// Port a daemon listens on.
@@ -286,7 +286,7 @@ impl Cluster {
                     binary: daemon.binary().to_owned(),
                     pid: process.child.as_ref()?.id(),
                     port: process.port,
-                    nid: nid(process.port, &self.spec.net),
+                    nid: nid(self.spec.host, process.port, &self.spec.net),
                     log: process.log.clone(),
                 })
             })
@@ -323,6 +323,24 @@ impl Cluster {
         mountpoint: &Path,
         options: Option<&str>,
     ) -> Result<(), ClusterError> {
+        self.mount_in(mountpoint, options, None)
+    }
+
+    /// [`Cluster::mount`] with the client in the network namespace `netns` (one made with
+    /// `ip netns add`, entered with `nsenter --net`, which keeps the mount namespace so the
+    /// mount shows here): a client on another machine, as far as the network goes. The
+    /// daemons must listen on an address the namespace reaches
+    /// ([`ClusterSpec::host`](crate::ClusterSpec)).
+    pub fn mount_in_netns(&mut self, mountpoint: &Path, netns: &str) -> Result<(), ClusterError> {
+        self.mount_in(mountpoint, None, Some(netns))
+    }
+
+    fn mount_in(
+        &mut self,
+        mountpoint: &Path,
+        options: Option<&str>,
+        netns: Option<&str>,
+    ) -> Result<(), ClusterError> {
         // Checked before touching the path: stat on a live or dead mount may fail.
         if let Some(entry) = find_mount(&lookup_path(mountpoint))? {
             return Err(ClusterError::Mountpoint {
@@ -343,7 +361,15 @@ impl Cluster {
             .logs_dir()
             .join(format!("mount-{}.log", self.n_mounts_started));
         self.n_mounts_started += 1;
-        let mut command = Command::new(&binary);
+        // `nsenter` enters the namespace and execs the binary: the pid stays the same.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         command.arg(self.mount_spec()).arg(&mountpoint);
         if let Some(options) = options {
             command.arg("-o").arg(options);
@@ -610,7 +636,7 @@ impl Cluster {
                         log: process.log.clone(),
                     });
                 }
-                let address = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, process.port));
+                let address = SocketAddr::V4(SocketAddrV4::new(self.spec.host, process.port));
                 if TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).is_err() {
                     still_waiting.push(daemon);
                 }
@@ -622,7 +648,7 @@ impl Cluster {
                     return Err(ClusterError::NotReady {
                         name: daemon.binary().to_owned(),
                         waited: started.elapsed(),
-                        reason: format!("no TCP listener on 127.0.0.1:{}", process.port),
+                        reason: format!("no TCP listener on {}:{}", self.spec.host, process.port),
                         log_tail: process::log_tail(&process.log, LOG_TAIL_LINES),
                         log: process.log.clone(),
                     });
@@ -773,8 +799,8 @@ fn callback_timeout_args(timeout: Option<Duration>) -> Vec<String> {
     vec!["--callback-timeout".to_owned(), secs.max(1).to_string()]
 }
 
-fn nid(port: u16, net: &str) -> String {
-    format!("127.0.0.1:{port}@{net}")
+fn nid(host: Ipv4Addr, port: u16, net: &str) -> String {
+    format!("{host}:{port}@{net}")
 }
 
 fn find_mount(mountpoint: &Path) -> Result<Option<mountinfo::MountEntry>, ClusterError> {
@@ -933,8 +959,11 @@ mod tests {
     #[test]
     fn nids_carry_the_spec_network() {
         assert_eq!(ClusterSpec::new("/x").net, "tcp");
-        assert_eq!(nid(7001, "tcp"), "127.0.0.1:7001@tcp");
-        assert_eq!(nid(7001, "o2ib"), "127.0.0.1:7001@o2ib");
+        let lo = Ipv4Addr::LOCALHOST;
+        assert_eq!(nid(lo, 7001, "tcp"), "127.0.0.1:7001@tcp");
+        assert_eq!(nid(lo, 7001, "o2ib"), "127.0.0.1:7001@o2ib");
+        let bridge = Ipv4Addr::new(10, 213, 7, 1);
+        assert_eq!(nid(bridge, 7001, "tcp"), "10.213.7.1:7001@tcp");
         let tmp = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(tmp.path().join("c"));
         spec.net = "ib".to_owned();

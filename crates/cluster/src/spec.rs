@@ -41,6 +41,9 @@ pub struct ClusterSpec {
     /// releases what they held open: `--recovery-window SECS` (whole seconds, rounded up).
     /// `None` (default) passes nothing.
     pub recovery_window: Option<Duration>,
+    /// The IPv4 address every daemon listens on (default `127.0.0.1`): a test that puts its
+    /// clients in network namespaces gives the address of the bridge it made.
+    pub host: std::net::Ipv4Addr,
 }
 
 impl ClusterSpec {
@@ -60,6 +63,7 @@ impl ClusterSpec {
             oss_failnode: false,
             callback_timeout: None,
             recovery_window: None,
+            host: std::net::Ipv4Addr::LOCALHOST,
         }
     }
 }
