@@ -23,16 +23,19 @@ use fuser::{
     TimeOrNow, WriteFlags,
 };
 use sheen_client::{
-    Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, SetAttr, TimeSet,
+    Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, SetAttr, TimeSet, Timespec,
 };
+use sheen_wire::xattr_flags;
 use tracing::{debug, warn, Instrument};
 
 use crate::convert::{self, errno, fid, file_attr};
 use crate::limits;
-use crate::state::{Handle, OpenFiles};
+use crate::state::{relatime_due, Atime, Handle, OpenFiles};
 
 /// The xattr that carries a file's layout; setting it changes the layout.
 const LOV_XATTR: &[u8] = b"lustre.lov";
+/// The access ACL: setting it may clear the set-group-ID bit (see [`Inner::setxattr`]).
+const ACL_ACCESS_XATTR: &[u8] = b"system.posix_acl_access";
 /// Readdir offsets 1 and 2 are "." and ".."; an MDS cookie `c` is offset `c + 2`.
 const DOT_ENTRIES: u64 = 2;
 
@@ -47,7 +50,11 @@ pub struct SheenFs {
 struct Inner {
     client: Client,
     read_only: bool,
+    /// Reads never update atime (a `noatime` or read-only mount).
+    no_atime: bool,
     open: Mutex<OpenFiles>,
+    /// Work left running after its reply (the MDS side of a close).
+    background: Arc<Background>,
     /// Inodes whose cache a lock callback dropped: the size this client knows may be stale
     /// (another client wrote or truncated), so the next read asks the OSTs.
     stale: Arc<Mutex<HashSet<u64>>>,
@@ -84,13 +91,21 @@ impl DirHandle {
 }
 
 impl SheenFs {
-    pub fn new(client: Client, runtime: tokio::runtime::Handle, read_only: bool) -> SheenFs {
+    /// The filesystem of a mount; `noatime`: reads never update atime (`-o noatime`).
+    pub fn new(
+        client: Client,
+        runtime: tokio::runtime::Handle,
+        read_only: bool,
+        noatime: bool,
+    ) -> SheenFs {
         SheenFs {
             inner: Arc::new(Inner {
                 client,
                 read_only,
+                no_atime: noatime || read_only,
                 open: Mutex::new(OpenFiles::default()),
                 stale: Arc::new(Mutex::new(HashSet::new())),
+                background: Arc::new(Background::default()),
                 dirs: Mutex::new(HashMap::new()),
                 next_dir_fh: AtomicU64::new(1),
             }),
@@ -99,6 +114,11 @@ impl SheenFs {
     }
 
     /// Runs one request's work as its own task, in a span naming the operation.
+    /// The work this mount left running after replying; wait for it before disconnecting.
+    pub fn background(&self) -> Arc<Background> {
+        Arc::clone(&self.inner.background)
+    }
+
     /// The set of inodes whose size may be stale, for [`invalidator`] (which needs the FUSE
     /// session, so it is made after the session took the filesystem).
     pub fn stale_set(&self) -> Arc<Mutex<HashSet<u64>>> {
@@ -115,11 +135,35 @@ impl SheenFs {
     }
 }
 
-fn creds(req: &Request) -> Creds {
+/// The caller of a request, with the umask it creates with. With FUSE_DONT_MASK the kernel
+/// leaves the umask to us and the MDS applies it unless the parent has a default ACL;
+/// without, the kernel applied it already and applying it again changes nothing.
+fn creds(req: &Request, umask: u32) -> Creds {
     Creds {
         uid: req.uid(),
         gid: req.gid(),
+        umask,
     }
+}
+
+/// Whether process `pid` has `gid` among its supplementary groups (`/proc/PID/status`).
+/// A process that is gone or unreadable is in no group.
+fn in_supplementary_groups(pid: u32, gid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|status| supplementary_groups(&status).contains(&gid))
+}
+
+/// The `Groups:` line of a `/proc/PID/status`.
+fn supplementary_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn name_bytes(name: &OsStr) -> Vec<u8> {
@@ -162,6 +206,45 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: FsResult<Vec<u8>>) {
             }
         }
         Err(e) => reply.error(e),
+    }
+}
+
+/// Counts work that runs after its FUSE reply was sent.
+#[derive(Default)]
+pub struct Background {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One piece of background work; dropping it ends it.
+pub struct BackgroundGuard(Arc<Background>);
+
+impl Background {
+    fn start(self: &Arc<Self>) -> BackgroundGuard {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        BackgroundGuard(Arc::clone(self))
+    }
+
+    /// Waits until no background work runs, for at most `limit`; false if some still does.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.running.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+}
+
+impl Drop for BackgroundGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -266,10 +349,10 @@ impl Inner {
     ) -> FsResult<FileAttr> {
         let ino = attr.fid.to_ino();
         let stale = self.take_stale(ino);
-        let glimpsed = if writers > 0 || stale {
+        let (glimpsed, objects_mtime) = if writers > 0 || stale {
             self.glimpse(attr, layout).await?
         } else {
-            0
+            (0, None)
         };
         if stale {
             // Someone else changed the file: what this client wrote may be cut short.
@@ -281,6 +364,12 @@ impl Inner {
             // the MDS's (a truncate up leaves a hole past the objects) or the objects'.
             shown.size = attr.size.max(glimpsed);
             shown.blocks = shown.blocks.max(glimpsed.div_ceil(512));
+            // Writes set mtime on the objects; the MDS hears of it at the last close.
+            if let Some(m) = objects_mtime {
+                let written = convert::system_time(m);
+                shown.mtime = shown.mtime.max(written);
+                shown.ctime = shown.ctime.max(written);
+            }
         }
         Ok(shown)
     }
@@ -302,14 +391,18 @@ impl Inner {
     }
 
     /// The size a regular file's objects imply (0 for anything else).
-    async fn glimpse(&self, attr: &Attr, layout: Option<&Layout>) -> FsResult<u64> {
+    async fn glimpse(
+        &self,
+        attr: &Attr,
+        layout: Option<&Layout>,
+    ) -> FsResult<(u64, Option<sheen_client::Timespec>)> {
         match layout {
             Some(l) if attr.is_reg() => self
                 .client
-                .glimpse_size(attr.fid, l)
+                .glimpse(attr.fid, l)
                 .await
                 .map_err(|e| errno("glimpse", &e)),
-            _ => Ok(0),
+            _ => Ok((0, None)),
         }
     }
 
@@ -380,6 +473,19 @@ impl Inner {
         Ok(self.attr_of(&attr, layout.as_ref()))
     }
 
+    /// Whether reads through a handle opened with `flags` on a file with `attr` owe it an
+    /// access-time update (relatime, decided with the attributes of the open so that a
+    /// read costs no extra RPC when they say no).
+    fn atime_at_open(&self, attr: &Attr, flags: i32) -> Atime {
+        if self.no_atime || flags & libc::O_NOATIME != 0 {
+            Atime::Off
+        } else if relatime_due(attr.atime, attr.mtime, attr.ctime, Timespec::now()) {
+            Atime::Due
+        } else {
+            Atime::Current
+        }
+    }
+
     /// Opens a file: registers the open with the MDS (which returns the attributes and
     /// layout, and keeps the file alive if it is unlinked while open), truncates for
     /// O_TRUNC, and registers the handle.
@@ -415,6 +521,7 @@ impl Inner {
             ino: ino.0,
             write,
             append: flags & libc::O_APPEND != 0,
+            atime: self.atime_at_open(&attr, flags),
         };
         let mut open = self.open_files();
         let fh = open.open(handle, attr.size, layout);
@@ -443,6 +550,7 @@ impl Inner {
             ino: attr.fid.to_ino(),
             write,
             append: flags & libc::O_APPEND != 0,
+            atime: self.atime_at_open(&attr, flags),
         };
         let fh = self.open_files().open(handle, attr.size, layout);
         Ok((file_attr(&attr, attr.size), fh))
@@ -470,7 +578,43 @@ impl Inner {
         }
     }
 
-    async fn read(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
+    /// Reads, and with the first read of a handle that owes it (relatime, not O_NOATIME)
+    /// records the access on the MDS at the same time.
+    async fn read(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: i32,
+    ) -> FsResult<Bytes> {
+        // O_NOATIME may also have been set with fcntl after the open.
+        let touch = flags & libc::O_NOATIME == 0 && self.open_files().take_atime(fh.0);
+        if touch {
+            let (data, ()) = tokio::join!(self.read_data(ino, offset, size), self.touch(ino));
+            data
+        } else {
+            self.read_data(ino, offset, size).await
+        }
+    }
+
+    /// Records a read's access on the MDS: atime only, ctime left alone (as Linux does).
+    /// A failure is logged and forgotten: the read itself succeeded.
+    async fn touch(&self, ino: INodeNo) {
+        let Ok(fid) = fid(ino) else {
+            return;
+        };
+        let set = SetAttr {
+            atime: Some(TimeSet::Now),
+            keep_ctime: true,
+            ..SetAttr::default()
+        };
+        if let Err(e) = self.client.setattr_mds(fid, set).await {
+            errno("atime", &e);
+        }
+    }
+
+    async fn read_data(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
         let (layout, mut file_size) = self.io_view(ino).await?;
         let stale = self
             .stale
@@ -516,29 +660,50 @@ impl Inner {
         let Some(mut update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
-        if update.size.is_some() {
-            // Other clients write and truncate too: report the size the objects hold now,
-            // and only when it is past the MDS's (a truncate up leaves the MDS's past the
-            // objects; another writer may have reported more already).
-            let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
-            if let Some(layout) = layout {
-                let fid = fid(ino)?;
-                let objects = self
-                    .client
-                    .glimpse_size(fid, &layout)
-                    .await
-                    .map_err(|e| errno("flush", &e))?;
-                let (mds, _) = self
-                    .client
-                    .getattr(fid)
-                    .await
-                    .map_err(|e| errno("flush", &e))?;
+        // Other clients write and truncate too: report the size the objects hold now, and
+        // only when it is past the MDS's (a truncate up leaves the MDS's past the objects;
+        // another writer may have reported more already); and the mtime the writes left on
+        // the objects (what a glimpse showed while the file was open), with a ctime no
+        // older than it.
+        let mut mtime = update.mtime.then_some(TimeSet::Now);
+        let mut ctime = None;
+        let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
+        if let Some(layout) = layout {
+            let fid = fid(ino)?;
+            let (objects, objects_mtime) = self
+                .client
+                .glimpse(fid, &layout)
+                .await
+                .map_err(|e| errno("flush", &e))?;
+            let (mds, _) = self
+                .client
+                .getattr(fid)
+                .await
+                .map_err(|e| errno("flush", &e))?;
+            if update.size.is_some() {
                 update.size = (objects > mds.size).then_some(objects);
             }
+            if let (true, Some(m)) = (update.mtime, objects_mtime) {
+                let later = |a: &sheen_client::Timespec, b: &sheen_client::Timespec| {
+                    (a.sec, a.nsec) >= (b.sec, b.nsec)
+                };
+                if later(&m, &mds.mtime) {
+                    mtime = Some(TimeSet::At(m));
+                    ctime = Some(if later(&m, &mds.ctime) { m } else { mds.ctime });
+                } else {
+                    // The MDS has a newer mtime already (an explicit one, or a truncate).
+                    mtime = None;
+                }
+            }
+        }
+        if update.size.is_none() && mtime.is_none() {
+            self.open_files().flushed(ino.0, update);
+            return Ok(());
         }
         let set = SetAttr {
             size: update.size,
-            mtime: update.mtime.then_some(TimeSet::Now),
+            mtime,
+            ctime,
             ..SetAttr::default()
         };
         match self.client.setattr_mds(fid(ino)?, set).await {
@@ -642,11 +807,40 @@ impl Inner {
         self.client.statfs().await.map_err(|e| errno("statfs", &e))
     }
 
-    async fn setxattr(&self, ino: INodeNo, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+    /// Sets an xattr. Setting an access ACL also sets the mode (the MDS does that), and
+    /// clears the set-group-ID bit when the caller is neither in the file's group nor root,
+    /// as Linux does (the kernel knows, but fuser cannot receive FUSE_SETXATTR_EXT's
+    /// `FUSE_SETXATTR_ACL_KILL_SGID`, so we look at the caller ourselves).
+    async fn setxattr(
+        &self,
+        ino: INodeNo,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        caller: (u32, u32, u32),
+    ) -> FsResult<()> {
         self.check_writable()?;
-        let flags = u32::try_from(flags).map_err(|_| Errno::EINVAL)?;
+        let mut flags = u32::try_from(flags).map_err(|_| Errno::EINVAL)?;
+        if flags & !(xattr_flags::CREATE | xattr_flags::REPLACE) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let fid = fid(ino)?;
+        let (uid, gid, pid) = caller;
+        if name == ACL_ACCESS_XATTR && uid != 0 {
+            let (attr, _) = self
+                .client
+                .getattr(fid)
+                .await
+                .map_err(|e| errno("setxattr", &e))?;
+            if attr.mode & libc::S_ISGID != 0
+                && attr.gid != gid
+                && !in_supplementary_groups(pid, attr.gid)
+            {
+                flags |= xattr_flags::ACL_KILL_SGID;
+            }
+        }
         self.client
-            .setxattr(fid(ino)?, name, value, flags)
+            .setxattr(fid, name, value, flags)
             .await
             .map_err(|e| errno("setxattr", &e))?;
         if name == LOV_XATTR {
@@ -698,12 +892,16 @@ impl Filesystem for SheenFs {
         let _ = config.set_congestion_threshold(limits::CONGESTION_THRESHOLD);
         // Each only if the kernel offers it: O_TRUNC handled in open, parallel lookups and
         // readdirs in one directory, cached symlinks, page cache dropped when the size or
-        // mtime changes under us.
+        // mtime changes under us; POSIX ACLs evaluated by the kernel's permission checks
+        // (the MDS keeps mode and ACLs in step and makes new inodes inherit default ACLs),
+        // and the umask left to us (the MDS applies it unless a default ACL replaces it).
         for cap in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!(?cap, "kernel does not offer a FUSE capability");
@@ -764,6 +962,7 @@ impl Filesystem for SheenFs {
             atime: atime.map(convert::time_set),
             mtime: mtime.map(convert::time_set),
             ctime: ctime.map(convert::timespec),
+            keep_ctime: false,
         };
         self.spawn("setattr", ino, |fs| async move {
             match fs.setattr(ino, set).await {
@@ -796,12 +995,11 @@ impl Filesystem for SheenFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        // The kernel applied the umask already (we do not ask for FUSE_DONT_MASK).
-        let (name, creds) = (name_bytes(name), creds(req));
+        let (name, creds) = (name_bytes(name), creds(req, umask));
         self.spawn("mknod", parent, |fs| async move {
             reply_entry(reply, fs.mknod(parent, &name, mode, rdev, creds).await);
         });
@@ -813,10 +1011,10 @@ impl Filesystem for SheenFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let (name, creds) = (name_bytes(name), creds(req));
+        let (name, creds) = (name_bytes(name), creds(req, umask));
         self.spawn("mkdir", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
@@ -867,7 +1065,8 @@ impl Filesystem for SheenFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let (name, creds) = (name_bytes(link_name), creds(req));
+        // A symlink's mode is always 0777: no umask.
+        let (name, creds) = (name_bytes(link_name), creds(req, 0));
         let target = target.as_os_str().as_bytes().to_vec();
         self.spawn("symlink", parent, |fs| async move {
             let result = async {
@@ -942,15 +1141,15 @@ impl Filesystem for SheenFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         self.spawn("read", ino, |fs| async move {
-            match fs.read(ino, offset, size).await {
+            match fs.read(ino, fh, offset, size, flags.0).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
             }
@@ -987,9 +1186,12 @@ impl Filesystem for SheenFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn("flush", ino, |fs| async move {
-            reply_empty(reply, fs.flush_size(ino).await);
-        });
+        // Called on every close(2) of every descriptor, including the copies a fork inherits
+        // and an exec closes: it must not wait for a server. Writes are on the OSTs when
+        // they return, other clients glimpse the size of a file with writers, and the size
+        // goes to the MDS at the last close (release) and at fsync.
+        let _ = ino;
+        reply.ok();
     }
 
     fn release(
@@ -1002,8 +1204,14 @@ impl Filesystem for SheenFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Nothing the kernel waits for: answer at once (an unmount does not wait for
+        // RELEASE replies), then report the size and the close to the MDS in the background.
+        // The mount waits for that work before it disconnects (`Background::wait_idle`).
+        reply.ok();
+        let guard = self.inner.background.start();
         self.spawn("release", ino, |fs| async move {
-            reply_empty(reply, fs.release(ino, fh).await);
+            let _ = fs.release(ino, fh).await;
+            drop(guard);
         });
     }
 
@@ -1086,7 +1294,7 @@ impl Filesystem for SheenFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1098,8 +1306,9 @@ impl Filesystem for SheenFs {
             return reply.error(Errno::EINVAL);
         }
         let (name, value) = (name_bytes(name), value.to_vec());
+        let caller = (req.uid(), req.gid(), req.pid());
         self.spawn("setxattr", ino, |fs| async move {
-            reply_empty(reply, fs.setxattr(ino, &name, &value, flags).await);
+            reply_empty(reply, fs.setxattr(ino, &name, &value, flags, caller).await);
         });
     }
 
@@ -1226,11 +1435,11 @@ impl Filesystem for SheenFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (name, creds) = (name_bytes(name), creds(req));
+        let (name, creds) = (name_bytes(name), creds(req, umask));
         self.spawn("create", parent, |fs| async move {
             match fs.create(parent, &name, mode, flags, creds).await {
                 Ok((attr, fh)) => reply.created(
@@ -1262,6 +1471,20 @@ mod tests {
             file_type: libc::S_IFREG,
             next_cookie,
         }
+    }
+
+    #[test]
+    fn supplementary_groups_from_proc_status() {
+        let status = "Name:\tcat\nUid:\t0\t0\t0\t0\nGroups:\t4 24 1000 \nVmPeak:\t1 kB\n";
+        assert_eq!(supplementary_groups(status), vec![4, 24, 1000]);
+        assert!(supplementary_groups("Groups:\t\n").is_empty());
+        assert!(supplementary_groups("Name:\tx\n").is_empty());
+        // This test process is in the groups its status lists.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        for g in supplementary_groups(&own) {
+            assert!(in_supplementary_groups(std::process::id(), g));
+        }
+        assert!(!in_supplementary_groups(u32::MAX, 0));
     }
 
     #[test]

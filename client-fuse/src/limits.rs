@@ -31,6 +31,8 @@ pub const FUSE_THREADS_MAX: usize = 16;
 pub const MOUNT_WAIT: Duration = Duration::from_secs(30);
 /// How often the mount helper looks at /proc/self/mountinfo while waiting.
 pub const MOUNT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long an unmount waits for closes still being reported to the MDS.
+pub const BACKGROUND_WAIT: Duration = Duration::from_secs(10);
 /// How long the runtime may take to finish its tasks after the session ended.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 

@@ -133,8 +133,14 @@ fn serve(
     let client = runtime
         .block_on(Client::mount(spec, ClientConfig::default()))
         .with_context(|| format!("mounting {spec}"))?;
-    let fs = fs::SheenFs::new(client.clone(), runtime.handle().clone(), opts.read_only);
+    let fs = fs::SheenFs::new(
+        client.clone(),
+        runtime.handle().clone(),
+        opts.read_only,
+        opts.noatime(),
+    );
     let stale = fs.stale_set();
+    let background = fs.background();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let config = options::fuse_config(&cli.spec, opts, is_root);
@@ -178,6 +184,10 @@ fn serve(
         Ok(r) => r.context("serving FUSE"),
         Err(_) => Err(anyhow!("the FUSE session thread panicked")),
     };
+    // Closes reported to the MDS after their reply: finish them before disconnecting.
+    if !runtime.block_on(background.wait_idle(limits::BACKGROUND_WAIT)) {
+        warn!("closes still being reported to the MDS at unmount; giving up on them");
+    }
     runtime.block_on(client.unmount());
     info!(mountpoint = %mountpoint.display(), "unmounted");
     served

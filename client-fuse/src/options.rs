@@ -68,6 +68,13 @@ pub enum OptionError {
     },
 }
 
+impl MountOpts {
+    /// `noatime`: reads never update atime (else relatime, Linux's default).
+    pub fn noatime(&self) -> bool {
+        self.flags.contains(&MountOption::NoAtime)
+    }
+}
+
 /// Parses the `-o` arguments (each a comma-separated list).
 pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
     let mut opts = MountOpts {
@@ -244,6 +251,8 @@ mod tests {
     #[test]
     fn builds_the_fuse_config() {
         let o = parse(&["ro,noatime".into()]).unwrap();
+        assert!(o.noatime());
+        assert!(!parse(&["noatime,atime".into()]).unwrap().noatime());
         let c = fuse_config("127.0.0.1@tcp:/sheen", &o, true);
         assert_eq!(c.acl, SessionACL::All);
         assert_eq!(

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sheen_client::Layout;
+use sheen_client::{Layout, Timespec};
 
 /// The size of one open inode as this client knows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,12 +91,34 @@ impl SizeState {
     }
 }
 
+/// Whether a read through a handle owes the file an access-time update (relatime: atime
+/// not newer than mtime or ctime, or more than a day old, when the handle was opened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Atime {
+    /// No update through this handle: opened with O_NOATIME, on a `noatime` or read-only
+    /// mount, or the update was made.
+    Off,
+    /// The first read updates atime.
+    Due,
+    /// atime was current at open; a read updates it only after a write through this
+    /// client moved mtime.
+    Current,
+}
+
+/// Whether atime is due for an update by a read, by Linux's `relatime` rule: atime is not
+/// newer than mtime or ctime, or is at least a day old at `now`.
+pub fn relatime_due(atime: Timespec, mtime: Timespec, ctime: Timespec, now: Timespec) -> bool {
+    const DAY_SECS: i64 = 24 * 60 * 60;
+    mtime >= atime || ctime >= atime || now.sec.saturating_sub(atime.sec) >= DAY_SECS
+}
+
 /// One open file handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle {
     pub ino: u64,
     pub write: bool,
     pub append: bool,
+    pub atime: Atime,
 }
 
 /// An inode with at least one open handle.
@@ -105,6 +127,8 @@ struct OpenInode {
     handles: u32,
     size: SizeState,
     layout: Option<Arc<Layout>>,
+    /// Written through this client since it was opened: mtime moved past atime.
+    written: bool,
 }
 
 /// All open files of a mount.
@@ -126,6 +150,7 @@ impl OpenFiles {
             handles: 0,
             size: SizeState::new(mds_size),
             layout: None,
+            written: false,
         });
         inode.handles += 1;
         inode.size.observe_mds(mds_size);
@@ -137,6 +162,24 @@ impl OpenFiles {
 
     pub fn handle(&self, fh: u64) -> Option<Handle> {
         self.handles.get(&fh).copied()
+    }
+
+    /// Whether a read through `fh` is to update the file's atime; at most once per handle
+    /// (the answer is `true` once, then the handle owes nothing more).
+    pub fn take_atime(&mut self, fh: u64) -> bool {
+        let Some(h) = self.handles.get_mut(&fh) else {
+            return false;
+        };
+        let written = self.inodes.get(&h.ino).is_some_and(|i| i.written);
+        let due = match h.atime {
+            Atime::Off => false,
+            Atime::Due => true,
+            Atime::Current => written,
+        };
+        if due {
+            h.atime = Atime::Off;
+        }
+        due
     }
 
     /// Drops a handle; the inode's state goes with its last handle.
@@ -189,6 +232,7 @@ impl OpenFiles {
     pub fn wrote(&mut self, ino: u64, end: u64) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
             inode.size.wrote(end);
+            inode.written = true;
         }
     }
 
@@ -301,11 +345,13 @@ mod tests {
             ino: 7,
             write: true,
             append: false,
+            atime: Atime::Off,
         };
         let r = Handle {
             ino: 7,
             write: false,
             append: false,
+            atime: Atime::Off,
         };
         let fh1 = open.open(w, 0, Some(layout(1)));
         let fh2 = open.open(r, 0, None);
@@ -326,5 +372,46 @@ mod tests {
         assert_eq!(open.release(fh2), Some(r));
         assert!(!open.is_open(7));
         assert!(open.io_view(7).is_none());
+    }
+
+    fn ts(sec: i64) -> Timespec {
+        Timespec { sec, nsec: 0 }
+    }
+
+    #[test]
+    fn relatime_rule() {
+        let now = ts(1_000_000);
+        // atime not newer than mtime or ctime: due.
+        assert!(relatime_due(ts(10), ts(10), ts(5), now));
+        assert!(relatime_due(ts(10), ts(5), ts(11), now));
+        // Newer than both and less than a day old: not due.
+        assert!(!relatime_due(now, ts(10), ts(10), now));
+        assert!(!relatime_due(ts(now.sec - 3600), ts(10), ts(10), now));
+        // A day old: due.
+        assert!(relatime_due(ts(now.sec - 86_400), ts(10), ts(10), now));
+    }
+
+    #[test]
+    fn atime_is_updated_at_most_once_per_handle() {
+        let mut open = OpenFiles::default();
+        let handle = |atime| Handle {
+            ino: 3,
+            write: false,
+            append: false,
+            atime,
+        };
+        let due = open.open(handle(Atime::Due), 0, None);
+        let current = open.open(handle(Atime::Current), 0, None);
+        let off = open.open(handle(Atime::Off), 0, None);
+        assert!(open.take_atime(due));
+        assert!(!open.take_atime(due), "once per handle");
+        assert!(!open.take_atime(current));
+        assert!(!open.take_atime(off));
+        // A write through this client moves mtime past atime.
+        open.wrote(3, 10);
+        assert!(open.take_atime(current));
+        assert!(!open.take_atime(current));
+        assert!(!open.take_atime(off), "O_NOATIME and noatime stay off");
+        assert!(!open.take_atime(99), "unknown handle");
     }
 }

@@ -182,6 +182,12 @@ fn ns_err(e: NsError) -> ServiceError {
     ServiceError::new(e.errno(), e.to_string())
 }
 
+tokio::task_local! {
+    /// The client (uuid) and xid of the request a handler runs for: the namespace changes
+    /// it makes are recorded with it (Lustre's last_rcvd), in the same transaction.
+    static REQUEST: (Arc<str>, u64);
+}
+
 /// How many times a namespace change re-resolves its names when they changed while it was
 /// waiting for its locks.
 const LOCK_RESOLVE_TRIES: usize = 4;
@@ -230,6 +236,8 @@ impl Mds {
         type Touched = (Vec<(Fid, u64)>, Vec<(Fid, Vec<u8>)>);
         let attrs = ibits::UPDATE | ibits::PERM | ibits::XATTR;
         let (mut out, names): Touched = match req {
+            // A mode change rewrites the access ACL too.
+            ReintReq::Setattr { fid, attr } if attr.mode.is_some() => (vec![(*fid, attrs)], vec![]),
             ReintReq::Setattr { fid, .. } => (vec![(*fid, ibits::UPDATE | ibits::PERM)], vec![]),
             ReintReq::Setxattr { fid, .. } | ReintReq::Removexattr { fid, .. } => {
                 (vec![(*fid, attrs)], vec![])
@@ -423,12 +431,55 @@ impl Mds {
         T: Send + 'static,
     {
         let commits = Arc::clone(&self.commits);
+        let record = REQUEST.try_with(Clone::clone).ok();
         self.ns(move |ns| {
-            let out = f(ns)?;
+            let out = match record {
+                Some((client, xid)) => ns.with_client_record(client.as_bytes(), xid, f)?,
+                None => f(ns)?,
+            };
             commits.commit(ns, ns.last_transno())?;
             Ok(out)
         })
         .await
+    }
+
+    /// The reply to a change this client's request already made (a resend after a restart,
+    /// found in the durable client records): rebuilt from the namespace as it is now, as
+    /// Lustre reconstructs replies.
+    async fn reconstruct(&self, r: &ReintReq) -> Result<ReintReply, ServiceError> {
+        let none = ReintReply {
+            attr: None,
+            layout: None,
+        };
+        match r {
+            ReintReq::Setattr { fid, .. } | ReintReq::Link { fid, .. } => {
+                let fid = *fid;
+                let attr = self.ns(move |ns| ns.getattr(fid)).await?;
+                Ok(ReintReply {
+                    attr: Some(attr),
+                    layout: None,
+                })
+            }
+            ReintReq::Create { parent, name, .. } => {
+                let (parent, name) = (*parent, name.clone());
+                let reply = self
+                    .attr_of(move |ns| ns.lookup(parent, &name), false)
+                    .await?;
+                Ok(ReintReply {
+                    attr: Some(reply.attr),
+                    layout: reply.layout,
+                })
+            }
+            ReintReq::Setxattr { fid, name, .. } if name == XATTR_LUSTRE_LOV => {
+                let fid = *fid;
+                let reply = self.attr_of(move |ns| ns.getattr(fid), false).await?;
+                Ok(ReintReply {
+                    attr: Some(reply.attr),
+                    layout: reply.layout,
+                })
+            }
+            _ => Ok(none),
+        }
     }
 
     /// Makes every change so far durable; returns the committed transno.
@@ -496,6 +547,7 @@ impl Mds {
                     rdev,
                     uid: creds.uid,
                     gid: creds.gid,
+                    umask: creds.umask,
                     symlink,
                     layout: file_layout.clone(),
                 };
@@ -735,13 +787,37 @@ impl Service for Mds {
                     }
                     rc.reint
                 };
+                let resent = req.header.flags & sheen_wire::frame::FLAG_RESENT != 0;
+                if let (true, Some(client)) = (resent, req.client.clone()) {
+                    // Executed before a restart (the reply cache went with the process)?
+                    let xid = req.header.xid;
+                    let done = self
+                        .ns(move |ns| ns.client_record(client.as_bytes(), xid))
+                        .await?;
+                    if let Some(transno) = done {
+                        info!(
+                            xid,
+                            "resent request already executed: reconstructing its reply"
+                        );
+                        let reply = self.reconstruct(&r).await?;
+                        return Ok(Response::new(&reply).with_transno(transno));
+                    }
+                }
                 // Clients caching what changes are called back first; the locks are held
                 // until the change is committed.
                 let _locks = self.lock_touched(&r).await?;
                 let opened = matches!(r, ReintReq::Create { open: true, mode, .. }
                     if mode & libc::S_IFMT == libc::S_IFREG);
-                // Each modifying step commits before it returns (`ns_commit`).
-                let reply = self.reint(r).await?;
+                // Each modifying step commits before it returns (`ns_commit`), recorded with
+                // the request.
+                let reply = match req.client.clone() {
+                    Some(client) => {
+                        REQUEST
+                            .scope((client, req.header.xid), self.reint(r))
+                            .await?
+                    }
+                    None => self.reint(r).await?,
+                };
                 if let (true, Some(export), Some(attr)) = (opened, req.export, &reply.attr) {
                     self.opens.open(export, attr.fid, true);
                 }
@@ -982,6 +1058,7 @@ mod tests {
             rdev: 0,
             uid: 0,
             gid: 0,
+            umask: 0,
             symlink: None,
             layout: None,
         }

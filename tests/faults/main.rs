@@ -9,6 +9,7 @@ mod corruption;
 mod failover;
 mod kill;
 mod leftovers;
+mod resend;
 
 use sheen_cluster::{Cluster, ClusterSpec};
 

@@ -1,6 +1,7 @@
 //! Regular files: read/write errors, truncate up and down across stripes, sparse files,
 //! O_APPEND (also from two processes at once), O_EXCL, O_TRUNC, fsync/fdatasync, fallocate,
-//! timestamps (atime/mtime/ctime per call, utimensat with UTIME_NOW/UTIME_OMIT), mmap.
+//! timestamps (atime/mtime/ctime per call, utimensat with UTIME_NOW/UTIME_OMIT), atime on
+//! read (relatime, O_NOATIME, `noatime` and read-only mounts), mmap.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ pub const CASES: &[crate::Case] = &[
     ("seek_data_hole", seek_data_hole),
     ("mmap_shared_write", mmap_shared_write),
     ("o_noatime", o_noatime),
+    ("atime_on_read", atime_on_read),
+    ("o_noatime_read", o_noatime_read),
     ("statfs", statfs),
     ("etxtbsy", etxtbsy),
     ("truncate_moves_mtime", truncate_moves_mtime),
@@ -505,6 +508,155 @@ fn o_noatime(d: &Path) {
     ok(nobody(|| open(&f, libc::O_RDONLY, 0)), "plain open");
 }
 
+/// An atime far older than any mtime or ctime the file has: the next read is to update it.
+const OLD_ATIME: (i64, i64) = (1000, 0);
+
+/// Reads `p` once through a new descriptor opened with `flags`.
+fn read_once(p: &Path, flags: i32) -> Sys<()> {
+    let fd = open(p, libc::O_RDONLY | flags, 0)?;
+    fd.read(4096).map(drop)
+}
+
+fn atime_on_read(d: &Path) {
+    let f = d.join("f");
+    std::fs::write(&f, b"data").unwrap();
+    ok(
+        utimens(&f, Some([OLD_ATIME, (0, libc::UTIME_OMIT)])),
+        "atime before mtime",
+    );
+    let before = ok(stat(&f), "stat");
+    assert_eq!(times(&before)[0], OLD_ATIME);
+    let t0 = now();
+    let fd = ok(open(&f, libc::O_RDONLY, 0), "open");
+    assert_eq!(ok(fd.read(100), "read"), b"data");
+    let after = ok(stat(&f), "stat");
+    assert!(
+        after.st_atime >= t0,
+        "relatime: a read moves an atime older than mtime"
+    );
+    assert_eq!(
+        times(&after)[1..],
+        times(&before)[1..],
+        "a read changes neither mtime nor ctime"
+    );
+    // Right after, atime is newer than mtime and ctime: neither another read through the
+    // same descriptor nor a read through a new one moves it again.
+    assert_eq!(ok(fd.pread(100, 0), "pread"), b"data");
+    drop(fd);
+    ok(read_once(&f, 0), "read again");
+    ok(nobody(|| read_once(&f, 0)), "nobody reads");
+    let again = ok(stat(&f), "stat");
+    assert_eq!(times(&again), times(&after), "a second read leaves atime");
+    // A write moves mtime past atime: the next read updates atime again; any reader does.
+    tick();
+    let fd = ok(open(&f, libc::O_WRONLY, 0), "open");
+    ok(fd.write(b"more"), "write");
+    drop(fd);
+    let written = ok(stat(&f), "stat");
+    assert!(
+        times(&written)[1] > times(&again)[0],
+        "write: mtime past atime"
+    );
+    ok(nobody(|| read_once(&f, 0)), "nobody reads");
+    let read = ok(stat(&f), "stat");
+    assert!(
+        times(&read)[0] > times(&written)[1],
+        "read after write moves atime"
+    );
+    assert_eq!(times(&read)[1..], times(&written)[1..]);
+    // A directory's atime is left to readdir, which does not touch it (docs/POSIX.md);
+    // an open for writing only reads nothing.
+    ok(
+        utimens(&f, Some([OLD_ATIME, (0, libc::UTIME_OMIT)])),
+        "old atime",
+    );
+    let fd = ok(open(&f, libc::O_WRONLY, 0), "open for writing");
+    drop(fd);
+    assert_eq!(
+        times(&ok(stat(&f), "stat"))[0],
+        OLD_ATIME,
+        "no read, no update"
+    );
+}
+
+fn o_noatime_read(d: &Path) {
+    let f = d.join("f");
+    std::fs::write(&f, b"data").unwrap();
+    ok(
+        utimens(&f, Some([OLD_ATIME, (0, libc::UTIME_OMIT)])),
+        "old atime",
+    );
+    ok(read_once(&f, libc::O_NOATIME), "O_NOATIME read");
+    let fd = ok(
+        open(&f, libc::O_RDONLY | libc::O_NOATIME, 0),
+        "open O_NOATIME",
+    );
+    ok(fd.pread(4, 0), "pread");
+    // The owner's O_NOATIME also holds for a mapping's reads.
+    // SAFETY: a fresh private read-only mapping of a 4-byte file, unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd.0,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        assert_eq!(*p.cast::<u8>(), b'd');
+        libc::munmap(p, 4);
+    }
+    drop(fd);
+    let st = ok(stat(&f), "stat");
+    assert_eq!(times(&st)[0], OLD_ATIME, "O_NOATIME reads leave atime");
+    // Nobody's own file.
+    let mine = d.join("mine");
+    let r = as_user(NOBODY, || {
+        let fd = creat(&mine, 0o644)?;
+        fd.write(b"mine")?;
+        drop(fd);
+        utimens(&mine, Some([OLD_ATIME, (0, libc::UTIME_OMIT)]))?;
+        read_once(&mine, libc::O_NOATIME)
+    });
+    ok(r, "nobody reads its file with O_NOATIME");
+    assert_eq!(times(&ok(stat(&mine), "stat"))[0], OLD_ATIME);
+    // Without O_NOATIME the same read updates it.
+    ok(read_once(&f, 0), "plain read");
+    assert!(ok(stat(&f), "stat").st_atime > OLD_ATIME.0);
+}
+
+/// A second mount with `-o noatime`: its reads never update atime; the first mount's do.
+pub fn noatime_mount(m: &mut crate::Mounted) {
+    let d = m.mnt.join("noatime");
+    ok(mkdir(&d, 0o755), "mkdir");
+    let f = d.join("f");
+    std::fs::write(&f, b"data").unwrap();
+    ok(
+        utimens(&f, Some([OLD_ATIME, (0, libc::UTIME_OMIT)])),
+        "old atime",
+    );
+    let other = m.mnt.with_file_name("noatime-mnt");
+    m.cluster
+        .mount_with_options(&other, Some("noatime"))
+        .unwrap();
+    let g = other.join("noatime/f");
+    assert_eq!(std::fs::read(&g).unwrap(), b"data");
+    ok(nobody(|| read_once(&g, 0)), "nobody reads");
+    assert_eq!(times(&ok(stat(&f), "stat"))[0], OLD_ATIME, "noatime mount");
+    assert_eq!(
+        times(&ok(stat(&g), "stat"))[0],
+        OLD_ATIME,
+        "seen from there"
+    );
+    ok(read_once(&f, 0), "read through the first mount");
+    assert!(
+        ok(stat(&g), "stat").st_atime > OLD_ATIME.0,
+        "relatime mount"
+    );
+    m.cluster.unmount(&other).unwrap();
+}
+
 fn statfs(d: &Path) {
     let s = |p: &Path| {
         let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
@@ -602,12 +754,21 @@ pub fn read_only_mount(m: &mut crate::Mounted) {
     let d = m.mnt.join("ro");
     ok(mkdir(&d, 0o755), "mkdir");
     std::fs::write(d.join("f"), b"data").unwrap();
+    ok(
+        utimens(&d.join("f"), Some([OLD_ATIME, (0, libc::UTIME_OMIT)])),
+        "old atime",
+    );
     ok(mkdir(&d.join("sub"), 0o755), "mkdir");
     let ro_mnt = m.mnt.with_file_name("ro-mnt");
     m.cluster.mount_with_options(&ro_mnt, Some("ro")).unwrap();
     let (f, sub) = (ro_mnt.join("ro/f"), ro_mnt.join("ro/sub"));
     let e = libc::EROFS;
     assert_eq!(std::fs::read(&f).unwrap(), b"data");
+    assert_eq!(
+        times(&ok(stat(&f), "stat"))[0],
+        OLD_ATIME,
+        "reads leave atime"
+    );
     ok(list(&sub), "list");
     ok(getxattr(&f, "lustre.lov"), "getxattr");
     fails(open(&f, libc::O_WRONLY, 0), e, "open for writing");

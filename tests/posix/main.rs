@@ -7,6 +7,7 @@
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
+mod acls;
 mod dirs;
 mod files;
 mod links;
@@ -132,9 +133,21 @@ fn links() {
 }
 
 #[test]
+fn acls() {
+    Mounted::start().run("acls", acls::CASES);
+}
+
+#[test]
 fn fsync_is_durable() {
     let mut m = Mounted::start();
     files::fsync_survives_crashes(&mut m);
+    m.cluster.stop().unwrap();
+}
+
+#[test]
+fn noatime_mount() {
+    let mut m = Mounted::start();
+    files::noatime_mount(&mut m);
     m.cluster.stop().unwrap();
 }
 

@@ -21,9 +21,9 @@ use sheen_wire::limits::{
 use sheen_wire::msg::{
     Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrLockReply,
     GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply,
-    OstListReq, OstObject, OstPunchReq, OstReadReq, OstSyncReq, OstWriteReply, OstWriteReq,
-    ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr, StatfsReply,
-    StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
+    OstListReq, OstObject, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply,
+    OstWriteReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr,
+    StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
 };
 use sheen_wire::{
     Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF,
@@ -694,15 +694,47 @@ impl Client {
     /// the file size).
     #[instrument(level = "debug", skip_all, fields(%fid, size = ?attr.size))]
     pub async fn setattr(&self, fid: Fid, attr: SetAttr) -> Result<Attr, ClientError> {
-        if let Some(size) = attr.size {
+        let explicit_mtime = match attr.mtime {
+            Some(sheen_wire::msg::TimeSet::At(t)) => Some(t),
+            _ => None,
+        };
+        if attr.size.is_some() || explicit_mtime.is_some() {
             let (current, layout) = self.getattr(fid).await?;
-            if current.is_reg() {
-                if let Some(layout) = layout {
+            if let (true, Some(layout)) = (current.is_reg(), layout) {
+                if let Some(size) = attr.size {
                     self.punch(fid, &layout, size).await?;
+                }
+                if let Some(mtime) = explicit_mtime {
+                    // Writers' mtimes live on the objects until the last close: an explicit
+                    // mtime goes there too, or a glimpse would show a newer one.
+                    self.set_objects_mtime(&layout, mtime).await?;
                 }
             }
         }
         self.setattr_mds(fid, attr).await
+    }
+
+    async fn set_objects_mtime(&self, layout: &Layout, mtime: Timespec) -> Result<(), ClientError> {
+        let sets = layout
+            .components
+            .iter()
+            .flat_map(|c| c.stripe.objects.iter())
+            .map(|obj| async move {
+                let req = OstSetattrReq {
+                    oid: obj.oid,
+                    mtime: Some(mtime),
+                };
+                match self
+                    .ost_call::<_, Empty>(obj.ost_idx, Opcode::OstSetattr, &req, Bytes::new())
+                    .await
+                {
+                    // A precreated object nobody wrote may not exist yet.
+                    Err(e) if e.errno() == sheen_wire::Errno::ENOENT => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            });
+        all_ok(join_all(sets).await)?;
+        Ok(())
     }
 
     /// Records attributes on the MDS only, leaving the objects alone: how a writer reports
@@ -1076,25 +1108,41 @@ impl Client {
     /// data until someone writes); else its size is asked for.
     #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn glimpse_size(&self, fid: Fid, layout: &Layout) -> Result<u64, ClientError> {
+        Ok(self.glimpse(fid, layout).await?.0)
+    }
+
+    /// [`Client::glimpse_size`], with the newest mtime of the objects (writes set it on the
+    /// objects they reach; the MDS learns it at close): `None` for a file without objects.
+    pub async fn glimpse(
+        &self,
+        fid: Fid,
+        layout: &Layout,
+    ) -> Result<(u64, Option<Timespec>), ClientError> {
         let (stripe, geom) = plain_geometry(layout)?;
         if stripe.objects.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
-        let sizes = join_all(stripe.objects.iter().map(|obj| async move {
+        let objects = join_all(stripe.objects.iter().map(|obj| async move {
             match self.inner.locks.glimpse(fid, obj.ost_idx, obj.oid).await {
-                Ok(Some(size)) => return Ok(size),
+                Ok(Some(seen)) => return Ok(seen),
                 Ok(None) => {}
                 Err(e) => return Err(e),
             }
             match self.ost_getattr(obj.ost_idx, obj.oid).await {
-                Ok(a) => Ok(a.size),
+                Ok(a) => Ok((a.size, a.mtime)),
                 // A precreated object nobody wrote may not exist yet.
-                Err(e) if e.errno() == sheen_wire::Errno::ENOENT => Ok(0),
+                Err(e) if e.errno() == sheen_wire::Errno::ENOENT => Ok((0, Timespec::default())),
                 Err(e) => Err(e),
             }
         }))
         .await;
-        Ok(geom.file_size(&all_ok(sizes)?))
+        let objects = all_ok(objects)?;
+        let sizes: Vec<u64> = objects.iter().map(|(size, _)| *size).collect();
+        let mtime = objects
+            .iter()
+            .map(|(_, m)| *m)
+            .max_by_key(|m| (m.sec, m.nsec));
+        Ok((geom.file_size(&sizes), mtime))
     }
 
     async fn ost_read(&self, obj: OstObject, offset: u64, len: u64) -> Result<Bytes, ClientError> {

@@ -260,7 +260,7 @@ impl Locks {
         fid: Fid,
         ost_idx: u32,
         oid: u64,
-    ) -> Result<Option<u64>, ClientError> {
+    ) -> Result<Option<(u64, sheen_wire::msg::Timespec)>, ClientError> {
         let target = Target::Ost(ost_idx);
         let wanted = extent(LockMode::Pr, ost_idx, oid, 0, LOCK_EXTENT_EOF);
         {
@@ -285,7 +285,7 @@ impl Locks {
             Ok(reply) => {
                 let held = self.insert(target, &reply)?;
                 self.release_now(held);
-                Ok(reply.lvb.map(|l| l.size))
+                Ok(reply.lvb.map(|l| (l.size, l.mtime)))
             }
             Err(e) if e.errno() == Errno::EAGAIN => Ok(None),
             Err(e) => Err(e.into()),

@@ -474,7 +474,11 @@ async fn namespace_calls() {
     assert_eq!(root.fid, Fid::ROOT);
     assert!(root.is_dir());
 
-    let creds = Creds { uid: 5, gid: 6 };
+    let creds = Creds {
+        uid: 5,
+        gid: 6,
+        umask: 0,
+    };
     let dir = client.mkdir(Fid::ROOT, b"d", 0o755, creds).await.unwrap();
     assert!(dir.is_dir());
     assert_eq!((dir.uid, dir.gid), (5, 6));

@@ -38,6 +38,24 @@ pub(crate) const META_INODES: &[u8] = b"inodes";
 /// and never used; the MDS destroys them at start.
 pub(crate) const META_OST_LAST_OID: &[u8] = b"ost_last_oid/";
 
+/// Prefix of the client reply records (Lustre's last_rcvd): `rcvd/` + client uuid + NUL +
+/// xid (u64 BE) → the transno of the change that request made (u64 LE), written in the
+/// change's own transaction; see [`crate::Namespace::with_client_record`].
+pub(crate) const META_RCVD: &[u8] = b"rcvd/";
+
+pub(crate) fn rcvd_prefix(client: &[u8]) -> Vec<u8> {
+    let mut k = META_RCVD.to_vec();
+    k.extend_from_slice(client);
+    k.push(0);
+    k
+}
+
+pub(crate) fn rcvd_key(client: &[u8], xid: u64) -> Vec<u8> {
+    let mut k = rcvd_prefix(client);
+    k.extend_from_slice(&xid.to_be_bytes());
+    k
+}
+
 pub(crate) fn ost_last_oid_key(ost_idx: u32) -> Vec<u8> {
     let mut k = META_OST_LAST_OID.to_vec();
     k.extend_from_slice(&ost_idx.to_be_bytes());
@@ -62,6 +80,8 @@ pub(crate) mod mode {
     /// Permission, setuid, setgid and sticky bits.
     pub const S_IPERM: u32 = 0o7777;
     pub const S_ISGID: u32 = 0o2000;
+    /// The read, write and execute bits of owner, group and other.
+    pub const S_IRWXUGO: u32 = 0o777;
 }
 
 /// No FID: the `..` of an inode that is not a directory.

@@ -14,6 +14,7 @@
 //! Architecture invariant: no networking, no async. Calls are synchronous and take
 //! `&self`; the MDS calls them from `spawn_blocking`.
 
+pub mod acl;
 mod codec;
 mod error;
 #[doc(hidden)]
@@ -47,9 +48,11 @@ pub const RENAME_NOREPLACE: u32 = 1;
 /// `rename` flag: swap source and target, which must both exist (Linux RENAME_EXCHANGE).
 pub const RENAME_EXCHANGE: u32 = 2;
 /// `set_xattr` flag: fail with `Exists` if the attribute exists.
-pub const XATTR_CREATE: u32 = 1;
+pub const XATTR_CREATE: u32 = sheen_wire::xattr_flags::CREATE;
 /// `set_xattr` flag: fail with `NoData` if the attribute does not exist.
-pub const XATTR_REPLACE: u32 = 2;
+pub const XATTR_REPLACE: u32 = sheen_wire::xattr_flags::REPLACE;
+/// `set_xattr` flag: setting an access ACL also clears the set-group-ID bit.
+pub const XATTR_ACL_KILL_SGID: u32 = sheen_wire::xattr_flags::ACL_KILL_SGID;
 
 /// What to create: a regular file, directory, symlink, FIFO, socket or device node,
 /// chosen by the `S_IFMT` bits of `mode` (none means a regular file).
@@ -63,6 +66,9 @@ pub struct CreateArgs {
     pub rdev: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The creator's umask, applied to the permission bits unless `parent` has a default
+    /// ACL (which then gives the new inode its ACLs and masks its mode instead).
+    pub umask: u32,
     /// A symlink's target: required for symlinks, refused for anything else.
     pub symlink: Option<Vec<u8>>,
     /// A regular file's layout, or a directory's default layout. Refused for other types.
@@ -99,7 +105,14 @@ pub struct NsStatfs {
 
 thread_local! {
     static LAST_OP_TRANSNO: Cell<u64> = const { Cell::new(0) };
+    /// The client request the operations of this thread are executing for, if any
+    /// ([`Namespace::with_client_record`]).
+    static CLIENT_RECORD: std::cell::RefCell<Option<(Vec<u8>, u64)>> =
+        const { std::cell::RefCell::new(None) };
 }
+
+/// Reply records kept per client: the newest by xid; older ones are dropped.
+pub const CLIENT_RECORDS_KEPT: usize = 256;
 
 /// The namespace of one MDT.
 pub struct Namespace {
@@ -120,6 +133,8 @@ pub struct Namespace {
     /// rename that drops the last link of a pinned inode keeps it as an orphan (nlink 0,
     /// no name) until the last unpin. Lock order: `writer`, then `pins`.
     pins: std::sync::Mutex<HashMap<Fid, u32>>,
+    /// Calls of [`Namespace::with_client_record`], to prune the records now and then.
+    record_calls: AtomicU64,
     /// Tests set this to make every transaction abort after it wrote everything.
     #[cfg(test)]
     inject_abort: std::sync::atomic::AtomicBool,
@@ -148,6 +163,7 @@ impl Namespace {
             last_transno: AtomicU64::new(0),
             writer: std::sync::Mutex::new(()),
             pins: std::sync::Mutex::new(HashMap::new()),
+            record_calls: AtomicU64::new(0),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
         };
@@ -345,6 +361,10 @@ impl Namespace {
                 let mut tx = Tx::new(views, self.hash, &xattr_keys, now);
                 let out = op(&mut tx)?;
                 let transno = tx.finish()?;
+                let record = CLIENT_RECORD.with(|r| r.borrow().clone());
+                if let Some((client, xid)) = record {
+                    txn::record_client(&views.4, &client, xid, transno)?;
+                }
                 #[cfg(test)]
                 if self.inject_abort.load(Ordering::SeqCst) {
                     return txn::fail(NsError::Invalid("injected fault"));
@@ -557,6 +577,61 @@ impl Namespace {
     /// namespace), 0 if none: what the MDS puts in its reply.
     pub fn last_op_transno(&self) -> u64 {
         LAST_OP_TRANSNO.with(Cell::get)
+    }
+
+    /// Runs `f` (the namespace change a client's request asks for) so that every transaction
+    /// it makes also records, atomically with the change, that request `xid` of `client`
+    /// was executed (Lustre's last_rcvd): after a restart, a resend of the request is
+    /// recognised ([`Namespace::client_record`]) instead of being executed twice. Keeps the
+    /// newest [`CLIENT_RECORDS_KEPT`] records of each client.
+    pub fn with_client_record<T>(
+        &self,
+        client: &[u8],
+        xid: u64,
+        f: impl FnOnce(&Namespace) -> Result<T, NsError>,
+    ) -> Result<T, NsError> {
+        CLIENT_RECORD.with(|r| *r.borrow_mut() = Some((client.to_vec(), xid)));
+        let out = f(self);
+        CLIENT_RECORD.with(|r| *r.borrow_mut() = None);
+        // Pruning scans the client's records: every 64th call is enough to bound them.
+        let calls = self.record_calls.fetch_add(1, Ordering::Relaxed);
+        if out.is_ok() && calls.is_multiple_of(64) {
+            self.prune_client_records(client)?;
+        }
+        out
+    }
+
+    /// The transno of the change request `xid` of `client` made, if it was executed (and
+    /// its record is still kept).
+    pub fn client_record(&self, client: &[u8], xid: u64) -> Result<Option<u64>, NsError> {
+        match self.meta.get(codec::rcvd_key(client, xid))? {
+            Some(v) => Ok(Some(codec::decode_u64("client record", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn prune_client_records(&self, client: &[u8]) -> Result<(), NsError> {
+        let prefix = codec::rcvd_prefix(client);
+        // Cheap check first: most calls find fewer than the bound.
+        let n = self
+            .meta
+            .scan_prefix(&prefix)
+            .keys()
+            .take(CLIENT_RECORDS_KEPT + 1)
+            .count();
+        if n <= CLIENT_RECORDS_KEPT {
+            return Ok(());
+        }
+        let keys: Vec<IVec> = self
+            .meta
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        // Keys sort by xid (big endian): the oldest first.
+        for k in &keys[..keys.len().saturating_sub(CLIENT_RECORDS_KEPT)] {
+            self.meta.remove(k)?;
+        }
+        Ok(())
     }
 
     /// Makes everything committed so far durable and returns the last transaction number

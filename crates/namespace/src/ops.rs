@@ -7,12 +7,13 @@
 use sheen_wire::limits::{PATH_MAX_BYTES, XATTR_VALUE_MAX_BYTES};
 use sheen_wire::{Attr, Fid, Layout, SetAttr, TimeSet};
 
+use crate::acl::{self, Acl};
 use crate::codec::{mode, Inode, NO_FID};
 use crate::limits::{DIR_NLINK_MAX, LINK_MAX, XATTRS_PER_INODE_MAX};
 use crate::txn::{fail, Tx, TxResult};
 use crate::{
     check_name, check_xattr_name, CreateArgs, Namespace, NsError, Removed, RENAME_EXCHANGE,
-    RENAME_NOREPLACE, XATTR_CREATE, XATTR_REPLACE,
+    RENAME_NOREPLACE, XATTR_ACL_KILL_SGID, XATTR_CREATE, XATTR_REPLACE,
 };
 
 /// The size a directory reports, as on ext4.
@@ -90,6 +91,19 @@ fn move_dir(tx: &mut Tx<'_>, dir: Fid, from: Fid, to: Fid) -> TxResult<()> {
     Ok(())
 }
 
+/// Rewrites the access ACL of `fid`, if it has one, after a chmod to `mode`. An ACL that
+/// does not parse (stored before ACLs were checked) is left alone.
+fn chmod_acl(tx: &mut Tx<'_>, fid: Fid, mode: u32) -> TxResult<()> {
+    let Some(value) = tx.xattr(fid, acl::ACCESS)? else {
+        return Ok(());
+    };
+    if let Ok(mut a) = Acl::parse(&value) {
+        a.chmod(mode);
+        tx.put_xattr(fid, acl::ACCESS, &a.to_bytes())?;
+    }
+    Ok(())
+}
+
 /// Extended attribute namespaces Linux knows; others are EOPNOTSUPP, as on local filesystems.
 const XATTR_NAMESPACES: [&[u8]; 5] = [b"user.", b"trusted.", b"security.", b"system.", b"lustre."];
 
@@ -104,6 +118,42 @@ pub(crate) fn check_xattr_namespace(name: &[u8]) -> Result<(), NsError> {
             "unknown extended attribute namespace",
         ))
     }
+}
+
+/// The xattrs a new inode is created with: (name, value).
+type NewXattrs = Vec<(&'static [u8], Vec<u8>)>;
+
+/// The permission bits and ACLs of a new inode in `parent` (`posix_acl_create`): with a
+/// default ACL on `parent`, the new inode's access ACL is that ACL masked by `perm` (kept
+/// only when it says more than the mode), a directory also inherits the default ACL, and
+/// the umask is not applied; without one, `perm` loses the umask's bits. Symlinks keep
+/// `perm` and get no ACL.
+fn new_inode_perm(
+    tx: &Tx<'_>,
+    parent: Fid,
+    perm: u32,
+    umask: u32,
+    file_type: u32,
+) -> TxResult<(u32, NewXattrs)> {
+    if file_type == mode::S_IFLNK {
+        return Ok((perm, Vec::new()));
+    }
+    // A default ACL that does not parse (stored before ACLs were checked) counts as none.
+    let default = tx
+        .xattr(parent, acl::DEFAULT)?
+        .and_then(|v| Acl::parse(&v).ok().map(|a| (a, v)));
+    let Some((mut access, default)) = default else {
+        return Ok((perm & !(umask & mode::S_IRWXUGO), Vec::new()));
+    };
+    let (perm, extended) = access.create_masq(perm);
+    let mut xattrs = Vec::new();
+    if extended {
+        xattrs.push((acl::ACCESS, access.to_bytes()));
+    }
+    if file_type == mode::S_IFDIR {
+        xattrs.push((acl::DEFAULT, default.to_vec()));
+    }
+    Ok((perm, xattrs))
 }
 
 fn touch_ctime(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Inode> {
@@ -161,6 +211,7 @@ impl Namespace {
             if sgid_parent && is_dir {
                 perm |= mode::S_ISGID;
             }
+            let (perm, xattrs) = new_inode_perm(tx, args.parent, perm, args.umask, file_type)?;
             if tx.entry(args.parent, &args.name)?.is_some() {
                 return fail(NsError::Exists);
             }
@@ -190,11 +241,15 @@ impl Namespace {
                 hsm_state: 0,
                 flags: 0,
             };
+            for (name, value) in &xattrs {
+                tx.put_xattr(fid, name, value)?;
+            }
             tx.create_inode(Inode {
                 attr: attr.clone(),
                 parent: if is_dir { args.parent } else { NO_FID },
                 entries: 0,
-                xattr_count: 0,
+                // At most the two ACLs.
+                xattr_count: u32::try_from(xattrs.len()).unwrap_or(u32::MAX),
                 symlink: args.symlink.clone(),
             });
             tx.put_layout(fid, args.layout.as_ref())?;
@@ -209,8 +264,10 @@ impl Namespace {
         })
     }
 
-    /// Changes attributes of `fid` and sets its ctime (to `attr.ctime` if given, else now).
-    /// A size is accepted for regular files only (`IsDir` for directories).
+    /// Changes attributes of `fid` and sets its ctime (to `attr.ctime` if given, else now;
+    /// not at all with `attr.keep_ctime`). A size is accepted for regular files only
+    /// (`IsDir` for directories). A mode change rewrites the access ACL to match
+    /// (`posix_acl_chmod`).
     pub fn setattr(&self, fid: Fid, attr: &SetAttr) -> Result<Attr, NsError> {
         self.txn(|tx| {
             let now = tx.now;
@@ -246,9 +303,14 @@ impl Namespace {
                     (None, Some(_)) => i.attr.mtime = attr.ctime.unwrap_or(now),
                     (None, None) => {}
                 }
-                i.attr.ctime = attr.ctime.unwrap_or(now);
+                if !attr.keep_ctime {
+                    i.attr.ctime = attr.ctime.unwrap_or(now);
+                }
                 Ok(())
             })?;
+            if attr.mode.is_some() {
+                chmod_acl(tx, fid, inode.attr.mode)?;
+            }
             Ok(inode.attr)
         })
     }
@@ -456,6 +518,11 @@ impl Namespace {
     }
 
     /// Sets extended attribute `name`; [`XATTR_CREATE`] and [`XATTR_REPLACE`] as Linux.
+    ///
+    /// POSIX ACLs are checked (`Invalid` when malformed). An access ACL also sets the mode's
+    /// permission bits (the group bits are its mask), and clears the set-group-ID bit with
+    /// [`XATTR_ACL_KILL_SGID`]; one that says no more than the mode is not stored, as
+    /// Linux does (`posix_acl_update_mode`).
     pub fn set_xattr(
         &self,
         fid: Fid,
@@ -465,12 +532,20 @@ impl Namespace {
     ) -> Result<(), NsError> {
         check_xattr_name(name)?;
         check_xattr_namespace(name)?;
-        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+        if flags & !(XATTR_CREATE | XATTR_REPLACE | XATTR_ACL_KILL_SGID) != 0 {
             return Err(NsError::Invalid("xattr flags"));
         }
         if value.len() > XATTR_VALUE_MAX_BYTES {
             return Err(NsError::TooBig);
         }
+        let access = match name {
+            acl::ACCESS => Some(Acl::parse(value)?),
+            acl::DEFAULT => {
+                Acl::parse(value)?;
+                None
+            }
+            _ => None,
+        };
         self.txn(|tx| {
             let inode = tx.inode(fid)?;
             let exists = tx.xattr(fid, name)?.is_some();
@@ -480,14 +555,42 @@ impl Namespace {
             if !exists && flags & XATTR_REPLACE != 0 {
                 return fail(NsError::NoData);
             }
-            if !exists && inode.xattr_count >= XATTRS_PER_INODE_MAX {
-                return fail(NsError::NoSpace);
+            let mut new_mode = None;
+            let mut store = true;
+            if let Some(a) = &access {
+                let (mut m, extended) = a.equiv_mode(inode.attr.mode);
+                if flags & XATTR_ACL_KILL_SGID != 0 {
+                    m &= !mode::S_ISGID;
+                }
+                new_mode = Some(m);
+                store = extended;
             }
-            tx.put_xattr(fid, name, value)?;
+            let count = match (exists, store) {
+                (false, true) if inode.xattr_count >= XATTRS_PER_INODE_MAX => {
+                    return fail(NsError::NoSpace)
+                }
+                (false, true) => {
+                    tx.put_xattr(fid, name, value)?;
+                    1
+                }
+                (true, true) => {
+                    tx.put_xattr(fid, name, value)?;
+                    0
+                }
+                (true, false) => {
+                    tx.remove_xattr(fid, name)?;
+                    -1
+                }
+                (false, false) => 0,
+            };
             let now = tx.now;
             tx.modify(fid, |i| {
-                if !exists {
-                    i.xattr_count += 1;
+                i.xattr_count = i
+                    .xattr_count
+                    .checked_add_signed(count)
+                    .ok_or_else(|| NsError::Corrupt(format!("xattr count of {}", i.attr.fid)))?;
+                if let Some(m) = new_mode {
+                    i.attr.mode = m;
                 }
                 i.attr.ctime = now;
                 Ok(())

@@ -46,6 +46,7 @@ fn args(parent: Fid, name: &str, mode: u32) -> CreateArgs {
         rdev: 0,
         uid: 1000,
         gid: 100,
+        umask: 0,
         symlink: None,
         layout: None,
     }
@@ -311,6 +312,7 @@ fn setattr_changes_and_errors() {
         atime: Some(TimeSet::At(t)),
         mtime: Some(TimeSet::Now),
         ctime: None,
+        keep_ctime: false,
     };
     let a = ns.setattr(f.fid, &sa).unwrap();
     assert_eq!(
@@ -1420,4 +1422,232 @@ fn ost_watermarks_follow_every_layout_stored() {
     drop(ns);
     let ns = reopen(d.path());
     assert_eq!(ns.ost_watermarks().unwrap().get(&1), Some(&9));
+}
+
+#[test]
+fn client_records_are_written_with_the_change_and_survive_a_reopen() {
+    let (dir, ns) = open();
+    let client = b"client-a";
+    let a = ns
+        .with_client_record(client, 7, |ns| {
+            ns.create(args(Fid::ROOT, "a", S_IFREG | 0o644))
+        })
+        .unwrap();
+    let transno = ns.last_op_transno();
+    assert_eq!(ns.client_record(client, 7).unwrap(), Some(transno));
+    // A change that fails records nothing (it did not happen).
+    let again = ns.with_client_record(client, 8, |ns| {
+        ns.create(args(Fid::ROOT, "a", S_IFREG | 0o644))
+    });
+    assert_eq!(errno(again), Errno::EEXIST);
+    assert_eq!(ns.client_record(client, 8).unwrap(), None);
+    // Other clients and calls outside `with_client_record` are not recorded.
+    assert_eq!(ns.client_record(b"client-b", 7).unwrap(), None);
+    mkfile(&ns, Fid::ROOT, "b");
+    assert_eq!(ns.client_record(client, 9).unwrap(), None);
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(dir.path());
+    assert_eq!(ns.client_record(client, 7).unwrap(), Some(transno));
+    assert_eq!(lookup_fid(&ns, Fid::ROOT, "a"), a.fid);
+}
+
+#[test]
+fn client_records_are_bounded_oldest_first() {
+    let (_dir, ns) = open();
+    let client = b"busy";
+    let n = crate::CLIENT_RECORDS_KEPT as u64 + 200;
+    for xid in 1..=n {
+        ns.with_client_record(client, xid, |ns| {
+            ns.create(args(Fid::ROOT, &format!("f{xid}"), S_IFREG | 0o644))
+        })
+        .unwrap();
+    }
+    let kept = (1..=n)
+        .filter(|x| ns.client_record(client, *x).unwrap().is_some())
+        .count();
+    assert!(
+        (crate::CLIENT_RECORDS_KEPT..=crate::CLIENT_RECORDS_KEPT + 64).contains(&kept),
+        "kept {kept}"
+    );
+    assert!(
+        ns.client_record(client, n).unwrap().is_some(),
+        "the newest is kept"
+    );
+    assert!(
+        ns.client_record(client, 1).unwrap().is_none(),
+        "the oldest is dropped"
+    );
+}
+
+/// A POSIX ACL xattr value: version 2, then (tag, perm, id) entries, little endian.
+fn acl_value(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut out = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn access_acls_set_the_mode_and_follow_chmod() {
+    use crate::acl::{tag::*, ACCESS};
+    let (_d, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    let u = u32::MAX;
+    let acl = acl_value(&[
+        (USER_OBJ, 7, u),
+        (USER, 4, 65534),
+        (GROUP_OBJ, 0, u),
+        (MASK, 5, u),
+        (OTHER, 1, u),
+    ]);
+    ns.set_xattr(f.fid, ACCESS, &acl, 0).unwrap();
+    let a = ns.getattr(f.fid).unwrap();
+    assert_eq!(a.mode, S_IFREG | 0o751, "group bits are the mask");
+    assert_eq!(ns.get_xattr(f.fid, ACCESS).unwrap(), acl);
+    // chmod rewrites the owner, mask and other entries.
+    let chmod = SetAttr {
+        mode: Some(0o640),
+        ..SetAttr::default()
+    };
+    ns.setattr(f.fid, &chmod).unwrap();
+    let back = crate::acl::Acl::parse(&ns.get_xattr(f.fid, ACCESS).unwrap()).unwrap();
+    let perms: Vec<(u16, u16)> = back.entries().iter().map(|e| (e.tag, e.perm)).collect();
+    assert_eq!(
+        perms,
+        vec![
+            (USER_OBJ, 6),
+            (USER, 4),
+            (GROUP_OBJ, 0),
+            (MASK, 4),
+            (OTHER, 0)
+        ]
+    );
+    // An ACL of the base entries only is the mode: it replaces the stored one, and the mode
+    // takes its bits.
+    let base = acl_value(&[(USER_OBJ, 6, u), (GROUP_OBJ, 4, u), (OTHER, 0, u)]);
+    ns.set_xattr(f.fid, ACCESS, &base, 0).unwrap();
+    assert_eq!(errno(ns.get_xattr(f.fid, ACCESS)), Errno::ENODATA);
+    assert_eq!(ns.getattr(f.fid).unwrap().mode, S_IFREG | 0o640);
+    assert!(ns.list_xattr(f.fid).unwrap().is_empty());
+    // The set-group-ID bit goes when the caller is not in the group (the client says so).
+    let sgid = SetAttr {
+        mode: Some(0o2755),
+        ..SetAttr::default()
+    };
+    ns.setattr(f.fid, &sgid).unwrap();
+    ns.set_xattr(f.fid, ACCESS, &acl, 0).unwrap();
+    assert_eq!(ns.getattr(f.fid).unwrap().mode, S_IFREG | 0o2751);
+    ns.set_xattr(f.fid, ACCESS, &acl, XATTR_ACL_KILL_SGID)
+        .unwrap();
+    assert_eq!(ns.getattr(f.fid).unwrap().mode, S_IFREG | 0o751);
+    // Malformed ACLs are refused and change nothing.
+    let bad = acl_value(&[
+        (USER_OBJ, 7, u),
+        (USER, 4, 5),
+        (GROUP_OBJ, 0, u),
+        (OTHER, 1, u),
+    ]);
+    assert_eq!(errno(ns.set_xattr(f.fid, ACCESS, &bad, 0)), Errno::EINVAL);
+    assert_eq!(
+        errno(ns.set_xattr(f.fid, crate::acl::DEFAULT, &bad[..6], 0)),
+        Errno::EINVAL
+    );
+    assert_eq!(ns.get_xattr(f.fid, ACCESS).unwrap(), acl);
+    // Removing the ACL leaves the mode.
+    ns.remove_xattr(f.fid, ACCESS).unwrap();
+    assert_eq!(ns.getattr(f.fid).unwrap().mode, S_IFREG | 0o751);
+}
+
+#[test]
+fn new_inodes_inherit_default_acls_or_take_the_umask() {
+    use crate::acl::{tag::*, ACCESS, DEFAULT};
+    let (_d, ns) = open();
+    let u = u32::MAX;
+    let plain = mkdir(&ns, Fid::ROOT, "plain");
+    let umasked = |parent, name: &str, mode| {
+        let a = CreateArgs {
+            umask: 0o027,
+            ..args(parent, name, mode)
+        };
+        ns.create(a).unwrap()
+    };
+    assert_eq!(
+        umasked(plain.fid, "f", S_IFREG | 0o666).mode,
+        S_IFREG | 0o640
+    );
+    assert_eq!(
+        umasked(plain.fid, "d", S_IFDIR | 0o777).mode,
+        S_IFDIR | 0o750
+    );
+    let link = CreateArgs {
+        symlink: Some(b"f".to_vec()),
+        umask: 0o027,
+        ..args(plain.fid, "l", S_IFLNK | 0o777)
+    };
+    assert_eq!(ns.create(link).unwrap().mode, S_IFLNK | 0o777);
+
+    let shared = mkdir(&ns, Fid::ROOT, "shared");
+    let default = acl_value(&[
+        (USER_OBJ, 7, u),
+        (USER, 7, 65534),
+        (GROUP_OBJ, 5, u),
+        (MASK, 7, u),
+        (OTHER, 0, u),
+    ]);
+    ns.set_xattr(shared.fid, DEFAULT, &default, 0).unwrap();
+    // The umask is ignored; the default ACL masked by the mode becomes the access ACL.
+    let f = umasked(shared.fid, "f", S_IFREG | 0o666);
+    assert_eq!(f.mode, S_IFREG | 0o660);
+    let access = acl_value(&[
+        (USER_OBJ, 6, u),
+        (USER, 7, 65534),
+        (GROUP_OBJ, 5, u),
+        (MASK, 6, u),
+        (OTHER, 0, u),
+    ]);
+    assert_eq!(ns.get_xattr(f.fid, ACCESS).unwrap(), access);
+    assert_eq!(errno(ns.get_xattr(f.fid, DEFAULT)), Errno::ENODATA);
+    // A subdirectory also inherits the default ACL itself, and passes it on.
+    let sub = umasked(shared.fid, "sub", S_IFDIR | 0o777);
+    assert_eq!(sub.mode, S_IFDIR | 0o770);
+    assert_eq!(ns.get_xattr(sub.fid, DEFAULT).unwrap(), default);
+    assert_eq!(ns.list_xattr(sub.fid).unwrap().len(), 2);
+    let deep = umasked(sub.fid, "g", S_IFIFO | 0o640);
+    assert_eq!(deep.mode, S_IFIFO | 0o640);
+    assert!(ns.get_xattr(deep.fid, ACCESS).is_ok());
+    // Inherited xattrs go with the inode.
+    ns.unlink(shared.fid, b"f").unwrap();
+    ns.unlink(sub.fid, b"g").unwrap();
+    ns.rmdir(shared.fid, b"sub").unwrap();
+    // A default ACL of the base entries gives no access ACL, only the masked mode.
+    let base = acl_value(&[(USER_OBJ, 7, u), (GROUP_OBJ, 5, u), (OTHER, 5, u)]);
+    ns.set_xattr(shared.fid, DEFAULT, &base, 0).unwrap();
+    let f = umasked(shared.fid, "h", S_IFREG | 0o666);
+    assert_eq!(f.mode, S_IFREG | 0o644);
+    assert!(ns.list_xattr(f.fid).unwrap().is_empty());
+}
+
+#[test]
+fn atime_alone_can_leave_ctime() {
+    let (_d, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    age(&ns, f.fid);
+    let read = SetAttr {
+        atime: Some(TimeSet::Now),
+        keep_ctime: true,
+        ..SetAttr::default()
+    };
+    let a = ns.setattr(f.fid, &read).unwrap();
+    assert!(a.atime > OLD);
+    assert_eq!((a.mtime, a.ctime), (OLD, OLD));
+    // Without `keep_ctime` (utimensat), ctime moves.
+    let utimes = SetAttr {
+        atime: Some(TimeSet::Now),
+        ..SetAttr::default()
+    };
+    assert!(ns.setattr(f.fid, &utimes).unwrap().ctime > OLD);
 }

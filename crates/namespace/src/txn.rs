@@ -357,3 +357,15 @@ impl<'a> Tx<'a> {
         Ok(transno)
     }
 }
+
+/// Records, in the transaction of `meta`, that request `xid` of `client` made the change
+/// numbered `transno`.
+pub(crate) fn record_client(
+    meta: &TransactionalTree,
+    client: &[u8],
+    xid: u64,
+    transno: u64,
+) -> TxResult<()> {
+    meta.insert(codec::rcvd_key(client, xid), &transno.to_le_bytes()[..])?;
+    Ok(())
+}

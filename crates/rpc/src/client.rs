@@ -619,6 +619,7 @@ fn spawn_callback(handler: Arc<dyn CallbackHandler>, live: Arc<Live>, m: Message
                         bulk: m.bulk,
                         peer: live.nid,
                         export: None,
+                        client: None,
                     };
                     handler.handle(req).await
                 }

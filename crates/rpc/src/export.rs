@@ -48,7 +48,7 @@ pub struct Exports {
 /// One client connection as the server sees it.
 pub(crate) struct Export {
     pub(crate) id: ExportId,
-    pub(crate) uuid: String,
+    pub(crate) uuid: Arc<str>,
     pub(crate) peer: Nid,
     sender: Arc<Mutex<Box<dyn MsgSender>>>,
     pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Message>>>,
@@ -78,7 +78,7 @@ impl Exports {
 
     /// The client uuid and peer NID of a live export.
     pub fn describe(&self, id: ExportId) -> Option<(String, Nid)> {
-        self.get(id).map(|e| (e.uuid.clone(), e.peer))
+        self.get(id).map(|e| (e.uuid.to_string(), e.peer))
     }
 
     /// How many exports are live.
@@ -121,7 +121,7 @@ impl Exports {
         let ids: Vec<ExportId> = match self.live.lock() {
             Ok(l) => l
                 .values()
-                .filter(|e| e.uuid == uuid)
+                .filter(|e| &*e.uuid == uuid)
                 .map(|e| e.id)
                 .collect(),
             Err(_) => Vec::new(),
@@ -146,7 +146,7 @@ impl Exports {
         let id = ExportId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let export = Arc::new(Export {
             id,
-            uuid: uuid.to_string(),
+            uuid: Arc::from(uuid),
             peer,
             sender,
             pending: std::sync::Mutex::new(HashMap::new()),

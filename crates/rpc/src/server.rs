@@ -31,6 +31,8 @@ pub struct Request {
     pub peer: Nid,
     /// The export (client connection) the request came on; `None` before CONNECT.
     pub export: Option<ExportId>,
+    /// The uuid the client named at CONNECT; `None` before CONNECT.
+    pub client: Option<Arc<str>>,
 }
 
 impl Request {
@@ -266,7 +268,7 @@ async fn serve_connection(
         let service = Arc::clone(&service);
         let sender = Arc::clone(&sender);
         let client = client.clone();
-        let export_id = export.as_ref().map(|e| e.id);
+        let export_id = export.as_ref().map(|e| (e.id, Arc::clone(&e.uuid)));
         let span = tracing::info_span!(
             "rpc",
             opcode = msg.header.opcode,
@@ -329,7 +331,7 @@ async fn dispatch(
     client: Option<Arc<ClientReplies>>,
     msg: Message,
     peer: Nid,
-    export: Option<ExportId>,
+    export: Option<(ExportId, Arc<str>)>,
 ) -> Message {
     let modifying = Opcode::from_u32(msg.header.opcode).is_some_and(|op| {
         !matches!(
@@ -385,7 +387,7 @@ async fn handle_one(
     service: &dyn Service,
     msg: Message,
     peer: Nid,
-    export: Option<ExportId>,
+    export: Option<(ExportId, Arc<str>)>,
 ) -> Message {
     let req_header = msg.header;
     let result = match Opcode::from_u32(req_header.opcode) {
@@ -407,7 +409,8 @@ async fn handle_one(
                 body: msg.body,
                 bulk: msg.bulk,
                 peer,
-                export,
+                export: export.as_ref().map(|(id, _)| *id),
+                client: export.map(|(_, uuid)| uuid),
             };
             service.handle(req).await
         }

@@ -249,7 +249,11 @@ wire_type! {
         pub size: Option<u64>,
         pub atime: Option<TimeSet>,
         pub mtime: Option<TimeSet>,
+        /// The new ctime; `None` is the server's now (unless `keep_ctime`).
         pub ctime: Option<Timespec>,
+        /// Leave ctime as it is: an access-time update by a read, which Linux does not
+        /// count as a change of the inode.
+        pub keep_ctime: bool,
     }
 }
 
@@ -327,9 +331,12 @@ wire_type! {
 }
 
 wire_type! {
-    /// The caller's identity for permission checks and new inodes' ownership.
+    /// The caller's identity for permission checks and new inodes' ownership, and its
+    /// file-creation mask (Lustre's `cr_umask`): the MDS applies `umask` to a new inode's
+    /// mode unless the parent directory has a default ACL, which takes its place (POSIX.1e).
+    /// A umask of 0 masks nothing.
     #[derive(Copy, Default)]
-    pub struct Creds { pub uid: u32, pub gid: u32 }
+    pub struct Creds { pub uid: u32, pub gid: u32, pub umask: u32 }
 }
 
 wire_type! {
@@ -359,9 +366,21 @@ wire_type! {
             dst_name: Vec<u8>,
             flags: u32,
         },
+        /// `flags`: [`xattr_flags`].
         Setxattr { fid: Fid, name: Vec<u8>, value: Vec<u8>, flags: u32 },
         Removexattr { fid: Fid, name: Vec<u8> },
     }
+}
+
+/// Flags of a setxattr (`ReintReq::Setxattr`): Linux's, and Sheen's own above them.
+pub mod xattr_flags {
+    /// Fail if the attribute exists (Linux `XATTR_CREATE`).
+    pub const CREATE: u32 = 1;
+    /// Fail if the attribute does not exist (Linux `XATTR_REPLACE`).
+    pub const REPLACE: u32 = 2;
+    /// With `system.posix_acl_access`: also clear the set-group-ID bit, because the caller
+    /// is neither in the file's group nor privileged (FUSE's `FUSE_SETXATTR_ACL_KILL_SGID`).
+    pub const ACL_KILL_SGID: u32 = 1 << 16;
 }
 
 wire_type! {
@@ -512,7 +531,11 @@ mod tests {
             name: b"f".to_vec(),
             mode: 0o100644,
             rdev: 0,
-            creds: Creds { uid: 1, gid: 2 },
+            creds: Creds {
+                uid: 1,
+                gid: 2,
+                umask: 0o022,
+            },
             symlink: None,
             layout: Some(layout()),
             open: true,
