@@ -192,11 +192,15 @@ tokio::task_local! {
 /// waiting for its locks.
 const LOCK_RESOLVE_TRIES: usize = 4;
 
-/// An exclusive lock on `bits` of `fid`, as the MDS takes around a change.
-fn ex_inode(fid: Fid, bits: u64) -> LockDesc {
+/// The lock the MDS takes on `bits` of `fid` around a change: concurrent write (CW), which
+/// conflicts with the PR locks clients cache under (so they are called back, and cannot
+/// cache again until the change is done) but not with the MDS's own locks of other changes
+/// (the namespace orders those itself), so that changes in one directory still commit
+/// together.
+fn change_lock(fid: Fid, bits: u64) -> LockDesc {
     LockDesc {
         resource: ResourceId::fid(fid),
-        mode: LockMode::Ex,
+        mode: LockMode::Cw,
         policy: LockPolicy::Ibits { bits },
     }
 }
@@ -293,7 +297,7 @@ impl Mds {
         Ok(merged)
     }
 
-    /// Takes an exclusive lock on the bits `req` changes of every inode it touches, in fid
+    /// Takes a change lock on the bits `req` changes of every inode it touches, in fid
     /// order (so two changes never wait for each other in a cycle), after the clients
     /// caching them were called back (the requester cancelled its own in the request).
     async fn lock_touched(&self, req: &ReintReq) -> Result<Vec<ServerLock>, ServiceError> {
@@ -303,7 +307,7 @@ impl Mds {
             for (fid, bits) in &touched {
                 let l = self
                     .locks
-                    .lock_for_server(ex_inode(*fid, *bits))
+                    .lock_for_server(change_lock(*fid, *bits))
                     .await
                     .map_err(lock_err)?;
                 held.push(l);
@@ -890,7 +894,7 @@ impl Service for Mds {
                 let _revoke = if write {
                     let l = self
                         .locks
-                        .lock_for_server(ex_inode(fid, ibits::UPDATE))
+                        .lock_for_server(change_lock(fid, ibits::UPDATE))
                         .await
                         .map_err(lock_err)?;
                     Some(l)

@@ -8,6 +8,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 mod acls;
+mod big_dir;
 mod dirs;
 mod files;
 mod links;
