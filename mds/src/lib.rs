@@ -518,7 +518,21 @@ impl Mds {
     async fn reint(&self, req: ReintReq) -> Result<ReintReply, ServiceError> {
         match req {
             ReintReq::Setattr { fid, attr } => {
-                let a = self.ns_commit(move |ns| ns.setattr(fid, &attr)).await?;
+                // An access-time update by a read is made durable by the next commit, not
+                // waited for (Linux's lazytime): a crash may lose it, nothing else.
+                let atime_only = attr.atime.is_some()
+                    && attr.keep_ctime
+                    && attr.mode.is_none()
+                    && attr.uid.is_none()
+                    && attr.gid.is_none()
+                    && attr.size.is_none()
+                    && attr.mtime.is_none()
+                    && attr.ctime.is_none();
+                let a = if atime_only {
+                    self.ns(move |ns| ns.setattr(fid, &attr)).await?
+                } else {
+                    self.ns_commit(move |ns| ns.setattr(fid, &attr)).await?
+                };
                 Ok(ReintReply {
                     attr: Some(a),
                     layout: None,
