@@ -210,9 +210,10 @@ impl ObjectAllocator {
         let (mut cfg, mut osts) = self.current().await?;
         // A request for more stripes than the OSTs known (or for all of them) may come just
         // after new OSTs registered: read the configuration again before settling for fewer.
-        let wanted = stripe_template
-            .map(|s| s.stripe_count)
-            .unwrap_or(STRIPE_DEFAULT);
+        let wanted = match stripe_template.map(|s| s.stripe_count) {
+            None | Some(STRIPE_DEFAULT) => cfg.default_stripe_count,
+            Some(count) => count,
+        };
         let fresh = self.refreshed_within(CONFIG_FRESH_FOR);
         let offset = stripe_template.map_or(STRIPE_OFFSET_ANY, |s| s.stripe_offset);
         let unknown_offset = offset != STRIPE_OFFSET_ANY && !osts.iter().any(|(i, _)| *i == offset);
