@@ -53,6 +53,14 @@ fn striped_io_namespace_and_restarts_on(net: &str) {
     cluster.mount(&mnt).unwrap();
     let lfs = cluster.bin("lfs");
 
+    // `lctl ping` sends OBD_PING to every daemon, over the cluster's transport.
+    let lctl = cluster.bin("lctl");
+    for daemon in sheen_cluster::Daemon::ALL {
+        let nid = cluster.nid(daemon);
+        let out = run_ok(&lctl, &["ping", &nid]);
+        assert_eq!(out, format!("12345-{nid}\n"), "lctl ping {nid}");
+    }
+
     // A 64 MiB file striped over 4 OSTs with 1 MiB stripes.
     let big = mnt.join("big.bin");
     run_ok(

@@ -1334,6 +1334,27 @@ impl Client {
     }
 }
 
+/// OBD_PING to the service at `nid` (any Sheen daemon), over the transport its NID names:
+/// connects, pings and disconnects, all within `timeout`. What `lctl ping` does.
+pub async fn ping_nid(nid: Nid, timeout: Duration) -> Result<(), ClientError> {
+    let uuid = format!("lctl-ping-{}", std::process::id());
+    let mut cfg = ImportConfig::new(uuid, Opcode::MgsConnect);
+    cfg.timeout = timeout;
+    cfg.connect_timeout = timeout;
+    cfg.retry_for = Duration::ZERO;
+    let import = Import::with_nids(&[nid], cfg)?;
+    let pinged = tokio::time::timeout(timeout, import.ping()).await;
+    import.disconnect().await;
+    match pinged {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ClientError::Rpc(RpcError::Timeout {
+            opcode: "obd_ping",
+            nid: nid.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+        })),
+    }
+}
+
 /// Reads the configuration from the first MGS NID that answers. An MGS that answers with an
 /// error (say, no such filesystem) ends the search: its failover partner would say the same.
 async fn fetch_config(

@@ -102,7 +102,7 @@ pub(crate) mod tests {
     use crate::net::NetOps;
     use crate::setstripe::tests::FakeFs;
     use crate::source::tests::FakeConnector;
-    use std::net::{IpAddr, SocketAddr};
+    use std::net::IpAddr;
     use std::time::Duration;
 
     pub(crate) struct NoNet;
@@ -114,7 +114,7 @@ pub(crate) mod tests {
                 ("10.1.2.3".parse().expect("ip"), false),
             ])
         }
-        fn tcp_connect(&self, _addr: SocketAddr, _timeout: Duration) -> io::Result<()> {
+        fn obd_ping(&self, _nid: &sheen_wire::Nid, _timeout: Duration) -> io::Result<()> {
             Err(io::Error::from_raw_os_error(libc::ECONNREFUSED))
         }
     }

@@ -4,7 +4,8 @@
 //!   filesystem named by `--mgs NID --fsname NAME` / `--spec SPEC`) and derive Lustre's
 //!   client devices and parameters from its configuration;
 //! - `get_param version` needs no filesystem;
-//! - `list_nids` lists this node's addresses; `ping` is a TCP connect check (see [`net`]).
+//! - `list_nids` lists this node's addresses; `ping` sends OBD_PING to the service at a NID
+//!   (see [`net`]).
 //!
 //! [`net`]: crate::net
 

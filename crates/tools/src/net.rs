@@ -9,7 +9,7 @@
 //! does not expose OBD_PING).
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use sheen_wire::Nid;
@@ -22,8 +22,8 @@ const LNET_PID: u32 = 12345;
 pub trait NetOps {
     /// Addresses of the interfaces that are up, loopback included.
     fn interface_addrs(&self) -> io::Result<Vec<(IpAddr, bool)>>;
-    /// Opens (and closes) a TCP connection within `timeout`.
-    fn tcp_connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<()>;
+    /// OBD_PING to the service at `nid` within `timeout`.
+    fn obd_ping(&self, nid: &Nid, timeout: Duration) -> io::Result<()>;
 }
 
 /// The host's real network.
@@ -62,8 +62,12 @@ impl NetOps for HostNet {
         Ok(out)
     }
 
-    fn tcp_connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<()> {
-        TcpStream::connect_timeout(&addr, timeout).map(drop)
+    fn obd_ping(&self, nid: &Nid, timeout: Duration) -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(sheen_client::ping_nid(*nid, timeout))
+            .map_err(|e| io::Error::from_raw_os_error(e.errno().raw()))
     }
 }
 
@@ -82,10 +86,10 @@ pub fn format_nids(addrs: &[(IpAddr, bool)]) -> String {
     nids.iter().map(|n| format!("{n}\n")).collect()
 }
 
-/// `lctl ping NID`: `12345-NID` when the NID accepts a TCP connection in time.
+/// `lctl ping NID`: `12345-NID` when the service at the NID answers OBD_PING in time.
 pub fn ping(net: &dyn NetOps, nid_text: &str, timeout: Duration) -> Result<String, String> {
     let nid = Nid::parse(nid_text).map_err(|e| format!("failed to ping {nid_text}: {e}"))?;
-    net.tcp_connect(nid.socket_addr(), timeout)
+    net.obd_ping(&nid, timeout)
         .map(|()| format!("{LNET_PID}-{nid}\n"))
         .map_err(|e| format!("failed to ping {nid}: {}", describe(&e)))
 }
@@ -94,7 +98,7 @@ pub fn ping(net: &dyn NetOps, nid_text: &str, timeout: Duration) -> Result<Strin
 mod tests {
     use super::*;
     use std::cell::RefCell;
-    use std::net::TcpListener;
+    use std::net::{SocketAddr, TcpListener};
 
     struct FakeNet {
         addrs: Vec<(IpAddr, bool)>,
@@ -106,7 +110,8 @@ mod tests {
         fn interface_addrs(&self) -> io::Result<Vec<(IpAddr, bool)>> {
             Ok(self.addrs.clone())
         }
-        fn tcp_connect(&self, addr: SocketAddr, _timeout: Duration) -> io::Result<()> {
+        fn obd_ping(&self, nid: &Nid, _timeout: Duration) -> io::Result<()> {
+            let addr = nid.socket_addr();
             self.asked.borrow_mut().push(addr);
             if self.reachable.contains(&addr) {
                 Ok(())
@@ -160,12 +165,13 @@ mod tests {
             addrs.iter().any(|(a, lo)| *lo && a.is_loopback()),
             "{addrs:?}"
         );
+        // A TCP listener that is no Sheen service accepts the connection but never answers
+        // CONNECT: not a ping (the integration suite pings real daemons).
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let nid = format!("127.0.0.1:{port}@tcp");
-        assert_eq!(
-            ping(&HostNet, &nid, Duration::from_secs(5)),
-            Ok(format!("12345-{nid}\n"))
-        );
+        let err = ping(&HostNet, &nid, Duration::from_millis(300)).unwrap_err();
+        assert!(err.starts_with(&format!("failed to ping {nid}: ")), "{err}");
+        drop(listener);
     }
 }
