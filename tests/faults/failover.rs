@@ -1,6 +1,7 @@
 //! Failover NIDs: the OSS is killed on its NID and started again on its failover NID with the
 //! same block files; the mounted client finds it there and carries on, and a fresh mount
-//! finds it too.
+//! finds it too. The same for the MDS with its MDT, while a file is held open (and unlinked)
+//! across the move.
 
 use std::fs;
 use std::io::Write;
@@ -116,4 +117,65 @@ fn failover_on(net: &str) {
     check(&second, &expected(200..212));
     append(&file, 124..126).unwrap();
     check(&file, &expected(100..126));
+}
+
+#[test]
+fn mds_failover_to_its_second_nid() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
+    spec.n_osts = 2;
+    spec.ost_size_bytes = 256 << 20;
+    spec.mds_failnode = true;
+    spec.recovery_window = Some(Duration::from_secs(2));
+    let mut cluster = Cluster::start(spec).expect("start cluster");
+    let mnt = tmp.path().join("mnt");
+    cluster.mount(&mnt).unwrap();
+    let (nid_a, nid_b) = (
+        cluster.nid(Daemon::Mds),
+        cluster.failnode(Daemon::Mds).unwrap(),
+    );
+    assert_ne!(nid_a, nid_b);
+    let dir = mnt.join("d");
+    fs::create_dir(&dir).unwrap();
+    let file = dir.join("f.bin");
+    fs::File::create(&file).unwrap();
+    append(&file, 0..4).unwrap();
+    // Held open and unlinked across the move: it must survive (the client reopens it).
+    let held = dir.join("held.bin");
+    fs::File::create(&held).unwrap();
+    append(&held, 10..12).unwrap();
+    let open_held = fs::File::open(&held).unwrap();
+    fs::remove_file(&held).unwrap();
+
+    // SIGKILL on NID A, started again on NID B with the same MDT.
+    cluster.failover_mds().unwrap();
+    assert_eq!(cluster.nid(Daemon::Mds), nid_b);
+    let started = Instant::now();
+    check(&file, &expected(0..4));
+    append(&file, 4..6).unwrap();
+    check(&file, &expected(0..6));
+    fs::write(dir.join("new"), b"after the failover").unwrap();
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["f.bin", "new"]);
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    // Past the MDS's recovery window, the unlinked file held open is still there.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut &open_held, &mut back).unwrap();
+    assert!(back == expected(10..12), "the open unlinked file changed");
+    drop(open_held);
+
+    // A fresh mount finds the MDS at NID B (the MGS lists [B, A] now), then back at A.
+    cluster.unmount(&mnt).unwrap();
+    cluster.mount(&mnt).unwrap();
+    check(&file, &expected(0..6));
+    cluster.failover_mds().unwrap();
+    assert_eq!(cluster.nid(Daemon::Mds), nid_a);
+    check(&file, &expected(0..6));
+    assert_eq!(fs::read(dir.join("new")).unwrap(), b"after the failover");
+    cluster.stop().unwrap();
 }

@@ -64,7 +64,7 @@ impl Daemon {
 struct DaemonProcess {
     /// The port it listens on (its current NID).
     port: u16,
-    /// Its failover port, given as `--failnode` (only the OSS, when the spec asks).
+    /// Its failover port, given as `--failnode` (the OSS and the MDS, when the spec asks).
     failnode_port: Option<u16>,
     log: PathBuf,
     /// `None` while stopped.
@@ -150,13 +150,21 @@ impl Cluster {
         let logs_dir = spec.dir.join("logs");
         fs::create_dir_all(&logs_dir)
             .map_err(|e| ClusterError::io(format!("create {}", logs_dir.display()), e))?;
-        let n_ports = Daemon::ALL.len() + usize::from(spec.oss_failnode);
+        let n_ports =
+            Daemon::ALL.len() + usize::from(spec.oss_failnode) + usize::from(spec.mds_failnode);
         let ports = pick_free_ports(n_ports)
             .map_err(|e| ClusterError::io("pick free ports on 127.0.0.1", e))?;
-        let failnode_port = ports.get(Daemon::ALL.len()).copied();
+        // The failover ports follow the daemons' own: the OSS's first, then the MDS's.
+        let mut spare = ports[Daemon::ALL.len()..].iter().copied();
+        let oss_failnode = spec.oss_failnode.then(|| spare.next()).flatten();
+        let mds_failnode = spec.mds_failnode.then(|| spare.next()).flatten();
         let daemons = Daemon::ALL.map(|daemon| DaemonProcess {
             port: ports[daemon.idx()],
-            failnode_port: failnode_port.filter(|_| daemon == Daemon::Oss),
+            failnode_port: match daemon {
+                Daemon::Oss => oss_failnode,
+                Daemon::Mds => mds_failnode,
+                Daemon::Mgs => None,
+            },
             log: logs_dir.join(format!("{}.log", daemon.name())),
             child: None,
         });
@@ -230,8 +238,9 @@ impl Cluster {
         nid(self.spec.host, self.port(daemon), &self.spec.net)
     }
 
-    /// The failover NID a daemon was given as `--failnode`, if any (the OSS, when the spec's
-    /// `oss_failnode` is set): where [`Cluster::failover_oss`] moves it next.
+    /// The failover NID a daemon was given as `--failnode`, if any (the OSS or the MDS, when
+    /// the spec's `oss_failnode` or `mds_failnode` is set): where [`Cluster::failover_oss`]
+    /// or [`Cluster::failover_mds`] moves it next.
     pub fn failnode(&self, daemon: Daemon) -> Option<String> {
         let port = self.daemons[daemon.idx()].failnode_port?;
         Some(nid(self.spec.host, port, &self.spec.net))
@@ -493,19 +502,29 @@ impl Cluster {
     /// `--failnode` (so it registers `[new, old]`); waits until it is ready. Called again, it
     /// moves the OSS back. Needs a cluster started with `oss_failnode`.
     pub fn failover_oss(&mut self) -> Result<(), ClusterError> {
-        let process = &self.daemons[Daemon::Oss.idx()];
+        self.failover(Daemon::Oss, "ClusterSpec::oss_failnode")
+    }
+
+    /// [`Cluster::failover_oss`] for the MDS (the same MDT directory, the other NID). Needs
+    /// a cluster started with `mds_failnode`.
+    pub fn failover_mds(&mut self) -> Result<(), ClusterError> {
+        self.failover(Daemon::Mds, "ClusterSpec::mds_failnode")
+    }
+
+    fn failover(&mut self, daemon: Daemon, flag: &str) -> Result<(), ClusterError> {
+        let process = &self.daemons[daemon.idx()];
         if process.failnode_port.is_none() {
             return Err(ClusterError::State {
-                name: Daemon::Oss.binary().to_owned(),
-                reason: "started without a failover NID (set ClusterSpec::oss_failnode)".to_owned(),
+                name: daemon.binary().to_owned(),
+                reason: format!("started without a failover NID (set {flag})"),
             });
         }
-        self.kill_daemon(Daemon::Oss)?;
-        let process = &mut self.daemons[Daemon::Oss.idx()];
+        self.kill_daemon(daemon)?;
+        let process = &mut self.daemons[daemon.idx()];
         if let Some(failnode) = process.failnode_port.replace(process.port) {
             process.port = failnode;
         }
-        self.start_daemon(Daemon::Oss)
+        self.start_daemon(daemon)
     }
 
     /// Stops the MDS (SIGTERM, bounded wait, SIGKILL).
@@ -587,6 +606,9 @@ impl Cluster {
                     "--listen".to_owned(),
                     self.nid(Daemon::Mds),
                 ]);
+                if let Some(failnode) = self.failnode(Daemon::Mds) {
+                    args.extend(["--failnode".to_owned(), failnode]);
+                }
                 args.extend(callback_timeout_args(spec.callback_timeout));
                 if let Some(w) = spec.recovery_window {
                     let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);

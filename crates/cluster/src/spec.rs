@@ -33,6 +33,9 @@ pub struct ClusterSpec {
     /// Reserve a second port for the OSS at start and give it as `--failnode`, so that
     /// [`Cluster::failover_oss`](crate::Cluster::failover_oss) can move the OSS there.
     pub oss_failnode: bool,
+    /// Give the MDS a second NID as `--failnode`, so that
+    /// [`Cluster::failover_mds`](crate::Cluster::failover_mds) can move it there.
+    pub mds_failnode: bool,
     /// How long the MDS and the OSS wait for a client to answer a lock callback before they
     /// evict it: given to both as `--callback-timeout SECS` (whole seconds, rounded up, at
     /// least 1). `None` (default) passes nothing, so the daemons use their own default.
@@ -61,6 +64,7 @@ impl ClusterSpec {
             default_stripe_size: 1 << 20,
             net: "tcp".to_owned(),
             oss_failnode: false,
+            mds_failnode: false,
             callback_timeout: None,
             recovery_window: None,
             host: std::net::Ipv4Addr::LOCALHOST,
