@@ -134,12 +134,13 @@ struct TwoMounts {
 impl TwoMounts {
     /// A cluster and two mounts; with `net`, the daemons listen on its bridge and each mount
     /// runs in its own namespace.
-    fn start(net: Option<std::sync::Arc<netns::TestNet>>) -> TwoMounts {
+    fn start(net: Option<std::sync::Arc<netns::TestNet>>, lnet: &str) -> TwoMounts {
         let tmp = tempfile::tempdir().expect("temp dir");
         let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
         if let Some(net) = &net {
             spec.host = net.host;
         }
+        spec.net = lnet.to_owned();
         spec.n_osts = 2;
         spec.ost_size_bytes = 256 << 20;
         spec.default_stripe_count = STRIPE_COUNT;
@@ -216,13 +217,19 @@ pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
 /// stops everything; fails with the body's panic message, or on timeout, or (with
 /// [`Logs::Clean`]) if a log holds an ERROR line.
 pub fn run(name: &str, limit: Duration, logs: Logs, body: fn(&Env)) {
-    run_on(name, limit, logs, body, None);
+    run_on(name, limit, logs, body, None, "tcp");
+}
+
+/// [`run`] with every NID on the RDMA-emulated transport (`@o2ib`): lock callbacks travel
+/// from the servers to the clients over it too.
+pub fn run_rdma(name: &str, limit: Duration, logs: Logs, body: fn(&Env)) {
+    run_on(name, limit, logs, body, None, "o2ib");
 }
 
 /// [`run`] with each mount in a network namespace of its own ([`netns::TestNet`]).
 pub fn run_netns(name: &str, limit: Duration, logs: Logs, body: fn(&Env)) {
     let net = std::sync::Arc::new(netns::TestNet::create());
-    run_on(name, limit, logs, body, Some(net));
+    run_on(name, limit, logs, body, Some(net), "tcp");
 }
 
 fn run_on(
@@ -231,8 +238,9 @@ fn run_on(
     logs: Logs,
     body: fn(&Env),
     net: Option<std::sync::Arc<netns::TestNet>>,
+    lnet: &str,
 ) {
-    let two = TwoMounts::start(net);
+    let two = TwoMounts::start(net, lnet);
     let env = two.env.clone();
     let (done, outcome) = mpsc::channel();
     let started = Instant::now();

@@ -320,3 +320,23 @@ fn listing(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn write_is_visible_on_rdma() {
+    crate::run_rdma(
+        "write_is_visible_on_rdma",
+        LIMIT,
+        Logs::Clean,
+        write_is_visible,
+    );
+}
+
+#[test]
+fn rename_and_unlink_are_visible_on_rdma() {
+    crate::run_rdma(
+        "rename_and_unlink_are_visible_on_rdma",
+        LIMIT,
+        Logs::Clean,
+        rename_and_unlink_are_visible,
+    );
+}
