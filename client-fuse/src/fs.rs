@@ -684,12 +684,9 @@ impl Inner {
                 update.size = (objects > mds.size).then_some(objects);
             }
             if let (true, Some(m)) = (update.mtime, objects_mtime) {
-                let later = |a: &sheen_client::Timespec, b: &sheen_client::Timespec| {
-                    (a.sec, a.nsec) >= (b.sec, b.nsec)
-                };
-                if later(&m, &mds.mtime) {
+                if m >= mds.mtime {
                     mtime = Some(TimeSet::At(m));
-                    ctime = Some(if later(&m, &mds.ctime) { m } else { mds.ctime });
+                    ctime = Some(m.max(mds.ctime));
                 } else {
                     // The MDS has a newer mtime already (an explicit one, or a truncate).
                     mtime = None;

@@ -971,11 +971,6 @@ impl Client {
         }
     }
 
-    /// Locks this client holds, on OST objects and MDT inodes.
-    pub fn locks_held(&self) -> usize {
-        self.inner.locks.len()
-    }
-
     /// Installs what drops a mount's caches when a lock is called back.
     pub fn set_cache_invalidator(&self, inv: Arc<dyn CacheInvalidator>) {
         self.inner.locks.set_invalidator(inv);
@@ -1100,19 +1095,15 @@ impl Client {
     }
 
     /// The file size as the objects say (each object's size on its OST, combined by the
-    /// layout), for a file others may be writing: writes go through to the OSTs, so the
-    /// objects hold the current size.
+    /// layout) and the newest mtime of the objects, for a file others may be writing: writes
+    /// go through to the OSTs and set mtime on the objects they reach, so the objects hold
+    /// the current size and mtime (the MDS learns them at close). The mtime is `None` for a
+    /// file without objects.
     ///
     /// Each object is glimpsed with a PR lock on all of it when the OST can grant one at
     /// once (the grant carries the size, and the lock lets the mount cache the size and
     /// data until someone writes); else its size is asked for.
     #[instrument(level = "debug", skip_all, fields(%fid))]
-    pub async fn glimpse_size(&self, fid: Fid, layout: &Layout) -> Result<u64, ClientError> {
-        Ok(self.glimpse(fid, layout).await?.0)
-    }
-
-    /// [`Client::glimpse_size`], with the newest mtime of the objects (writes set it on the
-    /// objects they reach; the MDS learns it at close): `None` for a file without objects.
     pub async fn glimpse(
         &self,
         fid: Fid,

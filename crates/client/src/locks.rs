@@ -581,11 +581,6 @@ impl Locks {
             self.invalidate_later(d);
         }
     }
-
-    /// Locks held, over every server.
-    pub(crate) fn len(&self) -> usize {
-        self.state().caches.values().map(LockCache::len).sum()
-    }
 }
 
 fn run_drop(inv: &dyn CacheInvalidator, what: Invalidation) {

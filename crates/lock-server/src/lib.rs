@@ -24,7 +24,7 @@ use sheen_dlm::{
 };
 use sheen_rpc::{ExportId, Exports, RpcError};
 use sheen_wire::msg::{BlockingAst, EnqueueReq};
-use sheen_wire::{ldlm_flags, Errno, LockDesc, LockHandle, Lvb, Opcode, ResourceId, WireEncode};
+use sheen_wire::{ldlm_flags, Errno, LockDesc, LockHandle, Opcode, WireEncode};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -109,10 +109,6 @@ impl LockServer {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -124,16 +120,6 @@ impl LockServer {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The lock value block of `resource`, if it has locks and one was set.
-    pub fn lvb(&self, resource: &ResourceId) -> Option<Lvb> {
-        self.state().table.lvb(resource)
-    }
-
-    /// Sets the lock value block of a resource that has locks.
-    pub fn set_lvb(&self, resource: &ResourceId, lvb: Lvb) {
-        self.state().table.set_lvb(resource, lvb);
     }
 
     /// Whether `export` holds a granted lock that covers `wanted`.

@@ -76,11 +76,6 @@ impl Exports {
         let _ = self.gone_hook.set(hook);
     }
 
-    /// The client uuid and peer NID of a live export.
-    pub fn describe(&self, id: ExportId) -> Option<(String, Nid)> {
-        self.get(id).map(|e| (e.uuid.to_string(), e.peer))
-    }
-
     /// How many exports are live.
     pub fn len(&self) -> usize {
         self.live.lock().map(|l| l.len()).unwrap_or(0)
