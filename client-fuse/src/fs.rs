@@ -55,9 +55,8 @@ struct Inner {
     open: Mutex<OpenFiles>,
     /// Work left running after its reply (the MDS side of a close).
     background: Arc<Background>,
-    /// Inodes whose cache a lock callback dropped: the size this client knows may be stale
-    /// (another client wrote or truncated), so the next read asks the OSTs.
-    stale: Arc<Mutex<HashSet<u64>>>,
+    /// What this mount knows of the kernel's cache (shared with the invalidator).
+    marks: Arc<CacheMarks>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_dir_fh: AtomicU64,
 }
@@ -104,7 +103,7 @@ impl SheenFs {
                 read_only,
                 no_atime: noatime || read_only,
                 open: Mutex::new(OpenFiles::default()),
-                stale: Arc::new(Mutex::new(HashSet::new())),
+                marks: Arc::new(CacheMarks::default()),
                 background: Arc::new(Background::default()),
                 dirs: Mutex::new(HashMap::new()),
                 next_dir_fh: AtomicU64::new(1),
@@ -119,10 +118,10 @@ impl SheenFs {
         Arc::clone(&self.inner.background)
     }
 
-    /// The set of inodes whose size may be stale, for [`invalidator`] (which needs the FUSE
-    /// session, so it is made after the session took the filesystem).
-    pub fn stale_set(&self) -> Arc<Mutex<HashSet<u64>>> {
-        Arc::clone(&self.inner.stale)
+    /// What the mount knows of the kernel's cache, for [`invalidator`] (which needs the
+    /// FUSE session, so it is made after the session took the filesystem).
+    pub fn cache_marks(&self) -> Arc<CacheMarks> {
+        Arc::clone(&self.inner.marks)
     }
 
     fn spawn<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
@@ -248,23 +247,51 @@ impl Drop for BackgroundGuard {
     }
 }
 
+/// What a mount knows of the kernel's cache of its inodes.
+#[derive(Default)]
+pub struct CacheMarks {
+    /// Inodes whose cache a lock callback dropped: the size this client knows may be stale
+    /// (another client wrote or truncated), so the next read asks the OSTs.
+    stale: Mutex<HashSet<u64>>,
+    /// Inodes whose attributes the kernel may hold with a non-zero TTL.
+    ///
+    /// An attribute invalidation is sent only for these. The kernel discards the answer of
+    /// every getattr that was in flight when an invalidation of the inode came, and then
+    /// goes on with the size it had: a read past that old end of file returns nothing,
+    /// although the getattr carried the new size. Invalidations that drop nothing (the
+    /// kernel was given a TTL of zero) are exactly the ones that can do only that harm.
+    attrs: Mutex<HashSet<u64>>,
+}
+
+impl CacheMarks {
+    fn stale(&self) -> MutexGuard<'_, HashSet<u64>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.stale.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn attrs(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.attrs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// What drops a mount's cache of a file when a lock protecting it is called back: the
 /// kernel's pages and attributes (through `notifier`) and the size the mount knows.
-pub fn invalidator(
-    notifier: fuser::Notifier,
-    stale: Arc<Mutex<HashSet<u64>>>,
-) -> Arc<dyn CacheInvalidator> {
-    Arc::new(FuseInvalidator { notifier, stale })
+pub fn invalidator(notifier: fuser::Notifier, marks: Arc<CacheMarks>) -> Arc<dyn CacheInvalidator> {
+    Arc::new(FuseInvalidator { notifier, marks })
 }
 
 /// Drops the kernel's cache of a file through FUSE notifications.
 struct FuseInvalidator {
     notifier: fuser::Notifier,
-    stale: Arc<Mutex<HashSet<u64>>>,
+    marks: Arc<CacheMarks>,
 }
 
 impl CacheInvalidator for FuseInvalidator {
     fn invalidate_attr(&self, fid: Fid) {
+        if !self.marks.attrs().remove(&fid.to_ino()) {
+            // The kernel holds them with a TTL of zero: it asks again anyway.
+            return;
+        }
         // A negative offset: the attributes only, no pages.
         if let Err(e) = self.notifier.inval_inode(convert::ino(fid), -1, 0) {
             if e.raw_os_error() != Some(libc::ENOENT) {
@@ -284,10 +311,9 @@ impl CacheInvalidator for FuseInvalidator {
 
     fn invalidate_data(&self, fid: Fid) {
         let ino = fid.to_ino();
-        self.stale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ino);
+        self.marks.stale().insert(ino);
+        // The pages' invalidation drops the attributes too.
+        self.marks.attrs().remove(&ino);
         // Offset 0, length 0: every page, and the attributes. ENOENT: not cached at all.
         if let Err(e) = self.notifier.inval_inode(INodeNo(ino), 0, 0) {
             if e.raw_os_error() != Some(libc::ENOENT) {
@@ -376,14 +402,17 @@ impl Inner {
 
     /// Whether a lock callback dropped `ino`'s cache since the last look (and clears it).
     fn take_stale(&self, ino: u64) -> bool {
-        self.stale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ino)
+        self.marks.stale().remove(&ino)
     }
 
+    /// How long the kernel may cache `fid`'s attributes. The locks are checked and the
+    /// inode marked as cached in one step under the marks' mutex: a callback marks its lock
+    /// called back first and then looks for the mark, so either this check sees the lock
+    /// gone or the invalidation finds the mark.
     fn attr_ttl(&self, fid: Fid, layout: Option<&Layout>, writers: u32) -> Duration {
+        let mut cached = self.marks.attrs();
         if self.client.attr_cacheable(fid, layout, writers) {
+            cached.insert(fid.to_ino());
             limits::LOCKED_TTL
         } else {
             limits::ATTR_TTL
@@ -616,11 +645,7 @@ impl Inner {
 
     async fn read_data(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
         let (layout, mut file_size) = self.io_view(ino).await?;
-        let stale = self
-            .stale
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&ino.0);
+        let stale = self.marks.stale().contains(&ino.0);
         if stale || offset.saturating_add(u64::from(size)) > file_size {
             // Another client may have changed the size: ask the MDS and the objects.
             let (attr, l) = self

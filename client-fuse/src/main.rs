@@ -139,7 +139,7 @@ fn serve(
         opts.read_only,
         opts.noatime(),
     );
-    let stale = fs.stale_set();
+    let marks = fs.cache_marks();
     let background = fs.background();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
@@ -152,7 +152,7 @@ fn serve(
         }
     };
     let mut session = session;
-    client.set_cache_invalidator(fs::invalidator(session.notifier(), stale));
+    client.set_cache_invalidator(fs::invalidator(session.notifier(), marks));
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let session_thread = std::thread::Builder::new()
