@@ -4,9 +4,10 @@
 //! compared with an in-memory model of each file at once, byte for byte.
 //!
 //! Each mount keeps one descriptor open per file (opened on first use), so that reads go
-//! through whatever the client has cached; some operations go by name instead. The seed is
-//! fixed; `SHEEN_COHERENCE_SEED` (decimal or 0x hex) replays another. A mismatch names the
-//! seed, the operation's index and the last operations.
+//! through whatever the client has cached; some operations go by name instead. The seeds
+//! are fixed (a default one, then seeds that once found a race, each in a directory of its
+//! own); `SHEEN_COHERENCE_SEED` (decimal or 0x hex) runs that one seed alone. A mismatch
+//! names the seed, the operation's index and the last operations.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -19,6 +20,9 @@ use crate::{read_all, read_at, run, truncate_path, Env, Logs, Side, KIB, STRIPE_
 
 /// The seed unless `SHEEN_COHERENCE_SEED` says otherwise.
 const DEFAULT_SEED: u64 = 0x5eed_c0de_0000_0005;
+/// Seeds that once found a race, run after the default one (103 and 113: a getattr answer
+/// the kernel dropped because an invalidation came while it was in flight).
+const REGRESSION_SEEDS: [u64; 2] = [103, 113];
 /// Operations per run.
 const OPS: usize = 300;
 /// The names files may have; at most this many files exist at once.
@@ -75,16 +79,19 @@ impl Rng {
     }
 }
 
-fn seed() -> u64 {
+/// The seeds to run: `SHEEN_COHERENCE_SEED` alone, or the default and the regression seeds.
+fn seeds() -> Vec<u64> {
     let Ok(text) = std::env::var("SHEEN_COHERENCE_SEED") else {
-        return DEFAULT_SEED;
+        let mut all = vec![DEFAULT_SEED];
+        all.extend(REGRESSION_SEEDS);
+        return all;
     };
     let text = text.trim();
     let parsed = match text.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => text.parse(),
     };
-    parsed.unwrap_or_else(|e| panic!("SHEEN_COHERENCE_SEED={text:?}: {e}"))
+    vec![parsed.unwrap_or_else(|e| panic!("SHEEN_COHERENCE_SEED={text:?}: {e}"))]
 }
 
 /// What the model knows of one file.
@@ -107,8 +114,9 @@ struct Model {
 }
 
 impl Model {
+    /// The model's directory on `side`, one per seed.
     fn dir(&self, side: Side) -> PathBuf {
-        self.env.on(side).join("model")
+        self.env.on(side).join(format!("model-{:x}", self.seed))
     }
 
     fn path(&self, side: Side, name: &str) -> PathBuf {
@@ -446,9 +454,13 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 pub(crate) fn model_test(env: &Env) {
-    let seed = seed();
+    for seed in seeds() {
+        model_run(env, seed);
+    }
+}
+
+fn model_run(env: &Env, seed: u64) {
     println!("randomized_model_test: seed {seed:#x}, {OPS} operations");
-    fs::create_dir(env.a.join("model")).expect("mkdir model on A");
     let mut model = Model {
         env: env.clone(),
         seed,
@@ -456,6 +468,7 @@ pub(crate) fn model_test(env: &Env) {
         files: Vec::new(),
         history: Vec::new(),
     };
+    fs::create_dir(model.dir(Side::A)).expect("mkdir the model's directory on A");
     for name in &NAMES[..INITIAL_FILES] {
         model.create(name, Side::A);
     }
