@@ -212,6 +212,20 @@ impl Import {
         self.inner.peers[current % self.inner.peers.len()].0
     }
 
+    /// After `nid` failed to answer: the next connection starts with the NID after it
+    /// (unless another call moved on already).
+    fn move_past(&self, nid: Nid) {
+        let n = self.inner.peers.len();
+        if let Some(i) = self.inner.peers.iter().position(|(p, _)| *p == nid) {
+            let _ = self.inner.current.compare_exchange(
+                i,
+                (i + 1) % n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     /// Every NID of the service, in the order given.
     pub fn nids(&self) -> Vec<Nid> {
         self.inner.peers.iter().map(|(nid, _)| *nid).collect()
@@ -238,7 +252,9 @@ impl Import {
     /// Every attempt of one call carries the same xid. When the connection breaks after the
     /// request left, the request is sent again (after reconnecting) with `FLAG_RESENT`, and
     /// the server answers it from its reply cache if it executed it already; a request that
-    /// never left is sent again as it was. Both keep trying for `retry_for`.
+    /// never left is sent again as it was. A request with no reply within `timeout` drops
+    /// the connection and is resent the same way, to the next NID first. All keep trying
+    /// for `retry_for` (from the call, or from its first timeout).
     pub async fn call_raw(
         &self,
         opcode: Opcode,
@@ -247,7 +263,10 @@ impl Import {
         bulk: Bytes,
     ) -> Result<Reply, RpcError> {
         let cfg = &self.inner.config;
-        let give_up = Instant::now() + cfg.retry_for;
+        let mut give_up = Instant::now() + cfg.retry_for;
+        // Set at the first request timeout: the time to keep trying starts over from there
+        // (a timeout takes as long as the whole retry time by default).
+        let mut timed_out = false;
         let mut backoff = Duration::from_millis(20);
         let xid = self.xid();
         // Set once an attempt may have reached the server, and kept for every later attempt.
@@ -282,6 +301,22 @@ impl Import {
                     resent = true;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(Attempt::TimedOut)
+                    if !cfg.retry_for.is_zero() && (!timed_out || Instant::now() < give_up) =>
+                {
+                    if !timed_out {
+                        timed_out = true;
+                        give_up = Instant::now() + cfg.retry_for;
+                    }
+                    // A server that does not answer on a live connection is treated as a
+                    // broken connection is (Lustre's request timeout): the connection is
+                    // dropped, the next NID is tried first (a failover partner may serve the
+                    // target now) and the request is resent, to be answered from the reply
+                    // cache if the silent server did execute it and comes back.
+                    live.abort_reader();
+                    self.move_past(live.nid);
+                    resent = true;
                 }
                 Err(Attempt::NotSent | Attempt::Lost) => {
                     return Err(RpcError::ConnectionLost {

@@ -4,7 +4,7 @@
 //! `FLAG_RESENT`. For requests the service marks as modifying, the server keeps, per client
 //! uuid, the replies it sent (keyed by xid) and the requests still executing, so that a
 //! resend gets the saved reply, or waits for the first copy's reply, instead of executing
-//! twice. The cache is shared by all connections of one client uuid (a reconnect is a new
+//! twice; so does a first copy that arrives after its resend (xids never repeat). The cache is shared by all connections of one client uuid (a reconnect is a new
 //! connection with the same uuid) and lives as long as the server process: durable
 //! last_rcvd records come with replay.
 //!
@@ -178,20 +178,22 @@ impl ClientReplies {
     pub fn begin(self: &Arc<Self>, h: &MsgHeader) -> Lookup {
         let mut st = lock(&self.state);
         let same = |opcode: u32, target_idx: u32| opcode == h.opcode && target_idx == h.target_idx;
-        if h.flags & FLAG_RESENT != 0 {
-            if let Some(s) = st.saved.get(&h.xid) {
-                if same(s.opcode, s.target_idx) {
-                    self.stats.reconstructed.fetch_add(1, Ordering::Relaxed);
-                    debug!(xid = h.xid, "resend answered from the reply cache");
-                    return Lookup::Saved(s.reply.clone());
-                }
+        // A client's xids never repeat, so a known xid is a copy of a request seen before,
+        // with or without `FLAG_RESENT`: the first copy can also come last (it sat in a
+        // server that stopped answering, and the client resent on a new connection).
+        let resent = h.flags & FLAG_RESENT != 0;
+        if let Some(s) = st.saved.get(&h.xid) {
+            if same(s.opcode, s.target_idx) {
+                self.stats.reconstructed.fetch_add(1, Ordering::Relaxed);
+                debug!(xid = h.xid, resent, "answered from the reply cache");
+                return Lookup::Saved(s.reply.clone());
             }
-            if let Some(r) = st.running.get(&h.xid) {
-                if same(r.opcode, r.target_idx) {
-                    self.stats.waited.fetch_add(1, Ordering::Relaxed);
-                    debug!(xid = h.xid, "resend waits for the first copy");
-                    return Lookup::Wait(r.done.clone());
-                }
+        }
+        if let Some(r) = st.running.get(&h.xid) {
+            if same(r.opcode, r.target_idx) {
+                self.stats.waited.fetch_add(1, Ordering::Relaxed);
+                debug!(xid = h.xid, resent, "waits for the copy in progress");
+                return Lookup::Wait(r.done.clone());
             }
         }
         if st.running.contains_key(&h.xid) {
@@ -390,6 +392,25 @@ mod tests {
         cache.client("c");
         assert!(cache.has_client("a") && cache.has_client("c") && !cache.has_client("b"));
         assert_eq!(cache.client("a").saved_xids(), vec![1]);
+    }
+
+    #[test]
+    fn a_first_copy_that_comes_after_its_resend_is_not_executed_again() {
+        let cache = ReplyCache::new(CacheLimits::default());
+        let c = cache.client("a");
+        // The resend overtook the first copy and executed.
+        let Lookup::Execute(Some(t)) = c.begin(&request(5, true)) else {
+            panic!("an unknown resend executes");
+        };
+        // The first copy arrives while the resend runs: it waits for that reply.
+        assert!(matches!(c.begin(&request(5, false)), Lookup::Wait(_)));
+        t.finish(&reply(5, b"ok"));
+        // Or after: it gets the saved reply.
+        match c.begin(&request(5, false)) {
+            Lookup::Saved(m) => assert_eq!(m.header.xid, 5),
+            _ => panic!("the late first copy should be answered from the cache"),
+        }
+        assert_eq!(cache.stats().reconstructed.load(Ordering::Relaxed), 1);
     }
 
     #[test]

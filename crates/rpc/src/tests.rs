@@ -221,6 +221,108 @@ async fn calls_go_to_the_next_nid_when_one_does_not_answer() {
     ));
 }
 
+/// A TCP proxy that can freeze: while frozen it moves no byte either way but keeps every
+/// socket open, as a hung server does (no reply, no reset). New connections are accepted
+/// and frozen too.
+async fn freezer(upstream: Nid) -> (Nid, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&frozen);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream.socket_addr()).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, Arc::clone(&flag)));
+            tokio::spawn(pump(sr, cw, Arc::clone(&flag)));
+        }
+    });
+    (Nid { port, ..upstream }, frozen)
+}
+
+/// Copies `from` to `to`, holding what it read while `frozen`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn impatient_config() -> ImportConfig {
+    let mut cfg = ImportConfig::new("impatient-client", Opcode::OstConnect);
+    cfg.timeout = Duration::from_millis(300);
+    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.retry_for = Duration::from_secs(10);
+    cfg
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_and_calls_go_to_the_next_nid() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let (a, _stop_a) = start_instance(any, 1).await;
+    let (b, _stop_b) = start_instance(any, 2).await;
+    let (hung, frozen) = freezer(a).await;
+    let imp = Import::with_nids(&[hung, b], impatient_config()).unwrap();
+    imp.ping().await.unwrap();
+    assert_eq!(imp.server_instance(), 1);
+    // The first server stops answering but its connection stays up.
+    frozen.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    imp.ping().await.unwrap();
+    assert_eq!(imp.server_instance(), 2, "answered by the failover NID");
+    assert_eq!(imp.nid(), b);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_silent_server_that_comes_back_answers_the_resend_without_executing_twice() {
+    let service = Arc::new(Counter::default());
+    let (nid, cache, _stop) = start_counter(Arc::clone(&service)).await;
+    let (hung, frozen) = freezer(nid).await;
+    let imp = Import::with_nids(&[hung], impatient_config()).unwrap();
+    imp.ping().await.unwrap();
+    let generation = imp.generation();
+    frozen.store(true, Ordering::SeqCst);
+    let call = tokio::spawn({
+        let imp = imp.clone();
+        async move {
+            imp.call::<_, msg::OstWriteReply>(Opcode::OstCreate, 0, &msg::ObjReq { oid: 1 })
+                .await
+        }
+    });
+    // Past the request timeout and a reconnect attempt or two, all unanswered.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(!call.is_finished(), "the server is silent: the call waits");
+    // The server wakes up: the copy it held executes once, the resend is answered from the
+    // reply cache (or waits for that copy).
+    frozen.store(false, Ordering::SeqCst);
+    let rep = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(rep.size, 1);
+    assert_eq!(service.modifications.load(Ordering::SeqCst), 1);
+    assert!(imp.generation() > generation, "the call reconnected");
+    assert_eq!(cache.stats().saved.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn every_nid_down_is_an_error_in_bounded_time() {
     let (a, stop_a) = start().await;
