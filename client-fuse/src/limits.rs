@@ -39,3 +39,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const _: () = assert!(MAX_WRITE_BYTES <= sheen_client::limits::MAX_RPC_BYTES);
 const _: () = assert!(CONGESTION_THRESHOLD <= MAX_BACKGROUND);
 const _: () = assert!(READDIR_BATCH <= sheen_wire::limits::READDIR_MAX_ENTRIES);
+
+/// Largest `timeout=` mount option, in seconds.
+pub const RPC_TIMEOUT_MAX_SECS: u64 = 3600;

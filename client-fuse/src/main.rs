@@ -130,8 +130,12 @@ fn serve(
             signal(SignalKind::interrupt())?,
         ))
     })?;
+    let mut config = ClientConfig::default();
+    if let Some(timeout) = opts.rpc_timeout {
+        config.rpc_timeout = timeout;
+    }
     let client = runtime
-        .block_on(Client::mount(spec, ClientConfig::default()))
+        .block_on(Client::mount(spec, config))
         .with_context(|| format!("mounting {spec}"))?;
     let fs = fs::SheenFs::new(
         client.clone(),

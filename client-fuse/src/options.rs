@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::limits::{FUSE_THREADS_DEFAULT, FUSE_THREADS_MAX};
+use crate::limits::{FUSE_THREADS_DEFAULT, FUSE_THREADS_MAX, RPC_TIMEOUT_MAX_SECS};
 
 /// Options fstab or Lustre's mount.lustre use that mean nothing to this client.
 const IGNORED: &[&str] = &[
@@ -52,6 +52,10 @@ pub struct MountOpts {
     pub fuse_threads: usize,
     /// `allow_other` asked for explicitly (root mounts always allow others).
     pub allow_other: bool,
+    /// How long an RPC waits for its reply before the client drops the connection and
+    /// resends, to the next NID first (`timeout=SECONDS`; keep it above the servers'
+    /// callback timeout, which a lock enqueue may wait out).
+    pub rpc_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,6 +141,21 @@ pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
                 }
             }
             ("fuse_threads", None) => return Err(OptionError::MissingValue(name.to_string())),
+            ("timeout", Some(v)) => {
+                opts.rpc_timeout = match v.parse::<u64>() {
+                    Ok(secs) if (1..=RPC_TIMEOUT_MAX_SECS).contains(&secs) => {
+                        Some(std::time::Duration::from_secs(secs))
+                    }
+                    _ => {
+                        return Err(OptionError::BadValue {
+                            name: name.to_string(),
+                            value: v.to_string(),
+                            reason: format!("expected 1 to {RPC_TIMEOUT_MAX_SECS} seconds"),
+                        })
+                    }
+                }
+            }
+            ("timeout", None) => return Err(OptionError::MissingValue(name.to_string())),
             _ if IGNORED.contains(&opt) => {}
             _ if IGNORED_PREFIXES.iter().any(|p| opt.starts_with(p)) => {}
             _ => return Err(OptionError::Unknown(opt.to_string())),
@@ -230,6 +249,10 @@ mod tests {
             opts(|_| {}),
         );
         check(&["allow_other"], opts(|o| o.allow_other = true));
+        check(
+            &["timeout=7"],
+            opts(|o| o.rpc_timeout = Some(std::time::Duration::from_secs(7))),
+        );
     }
 
     #[test]
@@ -246,6 +269,13 @@ mod tests {
             parse(&["fuse_threads=x".into()]),
             Err(OptionError::BadValue { .. })
         ));
+        for bad in ["timeout=0", "timeout=-1", "timeout=1.5", "timeout=99999"] {
+            assert!(
+                matches!(parse(&[bad.into()]), Err(OptionError::BadValue { .. })),
+                "{bad}"
+            );
+        }
+        check(&["timeout"], Err(OptionError::MissingValue("timeout".into())));
     }
 
     #[test]

@@ -119,6 +119,54 @@ fn failover_on(net: &str) {
     check(&file, &expected(100..126));
 }
 
+/// An OSS that stops answering (SIGSTOP: its connections stay up, nothing is reset) is left
+/// by the client at the request timeout (`-o timeout=2`): the write in flight waits while
+/// the client drops the connection and tries the NIDs in turn; once the hung OSS is fenced
+/// (SIGKILL) and the target started on its failover NID, the write goes through there.
+#[test]
+fn oss_that_stops_answering_is_left_at_the_request_timeout() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
+    spec.n_osts = 4;
+    spec.ost_size_bytes = 256 << 20;
+    spec.oss_failnode = true;
+    let mut cluster = Cluster::start(spec).expect("start cluster");
+    let mnt = tmp.path().join("mnt");
+    cluster.mount_with_options(&mnt, Some("timeout=2")).unwrap();
+    let lfs = cluster.bin("lfs");
+    let file = mnt.join("striped.bin");
+    striped(&lfs, &file);
+    fs::File::create(&file).unwrap();
+    append(&file, 100..104).unwrap();
+    check(&file, &expected(100..104));
+
+    let pid = cluster.pid(Daemon::Oss).expect("OSS pid");
+    let pid = libc::pid_t::try_from(pid).expect("pid fits");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP the OSS");
+    let writer = std::thread::spawn({
+        let file = file.clone();
+        move || append(&file, 104..108)
+    });
+    // The client notices the silence at the request timeout, not at a broken connection.
+    let log = cluster.logs_dir().join("mount-0.log");
+    let deadline = Instant::now() + BOUND;
+    while !fs::read_to_string(&log).is_ok_and(|l| l.contains("request timed out")) {
+        assert!(Instant::now() < deadline, "no request timeout in the mount log");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!writer.is_finished(), "the OSS is silent: the write waits");
+    // Fence the hung OSS and serve the target from its failover NID.
+    let started = Instant::now();
+    cluster.failover_oss().unwrap();
+    while !writer.is_finished() {
+        assert!(started.elapsed() < BOUND, "the write did not go through");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    writer.join().expect("writer thread").expect("the write after failover");
+    check(&file, &expected(100..108));
+}
+
 #[test]
 fn mds_failover_to_its_second_nid() {
     let tmp = tempfile::tempdir().expect("temp dir");
