@@ -4,9 +4,10 @@
 //! `FLAG_RESENT`. For requests the service marks as modifying, the server keeps, per client
 //! uuid, the replies it sent (keyed by xid) and the requests still executing, so that a
 //! resend gets the saved reply, or waits for the first copy's reply, instead of executing
-//! twice; so does a first copy that arrives after its resend (xids never repeat). The cache is shared by all connections of one client uuid (a reconnect is a new
-//! connection with the same uuid) and lives as long as the server process: durable
-//! last_rcvd records come with replay.
+//! twice; so does a first copy that arrives after its resend (xids never repeat). The cache
+//! is shared by all connections of one client uuid (a reconnect is a new connection with the
+//! same uuid) and lives as long as the server process: durable last_rcvd records come with
+//! replay.
 //!
 //! Everything is bounded: clients, replies and bytes per client, requests tracked in flight
 //! per client. The oldest entry goes first.
