@@ -18,12 +18,13 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use sheen_client::{
-    Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, SetAttr, TimeSet, Timespec,
+    Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, ReaddirPlusEntry, SetAttr,
+    TimeSet, Timespec,
 };
 use sheen_wire::xattr_flags;
 use tracing::{debug, warn, Instrument};
@@ -69,6 +70,8 @@ struct DirHandle {
     from_cookie: u64,
     entries: Vec<DirEntry>,
     eof: bool,
+    /// The same entries with their attributes, when a readdirplus fetched them.
+    plus: Option<Arc<[ReaddirPlusEntry]>>,
 }
 
 impl DirHandle {
@@ -76,16 +79,53 @@ impl DirHandle {
     /// directory; `None` when the buffer does not hold that point, or holds nothing after
     /// it short of the end (the MDS must be asked).
     fn after(&self, cookie: u64) -> Option<(Vec<DirEntry>, bool)> {
+        let rest = self.rest(&self.entries, |e| e.next_cookie, cookie)?;
+        Some((rest.to_vec(), self.eof))
+    }
+
+    /// [`DirHandle::after`] with attributes, as the buffer and the index of the first entry
+    /// after `cookie` (no copy: a kernel request takes a few of the buffer's entries);
+    /// `None` also when the buffer was filled by a plain readdir.
+    fn after_plus(&self, cookie: u64) -> Option<(Arc<[ReaddirPlusEntry]>, usize, bool)> {
+        let plus = self.plus.as_ref()?;
+        let rest = self.rest(plus, |e| e.entry.next_cookie, cookie)?;
+        Some((Arc::clone(plus), plus.len() - rest.len(), self.eof))
+    }
+
+    fn rest<'a, T>(&self, items: &'a [T], next: fn(&T) -> u64, cookie: u64) -> Option<&'a [T]> {
         let start = if cookie == self.from_cookie {
             0
         } else {
-            self.entries.iter().position(|e| e.next_cookie == cookie)? + 1
+            items.iter().position(|e| next(e) == cookie)? + 1
         };
-        let rest = self.entries.get(start..)?;
+        let rest = items.get(start..)?;
         if rest.is_empty() && !self.eof {
             return None;
         }
-        Some((rest.to_vec(), self.eof))
+        Some(rest)
+    }
+}
+
+/// Attributes for the "." and ".." entries of a readdirplus reply. The kernel takes neither
+/// attributes nor a lookup count from these two names: only the inode number and the type
+/// show (in `d_ino` and `d_type`), as in a plain readdir.
+fn dot_attr(ino: INodeNo) -> FileAttr {
+    FileAttr {
+        ino,
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::Directory,
+        perm: 0,
+        nlink: 2,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: limits::BLKSIZE,
+        flags: 0,
     }
 }
 
@@ -419,6 +459,18 @@ impl Inner {
         }
     }
 
+    /// How long the kernel may cache a listed entry's name and attributes (one TTL for both
+    /// in a readdirplus reply), marked as [`Inner::attr_ttl`] marks.
+    fn listed_ttl(&self, e: &ReaddirPlusEntry) -> Duration {
+        let mut cached = self.marks.attrs();
+        if self.client.listed_cacheable(e) {
+            cached.insert(e.attr.fid.to_ino());
+            limits::LOCKED_TTL
+        } else {
+            limits::ATTR_TTL
+        }
+    }
+
     /// The size a regular file's objects imply (0 for anything else).
     async fn glimpse(
         &self,
@@ -680,6 +732,38 @@ impl Inner {
         Ok(len)
     }
 
+    /// fallocate(2) through a handle open for writing: allocates a range ahead (mode 0,
+    /// `FALLOC_FL_KEEP_SIZE`) or punches a hole (`FALLOC_FL_PUNCH_HOLE |
+    /// FALLOC_FL_KEEP_SIZE`); other modes are EOPNOTSUPP. A size it grows is this client's
+    /// to report at the last close or fsync, as a write's.
+    async fn fallocate(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        if !self.open_files().handle(fh.0).is_some_and(|h| h.write) {
+            return Err(Errno::EBADF);
+        }
+        let mode = u32::try_from(mode)
+            .ok()
+            .filter(|m| sheen_wire::falloc::is_supported(*m))
+            .ok_or(Errno::EOPNOTSUPP)?;
+        let (layout, file_size) = self.io_view(ino).await?;
+        let grown = self
+            .client
+            .fallocate(fid(ino)?, &layout, file_size, offset, len, mode)
+            .await
+            .map_err(|e| errno("fallocate", &e))?;
+        if let Some(end) = grown {
+            self.open_files().wrote(ino.0, end);
+        }
+        Ok(())
+    }
+
     /// Reports a size or mtime made stale by writes to the MDS.
     async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
         let Some(mut update) = self.open_files().take_flush(ino.0) else {
@@ -798,6 +882,7 @@ impl Inner {
                         from_cookie: cookie,
                         entries: entries.clone(),
                         eof,
+                        plus: None,
                     };
                     self.dir_handles().insert(fh.0, handle);
                     (entries, eof)
@@ -823,6 +908,139 @@ impl Inner {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Fills one readdirplus reply from offset `offset` on, as [`Inner::readdir`] does, each
+    /// entry with its attributes: every entry given to the kernel counts as a lookup of its
+    /// inode (except "." and ".."), which `forget` takes back.
+    ///
+    /// FUSE gives one TTL for an entry's name and attributes: the locked one while the very
+    /// locks the entry was read under are held (and, for a file with writers, the extent
+    /// locks a lookup would need), else zero. Buffered attributes whose locks went (a change
+    /// called them back, or none were granted) are never handed on: the page is fetched
+    /// again from that entry, so what the kernel gets without a lock is as fresh as a
+    /// lookup's answer. Sizes are shown as a lookup shows them (glimpsed while the file has
+    /// writers).
+    async fn readdirplus(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> FsResult<()> {
+        let dir = fid(ino)?;
+        let dot = dot_attr(ino);
+        let zero = Duration::ZERO;
+        if offset == 0 && reply.add(ino, 1, ".", &zero, &dot, Generation(0)) {
+            return Ok(());
+        }
+        if offset <= 1 && reply.add(ino, 2, "..", &zero, &dot, Generation(0)) {
+            return Ok(());
+        }
+        // The cookie that resumes at the next entry to add.
+        let mut cookie = offset.saturating_sub(DOT_ENTRIES);
+        let mut refetch = false;
+        loop {
+            let buffered = if refetch {
+                None
+            } else {
+                self.dir_handles()
+                    .get(&fh.0)
+                    .and_then(|d| d.after_plus(cookie))
+            };
+            let (buffer, start, eof, fresh) = match buffered {
+                Some((buffer, start, eof)) => (buffer, start, eof, false),
+                None => {
+                    let (buffer, eof) = self.fetch_plus(dir, fh, cookie).await?;
+                    (buffer, 0, eof, true)
+                }
+            };
+            let entries = buffer.get(start..).unwrap_or_default();
+            refetch = false;
+            for e in entries {
+                if !fresh && !self.client.listed_locks_held(e) {
+                    refetch = true;
+                    break;
+                }
+                let offset = e
+                    .entry
+                    .next_cookie
+                    .checked_add(DOT_ENTRIES)
+                    .ok_or(Errno::EOVERFLOW)?;
+                let child = e.attr.fid.to_ino();
+                let was_stale = self.marks.stale().contains(&child);
+                let (shown, ttl) = match self.shown(&e.attr, e.layout.as_ref(), e.writers).await {
+                    Ok(shown) => (shown, self.listed_ttl(e)),
+                    // A glimpse failed (logged): the listing goes on with the MDS's word,
+                    // not cached, and the stat that follows asks again (and fails).
+                    Err(_) => (self.attr_of(&e.attr, e.layout.as_ref()), limits::ATTR_TTL),
+                };
+                let name = OsStr::from_bytes(&e.entry.name);
+                if reply.add(
+                    convert::ino(e.attr.fid),
+                    offset,
+                    name,
+                    &ttl,
+                    &shown,
+                    Generation(0),
+                ) {
+                    if was_stale {
+                        // Not handed on: the next look still owes the objects a glimpse.
+                        self.marks.stale().insert(child);
+                    }
+                    return Ok(());
+                }
+                cookie = e.entry.next_cookie;
+            }
+            if refetch {
+                continue;
+            }
+            match entries.last() {
+                Some(_) if !eof => {}
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Fetches a page with attributes from MDS cookie `cookie` into the handle's buffer:
+    /// with locks on as many entries as the client has room for, and smaller pages when it
+    /// has none (their attributes are good for the request that fetched them only).
+    async fn fetch_plus(
+        &self,
+        dir: Fid,
+        fh: FileHandle,
+        cookie: u64,
+    ) -> FsResult<(Arc<[ReaddirPlusEntry]>, bool)> {
+        let batch = self.client.listing_lock_room().clamp(
+            limits::READDIRPLUS_UNLOCKED_BATCH,
+            limits::READDIRPLUS_BATCH,
+        );
+        let (entries, eof) = self
+            .client
+            .readdir_plus(dir, cookie, batch, batch)
+            .await
+            .map_err(|e| errno("readdirplus", &e))?;
+        // The fields are evaluated only when debug logging is on.
+        debug!(
+            %dir,
+            cookie,
+            entries = entries.len(),
+            locked = entries
+                .iter()
+                .filter(|e| self.client.listed_locks_held(e))
+                .count(),
+            eof,
+            "readdirplus page"
+        );
+        let entries: Arc<[ReaddirPlusEntry]> = entries.into();
+        let handle = DirHandle {
+            from_cookie: cookie,
+            entries: entries.iter().map(|e| e.entry.clone()).collect(),
+            eof,
+            plus: Some(Arc::clone(&entries)),
+        };
+        self.dir_handles().insert(fh.0, handle);
+        Ok((entries, eof))
     }
 
     async fn statfs(&self) -> FsResult<sheen_client::StatfsReply> {
@@ -916,7 +1134,9 @@ impl Filesystem for SheenFs {
         // readdirs in one directory, cached symlinks, page cache dropped when the size or
         // mtime changes under us; POSIX ACLs evaluated by the kernel's permission checks
         // (the MDS keeps mode and ACLs in step and makes new inodes inherit default ACLs),
-        // and the umask left to us (the MDS applies it unless a default ACL replaces it).
+        // and the umask left to us (the MDS applies it unless a default ACL replaces it);
+        // listings with attributes, which the kernel asks for when it sees them used (a
+        // first page, and pages of directories whose entries were looked up since).
         for cap in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -924,6 +1144,8 @@ impl Filesystem for SheenFs {
             InitFlags::FUSE_AUTO_INVAL_DATA,
             InitFlags::FUSE_POSIX_ACL,
             InitFlags::FUSE_DONT_MASK,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!(?cap, "kernel does not offer a FUSE capability");
@@ -945,8 +1167,8 @@ impl Filesystem for SheenFs {
     }
 
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
-        // Nothing is kept per looked-up inode: open files have their own state, released
-        // with their last handle.
+        // Nothing is kept per looked-up inode (lookups and readdirplus entries alike): open
+        // files have their own state, released with their last handle.
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -1273,6 +1495,22 @@ impl Filesystem for SheenFs {
         });
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.spawn("readdirplus", ino, |fs| async move {
+            match fs.readdirplus(ino, fh, offset, &mut reply).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -1410,15 +1648,17 @@ impl Filesystem for SheenFs {
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        // ENOSYS: the kernel stops asking and answers EOPNOTSUPP itself.
-        reply.error(Errno::ENOSYS);
+        // Never ENOSYS: the kernel would stop asking for every mode.
+        self.spawn("fallocate", ino, |fs| async move {
+            reply_empty(reply, fs.fallocate(ino, fh, offset, length, mode).await);
+        });
     }
 
     fn lseek(
@@ -1515,6 +1755,7 @@ mod tests {
             from_cookie: 10,
             entries: vec![entry("a", 11), entry("b", 12), entry("c", 13)],
             eof: true,
+            plus: None,
         };
         let names = |r: Option<(Vec<DirEntry>, bool)>| {
             r.map(|(e, eof)| (e.into_iter().map(|e| e.name).collect::<Vec<_>>(), eof))
@@ -1529,5 +1770,57 @@ mod tests {
         assert_eq!(names(DirHandle::default().after(0)), None);
         let partial = DirHandle { eof: false, ..d };
         assert_eq!(names(partial.after(13)), None);
+    }
+
+    #[test]
+    fn dir_buffer_with_attributes_resumes_like_names() {
+        let plus = |e: DirEntry| {
+            let attr = sheen_client::Attr {
+                fid: e.fid,
+                mode: libc::S_IFREG | 0o644,
+                nlink: 1,
+                uid: 0,
+                gid: 0,
+                rdev: 0,
+                size: 0,
+                blocks: 0,
+                atime: Timespec::default(),
+                mtime: Timespec::default(),
+                ctime: Timespec::default(),
+                btime: Timespec::default(),
+                layout_gen: 0,
+                hsm_state: 0,
+                flags: 0,
+            };
+            ReaddirPlusEntry::without_locks(e, attr, None)
+        };
+        let entries = vec![entry("a", 11), entry("b", 12), entry("c", 13)];
+        let d = DirHandle {
+            from_cookie: 10,
+            entries: entries.clone(),
+            eof: false,
+            plus: Some(entries.into_iter().map(plus).collect()),
+        };
+        let names = |r: Option<(Arc<[ReaddirPlusEntry]>, usize, bool)>| {
+            r.map(|(e, start, eof)| {
+                let names: Vec<Vec<u8>> = e[start..].iter().map(|e| e.entry.name.clone()).collect();
+                (names, eof)
+            })
+        };
+        assert_eq!(
+            names(d.after_plus(10)),
+            Some((vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], false))
+        );
+        assert_eq!(
+            names(d.after_plus(11)),
+            Some((vec![b"b".to_vec(), b"c".to_vec()], false))
+        );
+        // The end of a buffer that is not the end of the directory: ask the MDS.
+        assert_eq!(names(d.after_plus(13)), None);
+        assert_eq!(names(d.after_plus(5)), None);
+        // Names fetched by a plain readdir serve a readdir, not a readdirplus.
+        let plain = DirHandle { plus: None, ..d };
+        assert!(plain.after(11).is_some());
+        assert_eq!(names(plain.after_plus(11)), None);
     }
 }

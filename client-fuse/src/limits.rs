@@ -21,6 +21,12 @@ pub const MAX_BACKGROUND: u16 = 64;
 pub const CONGESTION_THRESHOLD: u16 = 48;
 /// Directory entries fetched from the MDS per READPAGE when a readdir needs more.
 pub const READDIR_BATCH: u32 = 512;
+/// Directory entries fetched with their attributes per MDS_READDIR_PLUS, and locked when the
+/// client's lock LRU has room (a kernel readdirplus request of 4 to 32 KiB holds 25 to 190).
+pub const READDIRPLUS_BATCH: u32 = 256;
+/// Entries fetched per MDS_READDIR_PLUS when the lock LRU has no room: their attributes come
+/// without locks and serve only the request that fetched them.
+pub const READDIRPLUS_UNLOCKED_BATCH: u32 = 64;
 /// `st_blksize` reported to applications: the I/O size that fills one OST RPC.
 pub const BLKSIZE: u32 = 1 << 20;
 /// Threads reading requests from /dev/fuse by default (the work itself runs on tokio).
@@ -39,6 +45,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const _: () = assert!(MAX_WRITE_BYTES <= sheen_client::limits::MAX_RPC_BYTES);
 const _: () = assert!(CONGESTION_THRESHOLD <= MAX_BACKGROUND);
 const _: () = assert!(READDIR_BATCH <= sheen_wire::limits::READDIR_MAX_ENTRIES);
+const _: () = assert!(READDIRPLUS_UNLOCKED_BATCH <= READDIRPLUS_BATCH);
+const _: () = assert!(READDIRPLUS_BATCH <= sheen_wire::limits::READDIR_MAX_ENTRIES);
 
 /// Largest `timeout=` mount option, in seconds.
 pub const RPC_TIMEOUT_MAX_SECS: u64 = 3600;

@@ -275,7 +275,10 @@ mod tests {
                 "{bad}"
             );
         }
-        check(&["timeout"], Err(OptionError::MissingValue("timeout".into())));
+        check(
+            &["timeout"],
+            Err(OptionError::MissingValue("timeout".into())),
+        );
     }
 
     #[test]

@@ -18,24 +18,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sheen_lock_server::{LockServer, ServerLock};
+use sheen_lock_server::{LockServer, ServerLock, TryEnqueued};
 use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
 use sheen_rpc::{
     serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
     ServiceError,
 };
-use sheen_wire::limits::READDIR_MAX_ENTRIES;
+use sheen_wire::limits::{
+    IBITS_SETS_MAX, READDIRPLUS_LOCKED_ENTRIES_MAX, READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
+};
 use sheen_wire::msg::{
-    AttrReply, CancelReq, CloseReq, EnqueueReply, EnqueueReq, GetattrLockReply, GetattrLockReq,
-    GetattrReq, Layout, LookupReq, OpenReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply,
-    ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    AttrReply, CancelReq, CloseReq, DirEntryPlus, EnqueueReply, EnqueueReq, GetattrLockReply,
+    GetattrLockReq, GetattrReq, Layout, LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq,
+    ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, StatfsReply, TargetRegReply,
+    TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
     ResourceId, TargetKind, WireDecode, WireEncode,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use objects::ObjectAllocator;
 
@@ -411,6 +414,181 @@ impl Mds {
                 })
             }
         }
+    }
+
+    /// MDS_READDIR_PLUS: a page of a directory, each entry with its attributes, and for at
+    /// most `lock_entries` entries the locks asked for when they can be had without waiting
+    /// (an entry whose inode another client is changing gets its attributes without locks);
+    /// beyond those, entries whose locks the client holds already count as locked. The
+    /// locked entries are read again under their locks when anything changed since the page
+    /// was read, so that their attributes are as the locks protect them.
+    #[tracing::instrument(level = "debug", skip_all, fields(dir = %r.fid, cookie = r.cookie))]
+    async fn readdir_plus(
+        &self,
+        export: Option<ExportId>,
+        r: ReaddirPlusReq,
+    ) -> Result<ReaddirPlusReply, ServiceError> {
+        let bad_bits = r.bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
+        if !matches!(r.mode, LockMode::Pr | LockMode::Cr)
+            || bad_bits
+            || r.bits.len() > IBITS_SETS_MAX
+        {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                "readdirplus locks are PR or CR, on at most 4 sets of known inode bits",
+            ));
+        }
+        let (dir, cookie) = (r.fid, r.cookie);
+        let max = r.max_entries.clamp(1, READDIR_MAX_ENTRIES);
+        let mut page = self
+            .ns(move |ns| ns.readdir_plus(dir, cookie, max, READDIRPLUS_MAX_BYTES))
+            .await?;
+        let n = page.entries.len();
+        // Per entry: the locks granted, when it is covered by locks.
+        let mut covered: Vec<Option<Vec<EnqueueReply>>> = vec![None; n];
+        let lock_entries = r.lock_entries.min(READDIRPLUS_LOCKED_ENTRIES_MAX) as usize;
+        if let (Some(export), false) = (export, r.bits.is_empty()) {
+            let mut newly_locked = 0;
+            let mut may_grant = lock_entries > 0;
+            for (e, cover) in page.entries.iter().zip(covered.iter_mut()) {
+                let fid = e.attr.fid;
+                if may_grant && newly_locked < lock_entries {
+                    match self.try_lock_entry(export, fid, r.mode, &r.bits) {
+                        Ok(Some(grants)) => {
+                            newly_locked += usize::from(!grants.is_empty());
+                            *cover = Some(grants);
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            debug!("readdirplus grants no more locks: {err}");
+                            may_grant = false;
+                        }
+                    }
+                } else {
+                    // No new locks, but the ones the client holds already still count.
+                    let held = r.bits.iter().all(|b| {
+                        let desc = LockDesc {
+                            resource: ResourceId::fid(fid),
+                            mode: r.mode,
+                            policy: LockPolicy::Ibits { bits: *b },
+                        };
+                        self.locks.holds_uncalled(export, &desc)
+                    });
+                    if held {
+                        *cover = Some(Vec::new());
+                    }
+                }
+            }
+            let any = covered.iter().any(Option::is_some);
+            if any && self.ns.last_transno() != page.transno {
+                self.reread_covered(export, dir, &mut page.entries, &mut covered)
+                    .await?;
+            }
+        }
+        let entries = page
+            .entries
+            .into_iter()
+            .zip(covered)
+            .map(|(e, cover)| DirEntryPlus {
+                writers: if e.attr.is_reg() {
+                    self.opens.writers(e.attr.fid)
+                } else {
+                    0
+                },
+                entry: e.entry,
+                attr: e.attr,
+                layout: e.layout,
+                locked: cover.is_some(),
+                locks: cover.unwrap_or_default(),
+            })
+            .collect();
+        Ok(ReaddirPlusReply {
+            entries,
+            eof: page.eof,
+        })
+    }
+
+    /// The locks of one listed entry, one per set of `bits`, granted now or held already by
+    /// the client: all of them (the new ones), or none (`None`: one is in the way of a
+    /// change, and what was granted for the entry is cancelled again).
+    fn try_lock_entry(
+        &self,
+        export: ExportId,
+        fid: Fid,
+        mode: LockMode,
+        bits: &[u64],
+    ) -> Result<Option<Vec<EnqueueReply>>, sheen_lock_server::LockError> {
+        let mut grants = Vec::with_capacity(bits.len());
+        for b in bits {
+            let desc = LockDesc {
+                resource: ResourceId::fid(fid),
+                mode,
+                policy: LockPolicy::Ibits { bits: *b },
+            };
+            let outcome = self.locks.try_enqueue(export, desc);
+            match outcome {
+                Ok(TryEnqueued::Granted { handle, desc }) => grants.push(EnqueueReply {
+                    handle,
+                    desc,
+                    granted: true,
+                    lvb: None,
+                }),
+                Ok(TryEnqueued::Held) => {}
+                Ok(TryEnqueued::Busy) | Err(_) => {
+                    let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
+                    self.locks.cancel(export, &handles);
+                    return outcome.map(|_| None);
+                }
+            }
+        }
+        Ok(Some(grants))
+    }
+
+    /// Reads the covered entries of a readdirplus page again (a change committed since the
+    /// page was read, maybe before their locks were granted): their attributes are replaced
+    /// by the current ones; an entry whose name no longer names its inode loses its locks.
+    async fn reread_covered(
+        &self,
+        export: ExportId,
+        dir: Fid,
+        entries: &mut [sheen_namespace::EntryAttrs],
+        covered: &mut [Option<Vec<EnqueueReply>>],
+    ) -> Result<(), ServiceError> {
+        let asked: Vec<usize> = (0..entries.len())
+            .filter(|&i| covered[i].is_some())
+            .collect();
+        let names: Vec<(Vec<u8>, Fid)> = asked
+            .iter()
+            .map(|&i| (entries[i].entry.name.clone(), entries[i].entry.fid))
+            .collect();
+        let now = match self.ns(move |ns| ns.entry_attrs(dir, &names)).await {
+            Ok(now) => now,
+            Err(e) => {
+                let handles: Vec<_> = covered
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|g| g.handle)
+                    .collect();
+                self.locks.cancel(export, &handles);
+                return Err(e);
+            }
+        };
+        for (i, found) in asked.into_iter().zip(now.entries) {
+            match found {
+                Some((attr, layout)) => {
+                    entries[i].attr = attr;
+                    entries[i].layout = layout;
+                }
+                None => {
+                    if let Some(grants) = covered[i].take() {
+                        let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
+                        self.locks.cancel(export, &handles);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs a namespace call on the blocking pool (sled may block on I/O).
@@ -847,6 +1025,11 @@ impl Service for Mds {
                 let max = r.max_entries.clamp(1, READDIR_MAX_ENTRIES);
                 let (entries, eof) = self.ns(move |ns| ns.readdir(r.fid, r.cookie, max)).await?;
                 Ok(Response::new(&ReaddirReply { entries, eof }))
+            }
+            Opcode::MdsReaddirPlus => {
+                let r: ReaddirPlusReq = req.decode()?;
+                let reply = self.readdir_plus(req.export, r).await?;
+                Ok(Response::new(&reply))
             }
             Opcode::MdsGetxattr => {
                 let r: XattrReq = req.decode()?;

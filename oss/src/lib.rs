@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sheen_lock_server::LockServer;
+use sheen_lock_server::{LockServer, ServerLock};
 use sheen_osd::{Osd, OsdError, OsdLabel};
 use sheen_rpc::{
     serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
@@ -22,16 +22,16 @@ use sheen_rpc::{
 };
 use sheen_wire::limits::{MAX_BULK_BYTES, PRECREATE_MAX};
 use sheen_wire::msg::{
-    CancelReq, Empty, EnqueueReply, EnqueueReq, ObjReq, OstCreateReply, OstCreateReq, OstListReply,
-    OstListReq, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq,
-    StatfsReply, TargetRegReply, TargetRegReq,
+    falloc, CancelReq, Empty, EnqueueReply, EnqueueReq, ObjReq, OstCreateReply, OstCreateReq,
+    OstFallocateReq, OstListReply, OstListReq, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq,
+    OstWriteReply, OstWriteReq, StatfsReply, TargetRegReply, TargetRegReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, Errno, LockDesc, LockExtent, LockMode, LockPolicy, Lvb, Nid, Opcode,
     ResourceId, TargetKind, LOCK_EXTENT_EOF,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 /// How the OSS is started.
 #[derive(Clone, Debug)]
@@ -119,6 +119,26 @@ impl Oss {
         })
     }
 
+    /// A server-side lock `desc` on OST `idx` for a change made for the client of `export`,
+    /// calling back whoever caches what it covers; `None` when that client holds such a lock
+    /// itself (it has called the others back already).
+    async fn lock_unless_held(
+        &self,
+        idx: u32,
+        export: Option<ExportId>,
+        desc: LockDesc,
+    ) -> Result<Option<ServerLock>, ServiceError> {
+        let locks = self.lock_server(idx)?;
+        if export.is_some_and(|e| locks.holds(e, &desc)) {
+            return Ok(None);
+        }
+        let lock = locks
+            .lock_for_server(desc)
+            .await
+            .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
+        Ok(Some(lock))
+    }
+
     /// LDLM_ENQUEUE of an extent lock on one object of OST `idx`; the reply carries the
     /// object's size and times (the lock value block) as of the grant.
     async fn enqueue(
@@ -163,6 +183,59 @@ impl Oss {
             granted: true,
             lvb,
         })
+    }
+}
+
+impl Oss {
+    /// OST_FALLOCATE: allocates ahead, or punches a hole in, a range of one object, under a
+    /// PW lock on the range (the requester's own, or one the server takes, which calls back
+    /// the clients caching the range first). With `check_only`, only checks the space.
+    async fn fallocate(
+        &self,
+        idx: u32,
+        ost: Arc<Osd>,
+        export: Option<ExportId>,
+        r: OstFallocateReq,
+    ) -> Result<OstWriteReply, ServiceError> {
+        if !falloc::is_supported(r.mode) {
+            return Err(ServiceError::new(
+                Errno::EOPNOTSUPP,
+                format!("fallocate mode {:#x} is not supported", r.mode),
+            ));
+        }
+        if r.len == 0 {
+            return Err(ServiceError::new(Errno::EINVAL, "fallocate of 0 bytes"));
+        }
+        let oid = r.oid;
+        if r.check_only {
+            let (offset, len) = (r.offset, r.len);
+            let size = blocking(move || {
+                ost.fallocate_fits(oid, offset, len)?;
+                Ok(ost.getattr(oid)?.size)
+            })
+            .await?;
+            return Ok(OstWriteReply { size });
+        }
+        let desc = LockDesc {
+            resource: ResourceId::object(idx, oid),
+            mode: LockMode::Pw,
+            policy: LockPolicy::Extent(LockExtent {
+                start: r.offset,
+                end: r.offset.saturating_add(r.len - 1),
+                gid: 0,
+            }),
+        };
+        let _lock = self.lock_unless_held(idx, export, desc).await?;
+        let size = blocking(move || {
+            if r.mode & falloc::PUNCH_HOLE != 0 {
+                ost.punch_hole(oid, r.offset, r.len, r.mtime)?;
+                return Ok(ost.getattr(oid)?.size);
+            }
+            let keep_size = r.mode & falloc::KEEP_SIZE != 0;
+            ost.fallocate(oid, r.offset, r.len, keep_size, r.mtime)
+        })
+        .await?;
+        Ok(OstWriteReply { size })
     }
 }
 
@@ -241,20 +314,27 @@ impl Service for Oss {
                         gid: 0,
                     }),
                 };
-                // A client holding PW there itself has called the others back already.
-                let locks = self.lock_server(req.target_idx())?;
-                let holds = req.export.is_some_and(|e| locks.holds(e, &desc));
-                let _lock = if holds {
-                    None
-                } else {
-                    let l = locks
-                        .lock_for_server(desc)
-                        .await
-                        .map_err(|e| ServiceError::new(e.errno(), e.to_string()))?;
-                    Some(l)
-                };
+                let _lock = self
+                    .lock_unless_held(req.target_idx(), req.export, desc)
+                    .await?;
                 blocking(move || ost.punch(r.oid, r.size)).await?;
                 Ok(Response::empty())
+            }
+            Opcode::OstFallocate => {
+                let r: OstFallocateReq = req.decode()?;
+                let span = tracing::debug_span!(
+                    "ost_fallocate",
+                    oid = r.oid,
+                    offset = r.offset,
+                    len = r.len,
+                    mode = r.mode,
+                    check_only = r.check_only,
+                );
+                let reply = self
+                    .fallocate(req.target_idx(), ost, req.export, r)
+                    .instrument(span)
+                    .await?;
+                Ok(Response::new(&reply))
             }
             Opcode::OstGetattr => {
                 let r: ObjReq = req.decode()?;

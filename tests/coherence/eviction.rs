@@ -39,12 +39,12 @@ fn silent_client_is_evicted() {
 }
 
 /// A process stopped with SIGSTOP, continued (SIGCONT) when this is dropped, also on panic.
-struct Stopped {
+pub(crate) struct Stopped {
     pid: u32,
 }
 
 impl Stopped {
-    fn new(pid: u32) -> io::Result<Stopped> {
+    pub(crate) fn new(pid: u32) -> io::Result<Stopped> {
         send_signal(pid, libc::SIGSTOP)?;
         let stopped = Stopped { pid };
         let deadline = Instant::now() + STOP_WAIT;

@@ -1,16 +1,20 @@
 //! What one client changes, the other sees as soon as the call returns, although it has the
 //! old state cached: data written in place and past the end through a descriptor that stays
 //! open (seen through the other client's open descriptor, and its size through `fstat` and
-//! `stat`), truncation down and up (zeros past the old end), and renames and unlinks of names
-//! the other client has looked up.
+//! `stat`), truncation down and up (zeros past the old end), renames and unlinks of names
+//! the other client has looked up, and chmod, write, truncate and rename of entries the other
+//! client listed with attributes (readdirplus) and so caches without having looked them up.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sheen_tests::pattern;
 
-use crate::{read_all, read_at, run, truncate_path, Checks, Env, Logs, KIB, STRIPE_SIZE};
+use crate::eviction::Stopped;
+use crate::{bounded, read_all, read_at, run, truncate_path, Checks, Env, Logs, KIB, STRIPE_SIZE};
 
 /// Time limit of each test here.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -339,4 +343,223 @@ fn rename_and_unlink_are_visible_on_rdma() {
         Logs::Clean,
         rename_and_unlink_are_visible,
     );
+}
+
+#[test]
+fn listed_entries_follow_changes_on_the_other_mount() {
+    run(
+        "listed_entries_follow_changes_on_the_other_mount",
+        LIMIT,
+        Logs::Clean,
+        listed_entries_follow_changes,
+    );
+}
+
+/// How long a stat answered from the kernel's cache may take (it needs no process at all).
+const CACHED_STAT_LIMIT: Duration = Duration::from_secs(2);
+
+/// What `ls -l` shows of an entry (and its inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Long {
+    ino: u64,
+    mode: u32,
+    size: u64,
+    nlink: u64,
+}
+
+impl Long {
+    fn of(m: &fs::Metadata) -> Long {
+        Long {
+            ino: m.ino(),
+            mode: m.mode(),
+            size: m.len(),
+            nlink: m.nlink(),
+        }
+    }
+}
+
+/// `ls -l` of `dir`: each entry stat'ed (lstat) as soon as readdir returned it, so that the
+/// kernel lists with readdirplus and answers the stats from what that gave it.
+fn ls_l(dir: &Path) -> BTreeMap<String, Long> {
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
+        let entry = entry.unwrap_or_else(|e| panic!("list {}: {e}", dir.display()));
+        let meta = fs::symlink_metadata(entry.path())
+            .unwrap_or_else(|e| panic!("lstat {}: {e}", entry.path().display()));
+        assert_eq!(entry.ino(), meta.ino(), "d_ino of {:?}", entry.file_name());
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            Long::of(&meta),
+        );
+    }
+    out
+}
+
+/// Stats `dir/NAME` for each of `names` on B with B's `sheen-mount` stopped, so that only
+/// B's kernel can answer: fails (naming `when`) if a stat had to wait for the mount, that is
+/// if the listing before did not let the kernel cache the entry.
+fn cached_on_b(env: &Env, dir: &Path, names: &[&str], when: &str) -> BTreeMap<String, Long> {
+    let paths: Vec<(String, PathBuf)> = names
+        .iter()
+        .map(|n| ((*n).to_owned(), dir.join(n)))
+        .collect();
+    let stopped = Stopped::new(env.b_pid).expect("SIGSTOP B's sheen-mount");
+    let stats = bounded(
+        "stat on B while it is stopped",
+        CACHED_STAT_LIMIT,
+        move || {
+            paths
+                .into_iter()
+                .map(|(n, p)| (n, fs::symlink_metadata(p).map(|m| Long::of(&m))))
+                .collect::<Vec<_>>()
+        },
+    );
+    drop(stopped);
+    match stats {
+        Ok((stats, _)) => stats
+            .into_iter()
+            .map(|(n, m)| {
+                let m = m.unwrap_or_else(|e| panic!("{when}: lstat {n} on stopped B: {e}"));
+                (n, m)
+            })
+            .collect(),
+        Err(waited) => panic!(
+            "{when}: a stat on B waited {waited:?} for B's stopped sheen-mount: the listing \
+             did not leave the entries {names:?} cached"
+        ),
+    }
+}
+
+/// Creates an empty regular file without opening it (no writer, nothing left to report to
+/// the MDS at a close).
+fn mknod_file(path: &Path, mode: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFREG | mode, 0) };
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+pub(crate) fn listed_entries_follow_changes(env: &Env) {
+    let d_a = env.a.join("ls");
+    let d_b = env.b.join("ls");
+    fs::create_dir(&d_a).expect("mkdir ls on A");
+    // Made without opening them, so that no close is still being reported when B lists.
+    for (name, size) in [
+        ("chmod", 10),
+        ("write", 100),
+        ("truncate", 3 * STRIPE_SIZE / 2),
+    ] {
+        mknod_file(&d_a.join(name), 0o644);
+        truncate_path(&d_a.join(name), size).expect("truncate on A");
+    }
+    mknod_file(&d_a.join("rename"), 0o644);
+    fs::create_dir(d_a.join("sub")).expect("mkdir sub on A");
+    let names = ["chmod", "write", "truncate", "rename", "sub"];
+    let on_a: BTreeMap<String, Long> = names
+        .iter()
+        .map(|n| {
+            let m = fs::symlink_metadata(d_a.join(n)).expect("lstat on A");
+            ((*n).to_owned(), Long::of(&m))
+        })
+        .collect();
+
+    // B lists the names only: its kernel gets the attributes with them (readdirplus) and
+    // keeps them, so that with B stopped the stats are answered, and right.
+    let mut first = Checks::default();
+    let listed = listing(&d_b);
+    first.expect(
+        listed == ["chmod", "rename", "sub", "truncate", "write"],
+        || format!("listing on B: {listed:?}"),
+    );
+    let cached = cached_on_b(env, &d_b, &names, "after B listed");
+    first.expect(cached == on_a, || {
+        format!("cached on B: {cached:?}, A says {on_a:?}")
+    });
+    first.finish("B's first listing");
+
+    // A changes the mode: B sees it at once.
+    fs::set_permissions(d_a.join("chmod"), fs::Permissions::from_mode(0o600)).expect("chmod on A");
+    let mut checks = Checks::default();
+    match fs::symlink_metadata(d_b.join("chmod")) {
+        Ok(m) => checks.expect(m.mode() & 0o7777 == 0o600, || {
+            format!("mode on B {:o}, want 600", m.mode() & 0o7777)
+        }),
+        Err(e) => checks.expect(false, || format!("lstat chmod on B: {e}")),
+    }
+    checks.finish("right after A's chmod of a file B listed");
+
+    // B lists again (the entry it looked up since is cached anew, the others still are); A
+    // writes through a descriptor it keeps open.
+    listing(&d_b);
+    cached_on_b(env, &d_b, &["write"], "before A's write");
+    let a_fd = OpenOptions::new()
+        .write(true)
+        .open(d_a.join("write"))
+        .expect("open on A");
+    a_fd.write_all_at(&pattern(7, 1000), 50)
+        .expect("write on A");
+    let mut checks = Checks::default();
+    checks.size(
+        "lstat on B while A writes",
+        fs::symlink_metadata(d_b.join("write")),
+        1050,
+    );
+    checks.same(
+        "read on B",
+        fs::read(d_b.join("write")).map(|d| d[50..].to_vec()),
+        &pattern(7, 1000),
+    );
+    checks.finish("right after A's write to a file B listed");
+    drop(a_fd);
+
+    // A truncates by path.
+    listing(&d_b);
+    cached_on_b(env, &d_b, &["truncate"], "before A's truncate");
+    truncate_path(&d_a.join("truncate"), 10).expect("truncate on A");
+    let mut checks = Checks::default();
+    checks.size("lstat on B", fs::symlink_metadata(d_b.join("truncate")), 10);
+    checks.finish("right after A truncated a file B listed");
+
+    // A renames.
+    listing(&d_b);
+    cached_on_b(env, &d_b, &["rename"], "before A's rename");
+    fs::rename(d_a.join("rename"), d_a.join("renamed")).expect("rename on A");
+    let mut checks = Checks::default();
+    checks.gone(
+        "lstat the old name on B",
+        fs::symlink_metadata(d_b.join("rename")),
+    );
+    match fs::symlink_metadata(d_b.join("renamed")) {
+        Ok(m) => checks.expect(m.ino() == on_a["rename"].ino, || {
+            format!(
+                "renamed on B is inode {}, want {}",
+                m.ino(),
+                on_a["rename"].ino
+            )
+        }),
+        Err(e) => checks.expect(false, || format!("lstat renamed on B: {e}")),
+    }
+    checks.finish("right after A renamed a file B listed");
+
+    // `ls -l` on B shows what A shows.
+    let on_a: BTreeMap<String, Long> = ["chmod", "renamed", "sub", "truncate", "write"]
+        .iter()
+        .map(|n| {
+            let m = fs::symlink_metadata(d_a.join(n)).expect("lstat on A");
+            ((*n).to_owned(), Long::of(&m))
+        })
+        .collect();
+    let mut last = Checks::default();
+    let on_b = ls_l(&d_b);
+    last.expect(on_b == on_a, || {
+        format!("ls -l on B: {on_b:?}, A says {on_a:?}")
+    });
+    last.finish("at the end");
 }

@@ -143,7 +143,11 @@ fn oss_that_stops_answering_is_left_at_the_request_timeout() {
     let pid = cluster.pid(Daemon::Oss).expect("OSS pid");
     let pid = libc::pid_t::try_from(pid).expect("pid fits");
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP the OSS");
+    assert_eq!(
+        unsafe { libc::kill(pid, libc::SIGSTOP) },
+        0,
+        "SIGSTOP the OSS"
+    );
     let writer = std::thread::spawn({
         let file = file.clone();
         move || append(&file, 104..108)
@@ -152,7 +156,10 @@ fn oss_that_stops_answering_is_left_at_the_request_timeout() {
     let log = cluster.logs_dir().join("mount-0.log");
     let deadline = Instant::now() + BOUND;
     while !fs::read_to_string(&log).is_ok_and(|l| l.contains("request timed out")) {
-        assert!(Instant::now() < deadline, "no request timeout in the mount log");
+        assert!(
+            Instant::now() < deadline,
+            "no request timeout in the mount log"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!writer.is_finished(), "the OSS is silent: the write waits");
@@ -163,7 +170,10 @@ fn oss_that_stops_answering_is_left_at_the_request_timeout() {
         assert!(started.elapsed() < BOUND, "the write did not go through");
         std::thread::sleep(Duration::from_millis(50));
     }
-    writer.join().expect("writer thread").expect("the write after failover");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("the write after failover");
     check(&file, &expected(100..108));
 }
 

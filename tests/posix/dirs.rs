@@ -1,10 +1,12 @@
 //! Directories: mkdir/rmdir and link counts, d_type, large listings (complete, no
-//! duplicates, as root and nobody), rewinddir, and readdir while entries are added and
-//! removed (seeded; the seed is printed).
+//! duplicates, as root and nobody), rewinddir, readdir while entries are added and removed
+//! (seeded; the seed is printed), and `ls -l` listings (readdir with a stat of each entry,
+//! which the kernel serves from readdirplus) that show every change at once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirEntryExt;
 use std::path::Path;
 
 use crate::sys::*;
@@ -17,6 +19,7 @@ pub const CASES: &[crate::Case] = &[
     ("readdir_while_changing", readdir_while_changing),
     ("mknod_kinds", mknod_kinds),
     ("removed_cwd", removed_cwd),
+    ("long_listing", long_listing),
 ];
 
 /// Entries in the large listing (each create is an MDS commit, ~3 ms here).
@@ -258,4 +261,231 @@ fn removed_cwd(d: &Path) {
         std::io::Error::last_os_error().raw_os_error(),
         Some(libc::ENOENT)
     );
+}
+
+/// What `ls -l` shows of an entry: type and permission bits, size, link count, owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shown {
+    mode: u32,
+    size: i64,
+    nlink: u64,
+    uid: u32,
+    gid: u32,
+}
+
+/// One entry of a long listing: `d_ino`, `st_ino` and what `ls -l` shows.
+type Listed = (u64, u64, Shown);
+
+/// Lists `d` as `ls -l` does: each entry is stat'ed (lstat) as soon as readdir returned it,
+/// so the kernel reads the directory with readdirplus and answers the stats from what it
+/// got. A name listed twice is a failed check.
+fn ls_l(d: &Path) -> Sys<BTreeMap<Vec<u8>, Listed>> {
+    let os = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(d).map_err(os)? {
+        let e = e.map_err(os)?;
+        let st = lstat(&d.join(e.file_name()))?;
+        let shown = Shown {
+            mode: st.st_mode,
+            size: st.st_size,
+            nlink: st.st_nlink,
+            uid: st.st_uid,
+            gid: st.st_gid,
+        };
+        let name = e.file_name().as_bytes().to_vec();
+        assert!(
+            out.insert(name, (e.ino(), st.st_ino, shown)).is_none(),
+            "{:?} listed twice",
+            e.file_name()
+        );
+    }
+    Ok(out)
+}
+
+/// Checks a long listing of `d` against `want` (and inode numbers against `inos`, for the
+/// names it has); returns the inode numbers seen.
+fn check_ls_l(
+    d: &Path,
+    want: &BTreeMap<Vec<u8>, Shown>,
+    inos: &BTreeMap<Vec<u8>, u64>,
+    when: &str,
+) -> BTreeMap<Vec<u8>, u64> {
+    let got = ok(ls_l(d), "ls -l");
+    let show = |n: &[u8]| String::from_utf8_lossy(n).into_owned();
+    let names: Vec<String> = got.keys().map(|n| show(n)).collect();
+    let want_names: Vec<String> = want.keys().map(|n| show(n)).collect();
+    assert_eq!(names, want_names, "{when}: names listed");
+    for (name, (d_ino, ino, shown)) in &got {
+        let n = show(name);
+        assert_eq!(d_ino, ino, "{when}: d_ino and st_ino of {n}");
+        assert_eq!(Some(shown), want.get(name), "{when}: lstat of {n}");
+        if let Some(before) = inos.get(name) {
+            assert_eq!(ino, before, "{when}: inode of {n}");
+        }
+    }
+    got.into_iter().map(|(n, (_, ino, _))| (n, ino)).collect()
+}
+
+fn write_file(p: &Path, len: usize, mode: u32) -> Sys<()> {
+    let fd = open(p, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode)?;
+    if len > 0 {
+        fd.write(&vec![b'x'; len])?;
+    }
+    drop(fd);
+    chmod(p, mode)
+}
+
+fn put(want: &mut BTreeMap<Vec<u8>, Shown>, name: &str, shown: Shown) {
+    want.insert(name.as_bytes().to_vec(), shown);
+}
+
+fn long_listing(d: &Path) {
+    const FILES: usize = 100;
+    let reg = |mode, size, nlink| Shown {
+        mode: libc::S_IFREG | mode,
+        size,
+        nlink,
+        uid: 0,
+        gid: 0,
+    };
+    let mut want: BTreeMap<Vec<u8>, Shown> = BTreeMap::new();
+    ok(write_file(&d.join("small"), 100, 0o644), "small");
+    ok(link(&d.join("small"), &d.join("small2")), "link small2");
+    put(&mut want, "small", reg(0o644, 100, 2));
+    put(&mut want, "small2", reg(0o644, 100, 2));
+    ok(write_file(&d.join("big"), 200 << 10, 0o644), "big");
+    put(&mut want, "big", reg(0o644, 200 << 10, 1));
+    ok(write_file(&d.join("exec"), 0, 0o755), "exec");
+    put(&mut want, "exec", reg(0o755, 0, 1));
+    ok(mkdir(&d.join("sub"), 0o750), "sub");
+    ok(chmod(&d.join("sub"), 0o750), "chmod sub");
+    ok(mkdir(&d.join("sub/inner"), 0o755), "sub/inner");
+    let dir_size = ok(lstat(&d.join("sub")), "lstat sub").st_size;
+    let sub = |nlink| Shown {
+        mode: libc::S_IFDIR | 0o750,
+        size: dir_size,
+        nlink,
+        uid: 0,
+        gid: 0,
+    };
+    put(&mut want, "sub", sub(3));
+    ok(symlink(b"small", &d.join("link")), "symlink");
+    put(
+        &mut want,
+        "link",
+        Shown {
+            mode: libc::S_IFLNK | 0o777,
+            size: 5,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    ok(mknod(&d.join("pipe"), libc::S_IFIFO | 0o600, 0), "mkfifo");
+    ok(chmod(&d.join("pipe"), 0o600), "chmod pipe");
+    put(
+        &mut want,
+        "pipe",
+        Shown {
+            mode: libc::S_IFIFO | 0o600,
+            size: 0,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+        },
+    );
+    ok(write_file(&d.join("theirs"), 10, 0o640), "theirs");
+    ok(
+        chown(&d.join("theirs"), crate::OTHER, crate::OTHER),
+        "chown theirs",
+    );
+    put(
+        &mut want,
+        "theirs",
+        Shown {
+            uid: crate::OTHER,
+            gid: crate::OTHER,
+            ..reg(0o640, 10, 1)
+        },
+    );
+    // Enough entries for several kernel readdirplus replies.
+    for i in 0..FILES {
+        let name = format!("file-{i:03}-{}", "n".repeat(i % 40));
+        ok(write_file(&d.join(&name), i * 7, 0o644), "create");
+        put(&mut want, &name, reg(0o644, (i * 7) as i64, 1));
+    }
+    let file = |i: usize| format!("file-{i:03}-{}", "n".repeat(i % 40));
+
+    let inos = check_ls_l(d, &want, &BTreeMap::new(), "first listing");
+    // Again, now that the kernel has it all (names and attributes under locks).
+    let inos = check_ls_l(d, &want, &inos, "second listing");
+    let r = nobody(|| {
+        let got = ls_l(d)?;
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .all(|(n, (_, ino, s))| want.get(n) == Some(s) && inos.get(n) == Some(ino));
+        ensure(same)
+    });
+    ok(r, "ls -l as nobody");
+
+    // Another process changes entries through the same mount; the next listing shows it.
+    let r = as_user(0, || {
+        chmod(&d.join("small"), 0o600)?;
+        truncate(&d.join("big"), 10)?;
+        let fd = open(&d.join("exec"), libc::O_WRONLY | libc::O_APPEND, 0)?;
+        fd.write(&[b'y'; 5000])?;
+        drop(fd);
+        rename(&d.join(file(0)), &d.join("renamed"))?;
+        unlink(&d.join(file(1)))?;
+        chown(&d.join(file(2)), crate::OTHER, 0)?;
+        mkdir(&d.join("sub/another"), 0o755)?;
+        link(&d.join("small"), &d.join("small3"))
+    });
+    ok(r, "changes in another process");
+    for (name, shown) in [
+        ("small", reg(0o600, 100, 3)),
+        ("small2", reg(0o600, 100, 3)),
+        ("small3", reg(0o600, 100, 3)),
+        ("big", reg(0o644, 10, 1)),
+        ("exec", reg(0o755, 5000, 1)),
+        ("renamed", reg(0o644, 0, 1)),
+        ("sub", sub(4)),
+    ] {
+        put(&mut want, name, shown);
+    }
+    want.remove(file(0).as_bytes());
+    want.remove(file(1).as_bytes());
+    want.insert(
+        file(2).into_bytes(),
+        Shown {
+            uid: crate::OTHER,
+            ..reg(0o644, 14, 1)
+        },
+    );
+    let mut inos = inos;
+    if let Some(ino) = inos.remove(file(0).as_bytes()) {
+        inos.insert(b"renamed".to_vec(), ino);
+    }
+    let inos = check_ls_l(d, &want, &inos, "after another process changed entries");
+
+    // A file open for writing here: its size as written so far, at every listing.
+    let growing = ok(
+        open(&d.join("growing"), libc::O_CREAT | libc::O_WRONLY, 0o644),
+        "open growing",
+    );
+    for (step, len) in [1000, 3000, 70_000].into_iter().enumerate() {
+        ok(growing.write(&vec![b'g'; len]), "write growing");
+        let size = [1000, 4000, 74_000][step];
+        want.insert(b"growing".to_vec(), reg(0o644, size, 1));
+        check_ls_l(d, &want, &inos, &format!("while growing, step {step}"));
+        // The other process's view is the same.
+        let r = as_user(0, || {
+            let st = lstat(&d.join("growing"))?;
+            ensure(st.st_size == size)
+        });
+        ok(r, "size of growing in another process");
+    }
+    drop(growing);
+    check_ls_l(d, &want, &inos, "after growing was closed");
 }

@@ -241,17 +241,155 @@ fn fsync(d: &Path) {
     std::mem::forget(Fd(-1));
 }
 
+/// statvfs of the filesystem holding `p`.
+fn statvfs(p: &Path) -> libc::statvfs {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: an all-zero statvfs is valid; statvfs fills it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(r, 0, "statvfs");
+    st
+}
+
+/// Creates `p` striped over both OSTs in 1 MiB stripes (`lfs setstripe -c 2 -S 1M`).
+fn create_two_stripes(p: &Path) {
+    let lfs = sheen_cluster::bin_dir().join("lfs");
+    let path = p.to_str().unwrap();
+    sheen_tests::run_ok(&lfs, &["setstripe", "-c", "2", "-S", "1M", path]);
+    let out = sheen_tests::run_ok(&lfs, &["getstripe", path]);
+    let (count, size, _) = sheen_tests::parse_getstripe(&out);
+    assert_eq!((count, size), (2, 1 << 20), "getstripe said:\n{out}");
+}
+
 fn fallocate(d: &Path) {
-    // Not supported: the kernel turns our ENOSYS into EOPNOTSUPP (docs/POSIX.md).
-    let fd = ok(creat(&d.join("f"), 0o644), "create");
-    fails(
-        fd.fallocate(0, 0, MIB as i64),
-        libc::EOPNOTSUPP,
-        "fallocate",
+    let keep = libc::FALLOC_FL_KEEP_SIZE;
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    let f = d.join("f");
+    create_two_stripes(&f);
+    let fd = ok(open(&f, libc::O_RDWR, 0), "open");
+    let created = ok(fd.fstat(), "fstat");
+    tick();
+    // Mode 0 past the end: 3.5 MiB over both OSTs (1 MiB stripes). The size and the blocks
+    // grow, the range reads as zeros, mtime and ctime move (as on ext4).
+    let len = 3 * MIB + MIB / 2;
+    let free = statvfs(d).f_bfree;
+    ok(fd.fallocate(0, 0, len as i64), "fallocate");
+    let st = ok(fd.fstat(), "fstat");
+    assert_eq!(st.st_size, len as i64);
+    assert!(
+        st.st_blocks * 512 >= len as i64,
+        "st_blocks {}",
+        st.st_blocks
     );
-    let keep = libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE;
-    fails(fd.fallocate(keep, 0, 10), libc::EOPNOTSUPP, "punch hole");
-    assert_eq!(ok(fd.fstat(), "fstat").st_size, 0);
+    assert!(
+        times(&st)[1] > times(&created)[1],
+        "fallocate past the end: mtime"
+    );
+    assert!(
+        times(&st)[2] > times(&created)[2],
+        "fallocate past the end: ctime"
+    );
+    let used = (free - statvfs(d).f_bfree) * statvfs(d).f_frsize;
+    assert!(
+        used >= len as u64,
+        "{len} bytes allocated, free space fell by {used}"
+    );
+    let all = ok(fd.pread(len + 10, 0), "read");
+    assert_eq!(all.len(), len);
+    assert!(
+        all.iter().all(|b| *b == 0),
+        "allocated range reads as zeros"
+    );
+    // Writes into the allocated range (in place on the OSTs) read back.
+    let mut model = vec![0u8; len];
+    let data = pattern(31, 2 * MIB + 5);
+    ok(fd.pwrite(&data, 1000), "write into the allocated range");
+    model[1000..1000 + data.len()].copy_from_slice(&data);
+    assert!(ok(fd.pread(len, 0), "read back") == model, "data differs");
+    // KEEP_SIZE past the end: the size and mtime stay; ctime moves (ext4 does the same).
+    let st = ok(fd.fstat(), "fstat");
+    tick();
+    ok(fd.fallocate(keep, len as i64, 4 * MIB as i64), "keep size");
+    let kept = ok(fd.fstat(), "fstat");
+    assert_eq!(
+        kept.st_size, len as i64,
+        "FALLOC_FL_KEEP_SIZE changed the size"
+    );
+    assert_eq!(times(&kept)[1], times(&st)[1], "keep size: mtime");
+    assert!(times(&kept)[2] > times(&st)[2], "keep size: ctime");
+    // Mode 0 inside the file changes no size and no mtime.
+    ok(fd.fallocate(0, 0, MIB as i64), "fallocate inside");
+    let inside = ok(fd.fstat(), "fstat");
+    assert_eq!(inside.st_size, len as i64);
+    assert_eq!(times(&inside)[1], times(&st)[1], "fallocate inside: mtime");
+    // A hole across three stripes (both OSTs): zeros there, the rest kept, size unchanged,
+    // mtime and ctime moved.
+    tick();
+    let (hole_at, hole_len) = (500_000, 2 * MIB);
+    ok(
+        fd.fallocate(punch, hole_at as i64, hole_len as i64),
+        "punch hole",
+    );
+    model[hole_at..hole_at + hole_len].fill(0);
+    let punched = ok(fd.fstat(), "fstat");
+    assert_eq!(punched.st_size, len as i64, "punch hole changed the size");
+    assert!(times(&punched)[1] > times(&kept)[1], "punch hole: mtime");
+    assert!(times(&punched)[2] > times(&kept)[2], "punch hole: ctime");
+    assert!(
+        ok(fd.pread(len, 0), "read") == model,
+        "punched range not zeros"
+    );
+    // Modes Sheen does not do, and the kernel's argument checks.
+    for (mode, what) in [
+        (libc::FALLOC_FL_ZERO_RANGE, "zero range"),
+        (libc::FALLOC_FL_COLLAPSE_RANGE, "collapse range"),
+        (libc::FALLOC_FL_INSERT_RANGE, "insert range"),
+        (libc::FALLOC_FL_PUNCH_HOLE, "punch hole without keep size"),
+    ] {
+        fails(fd.fallocate(mode, 0, MIB as i64), libc::EOPNOTSUPP, what);
+    }
+    fails(fd.fallocate(0, 0, 0), libc::EINVAL, "zero length");
+    fails(
+        fd.fallocate(0, 0, i64::MAX),
+        libc::EFBIG,
+        "past the largest size",
+    );
+    fails(fd.fallocate(0, -1, 10), libc::EINVAL, "negative offset");
+    let ro = ok(open(&f, libc::O_RDONLY, 0), "open ro");
+    fails(ro.fallocate(0, 0, 10), libc::EBADF, "fallocate on O_RDONLY");
+    drop(fd);
+    // What a fresh open sees (the size reported to the MDS at the last close).
+    assert_eq!(ok(stat(&f), "stat").st_size, len as i64);
+    assert!(ok(ro.pread(len, 0), "read") == model, "after close");
+    // More than the OSTs hold (two of 256 MiB): ENOSPC, and nothing changed.
+    let g = d.join("g");
+    create_two_stripes(&g);
+    let fd = ok(open(&g, libc::O_WRONLY, 0), "open");
+    let before = statvfs(d).f_bfree;
+    for mode in [0, keep] {
+        fails(fd.fallocate(mode, 0, 1 << 30), libc::ENOSPC, "1 GiB");
+    }
+    let st = ok(fd.fstat(), "fstat");
+    assert_eq!(
+        (st.st_size, st.st_blocks),
+        (0, 0),
+        "failed fallocate left a size"
+    );
+    assert!(
+        statvfs(d).f_bfree >= before,
+        "failed fallocate allocated space"
+    );
+    // As nobody, through a descriptor it may write.
+    ok(chmod(&g, 0o666), "chmod");
+    ok(
+        nobody(|| {
+            let fd = open(&g, libc::O_WRONLY, 0)?;
+            fd.fallocate(0, 0, 10_000)?;
+            ensure(fd.fstat()?.st_size == 10_000)
+        }),
+        "nobody fallocates",
+    );
 }
 
 fn timestamps_on_create_and_write(d: &Path) {
@@ -798,6 +936,65 @@ pub fn read_only_mount(m: &mut crate::Mounted) {
     );
     m.cluster.unmount(&ro_mnt).unwrap();
     assert_eq!(std::fs::read(d.join("f")).unwrap(), b"data");
+}
+
+/// fallocate seen from a second mount while the file is open on the first, and ENOSPC
+/// before anything is allocated when one OST cannot hold its part while the other could.
+pub fn fallocate_across_mounts_and_osts(m: &mut crate::Mounted) {
+    let d = m.mnt.join("falloc");
+    ok(mkdir(&d, 0o755), "mkdir");
+    let other = m.mnt.with_file_name("mnt2");
+    m.cluster.mount(&other).unwrap();
+    let f = d.join("f");
+    let seen = other.join("falloc/f");
+    create_two_stripes(&f);
+    let fd = ok(open(&f, libc::O_WRONLY, 0), "open");
+    ok(fd.write(b"head"), "write");
+    let len = 5 * MIB as i64 + 7;
+    ok(fd.fallocate(0, 0, len), "fallocate");
+    assert_eq!(
+        ok(stat(&seen), "stat on mount 2").st_size,
+        len,
+        "while open"
+    );
+    let mut want = vec![0u8; len as usize];
+    want[..4].copy_from_slice(b"head");
+    assert!(std::fs::read(&seen).unwrap() == want, "read on mount 2");
+    drop(fd);
+    assert_eq!(
+        ok(stat(&seen), "stat on mount 2").st_size,
+        len,
+        "after close"
+    );
+    // OST 0 nearly full (a 180 MiB file on it alone); a file over both OSTs asks each for
+    // 120 MiB: OST 1 could allocate its part, OST 0 cannot, so nothing is allocated.
+    let lfs = m.cluster.bin("lfs");
+    let filler = d.join("filler");
+    let filler_s = filler.to_str().unwrap();
+    sheen_tests::run_ok(&lfs, &["setstripe", "-c", "1", "-i", "0", filler_s]);
+    let fd = ok(open(&filler, libc::O_WRONLY, 0), "open filler");
+    let chunk = pattern(41, 4 * MIB);
+    for _ in 0..45 {
+        ok(fd.write(&chunk), "fill OST 0");
+    }
+    ok(fd.fsync(), "fsync");
+    drop(fd);
+    let g = d.join("g");
+    create_two_stripes(&g);
+    let fd = ok(open(&g, libc::O_WRONLY, 0), "open");
+    let before = statvfs(&d).f_bfree;
+    fails(
+        fd.fallocate(0, 0, 240 << 20),
+        libc::ENOSPC,
+        "240 MiB over both",
+    );
+    assert!(statvfs(&d).f_bfree >= before, "space allocated on OST 1");
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, 0);
+    // What fits on both goes through.
+    ok(fd.fallocate(0, 0, 20 << 20), "20 MiB over both");
+    assert_eq!(ok(stat(&other.join("falloc/g")), "stat").st_size, 20 << 20);
+    drop(fd);
+    m.cluster.unmount(&other).unwrap();
 }
 
 /// truncate and ftruncate change mtime and ctime (the kernel sends FUSE a size-only setattr;

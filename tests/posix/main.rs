@@ -158,3 +158,10 @@ fn read_only_mount() {
     files::read_only_mount(&mut m);
     m.cluster.stop().unwrap();
 }
+
+#[test]
+fn fallocate_across_mounts_and_osts() {
+    let mut m = Mounted::start();
+    files::fallocate_across_mounts_and_osts(&mut m);
+    m.cluster.stop().unwrap();
+}

@@ -16,14 +16,17 @@ use sheen_layout::Geometry;
 use sheen_rpc::{Callbacks, Import, ImportConfig, RpcError};
 use sheen_wire::frame::NO_TARGET;
 use sheen_wire::limits::{
-    NAME_MAX_BYTES, PATH_MAX_BYTES, READDIR_MAX_ENTRIES, XATTR_VALUE_MAX_BYTES,
+    NAME_MAX_BYTES, PATH_MAX_BYTES, READDIRPLUS_LOCKED_ENTRIES_MAX, READDIR_MAX_ENTRIES,
+    XATTR_VALUE_MAX_BYTES,
 };
+use sheen_wire::msg::{falloc, OstFallocateReq};
 use sheen_wire::msg::{
     Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrLockReply,
     GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply,
     OstListReq, OstObject, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply,
-    OstWriteReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr,
-    StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
+    OstWriteReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq,
+    ReintReply, ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply,
+    XattrReq,
 };
 use sheen_wire::{
     Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF,
@@ -31,7 +34,7 @@ use sheen_wire::{
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
-use crate::io_plan::{assemble_read, plan_read, plan_write};
+use crate::io_plan::{assemble_read, plan_range, plan_read, plan_write};
 use crate::limits;
 use crate::locks::{
     CacheInvalidator, Held, Invalidation, Locks, Reopen, ServerCallbacks, Target, ATTR_BITS,
@@ -41,6 +44,37 @@ use crate::{ClientError, MountSpec};
 
 /// The MDT every metadata operation goes to (DNE comes later).
 const MDT0_INDEX: u32 = 0;
+
+/// The locks a listing takes per entry: the name's LOOKUP lock and the attribute lock, as a
+/// lookup does.
+const LISTED_LOCK_BITS: [u64; 2] = [sheen_wire::ibits::LOOKUP, ATTR_BITS];
+
+/// One entry of a listing with attributes ([`Client::readdir_plus`]).
+#[derive(Clone, Debug)]
+pub struct ReaddirPlusEntry {
+    pub entry: DirEntry,
+    pub attr: Attr,
+    /// A regular file's layout.
+    pub layout: Option<Layout>,
+    /// Opens for writing of the file over all clients: while there are none, the MDS's size
+    /// is the file's (see [`Client::getattr_locked`]).
+    pub writers: u32,
+    /// The held MDT locks the entry was read under (LOOKUP and attributes); empty if none.
+    locks: Vec<LockHandle>,
+}
+
+impl ReaddirPlusEntry {
+    /// An entry read without locks: never cached by the kernel ([`Client::listed_cacheable`]).
+    pub fn without_locks(entry: DirEntry, attr: Attr, layout: Option<Layout>) -> Self {
+        ReaddirPlusEntry {
+            entry,
+            attr,
+            layout,
+            writers: 0,
+            locks: Vec::new(),
+        }
+    }
+}
 
 /// Limits and identity of a client; [`Default`] takes them from [`crate::limits`].
 #[derive(Clone, Debug)]
@@ -816,6 +850,78 @@ impl Client {
         Ok((reply.entries, reply.eof))
     }
 
+    /// How many entries of a listing this client may take MDT locks for now
+    /// ([`Client::readdir_plus`]): two locks each (a LOOKUP and an attribute lock), within the
+    /// room left in its LRU of MDT locks, so that listing a large directory never pushes out
+    /// the locks it caches under (the entries beyond come without locks).
+    pub fn listing_lock_room(&self) -> u32 {
+        let room = self.inner.locks.room(MDT0_INDEX) / LISTED_LOCK_BITS.len();
+        u32::try_from(room)
+            .unwrap_or(u32::MAX)
+            .min(READDIRPLUS_LOCKED_ENTRIES_MAX)
+    }
+
+    /// [`Client::readdir`] with each entry's attributes (and a regular file's layout), read
+    /// together with the names, and the LOOKUP and attribute locks [`Client::getattr_locked`]
+    /// takes for at most `lock_entries` entries (bounded by [`Client::listing_lock_room`]):
+    /// those the MDT can grant without waiting. See [`Client::listed_cacheable`].
+    #[instrument(level = "debug", skip_all, fields(%dir, cookie))]
+    pub async fn readdir_plus(
+        &self,
+        dir: Fid,
+        cookie: u64,
+        max: u32,
+        lock_entries: u32,
+    ) -> Result<(Vec<ReaddirPlusEntry>, bool), ClientError> {
+        let max_entries = max.clamp(1, READDIR_MAX_ENTRIES);
+        let req = ReaddirPlusReq {
+            fid: dir,
+            cookie,
+            max_entries,
+            mode: LockMode::Pr,
+            bits: LISTED_LOCK_BITS.to_vec(),
+            lock_entries: lock_entries.min(self.listing_lock_room()),
+        };
+        let reply: ReaddirPlusReply = self.mds(Opcode::MdsReaddirPlus, &req).await?;
+        let locks = &self.inner.locks;
+        let entries = reply
+            .entries
+            .into_iter()
+            .map(|e| {
+                let held = locks.add_listed_locks(
+                    MDT0_INDEX,
+                    e.attr.fid,
+                    (dir, &e.entry.name),
+                    &e.locks,
+                    e.locked,
+                    &LISTED_LOCK_BITS,
+                );
+                ReaddirPlusEntry {
+                    entry: e.entry,
+                    attr: e.attr,
+                    layout: e.layout,
+                    writers: e.writers,
+                    locks: held,
+                }
+            })
+            .collect();
+        Ok((entries, reply.eof))
+    }
+
+    /// Whether the kernel may cache a listed entry's name and attributes: the locks they were
+    /// read under are still held and not called back (so nothing changed since), and, for a
+    /// file with writers, the extent locks [`Client::attr_cacheable`] asks for are held.
+    pub fn listed_cacheable(&self, e: &ReaddirPlusEntry) -> bool {
+        self.listed_locks_held(e) && self.attr_cacheable(e.attr.fid, e.layout.as_ref(), e.writers)
+    }
+
+    /// Whether the locks a listed entry was read under are all still held and not called
+    /// back, so that nothing it shows has changed on the MDS since (false for an entry read
+    /// without locks).
+    pub fn listed_locks_held(&self, e: &ReaddirPlusEntry) -> bool {
+        !e.locks.is_empty() && self.inner.locks.all_held(MDT0_INDEX, &e.locks)
+    }
+
     #[instrument(level = "debug", skip_all, fields(%fid, name = %String::from_utf8_lossy(name)))]
     pub async fn getxattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>, ClientError> {
         check_xattr_name(name)?;
@@ -1008,10 +1114,10 @@ impl Client {
     /// Getattr (or lookup of `name` in `fid`) asking for the inode locks not held yet: the
     /// name's LOOKUP lock (lookups) and the attribute lock, each granted unless another
     /// client's change is in the way.
-    #[instrument(level = "debug", skip_all, fields(%fid))]
     ///
     /// Also returns how many opens for writing the file has over all clients: while none,
     /// the MDS's size is the file's.
+    #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn getattr_locked(
         &self,
         fid: Fid,
@@ -1216,6 +1322,83 @@ impl Client {
         self.unlock(held);
         all_ok(written)?;
         Ok(end)
+    }
+
+    /// fallocate(2) on `[offset, offset + len)` of a file of `file_size` bytes (as the
+    /// caller knows it); `mode` is Linux's flags ([`falloc`]). Each object's part of the
+    /// range goes to its OST, all at once, under a PW lock on that part (so that the clients
+    /// caching it drop it first).
+    ///
+    /// Mode 0 and `KEEP_SIZE` allocate the blocks the range lacks ahead, so that writes into
+    /// it cannot fail with ENOSPC; they first ask every OST whether it has the blocks its
+    /// part needs, and allocate only if all do, so a range larger than the OSTs hold fails
+    /// with ENOSPC before anything is allocated (space a concurrent writer takes in between
+    /// can still leave part of it allocated, as on ext4). `PUNCH_HOLE | KEEP_SIZE` frees the
+    /// range: it reads as zeros, the size stays. Other modes are EOPNOTSUPP.
+    ///
+    /// Times as ext4 sets them: when mode 0 grows the file, the objects grow to the end of
+    /// the range with a new mtime, as a write past the end does, and the new size is
+    /// returned for the caller to report to the MDS like a write's ([`Client::write`]);
+    /// otherwise the MDS gets a new ctime here (and mtime too for a punched hole).
+    #[instrument(level = "debug", skip_all, fields(%fid, offset, len, mode))]
+    pub async fn fallocate(
+        &self,
+        fid: Fid,
+        layout: &Layout,
+        file_size: u64,
+        offset: u64,
+        len: u64,
+        mode: u32,
+    ) -> Result<Option<u64>, ClientError> {
+        if !falloc::is_supported(mode) {
+            return Err(ClientError::Unsupported(format!(
+                "fallocate mode {mode:#x}"
+            )));
+        }
+        let end = offset
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or_else(|| ClientError::Invalid(format!("fallocate of {len} bytes at {offset}")))?;
+        let (stripe, geom) = plain_geometry(layout)?;
+        let punch = mode & falloc::PUNCH_HOLE != 0;
+        let parts: Vec<(u32, u64, u64)> = plan_range(&geom, offset, len)
+            .iter()
+            .map(|e| (e.stripe_idx, e.obj_offset, e.len))
+            .collect();
+        if !(punch && stripe.objects.is_empty()) {
+            let mtime = Timespec::now();
+            let call = |(i, start, part_len): (u32, u64, u64), check_only: bool| async move {
+                let obj = stripe_object(stripe, i)?;
+                let req = OstFallocateReq {
+                    oid: obj.oid,
+                    offset: start,
+                    len: part_len,
+                    mode,
+                    mtime,
+                    check_only,
+                };
+                let (_, _): (OstWriteReply, Bytes) = self
+                    .ost_call(obj.ost_idx, Opcode::OstFallocate, &req, Bytes::new())
+                    .await?;
+                Ok(())
+            };
+            if !punch && parts.len() > 1 {
+                all_ok(join_all(parts.iter().map(|p| call(*p, true))).await)?;
+            }
+            let held = self.lock_objects(fid, stripe, LockMode::Pw, &parts).await?;
+            let done = join_all(parts.iter().map(|p| call(*p, false))).await;
+            self.unlock(held);
+            all_ok(done)?;
+        }
+        if mode == 0 && end > file_size {
+            return Ok(Some(end));
+        }
+        let set = SetAttr {
+            mtime: punch.then_some(sheen_wire::msg::TimeSet::Now),
+            ..SetAttr::default()
+        };
+        self.setattr_mds(fid, set).await?;
+        Ok(None)
     }
 
     /// Makes a file's data durable on its OSTs (OST_SYNC of every object), then the

@@ -51,6 +51,9 @@ pub enum ClientError {
     /// `readlink` of something that is not a symlink.
     #[error("not a symbolic link")]
     NotSymlink,
+    /// An operation or mode Sheen does not do (a fallocate mode, say).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// The client was unmounted while the call waited.
     #[error("the client is unmounted")]
     Unmounted,
@@ -73,6 +76,7 @@ impl ClientError {
             ClientError::TooLarge { .. } => Errno(libc::E2BIG),
             ClientError::Invalid(_) => Errno::EINVAL,
             ClientError::NotSymlink => Errno::EINVAL,
+            ClientError::Unsupported(_) => Errno::EOPNOTSUPP,
             ClientError::Unmounted => Errno::ENOTCONN,
         }
     }
@@ -125,6 +129,10 @@ mod tests {
         assert_eq!(remote.errno(), Errno::EEXIST);
         assert!(remote.is_expected());
         assert_eq!(ClientError::CompositeLayout.errno(), Errno::EOPNOTSUPP);
+        assert_eq!(
+            ClientError::Unsupported("x".into()).errno(),
+            Errno::EOPNOTSUPP
+        );
         assert_eq!(
             ClientError::NameTooLong { len: 300, max: 255 }.errno(),
             Errno::ENAMETOOLONG

@@ -157,6 +157,25 @@ pub fn plan_write(geom: &Geometry, offset: u64, len: u64, max_rpc_bytes: u64) ->
     out
 }
 
+/// Each object's part of the file extent `[offset, offset + len)`, whole: the bytes the
+/// object holds of the file below the end and not below the start, one contiguous object
+/// extent per object that has any (in stripe order). Computed from the stripe geometry, not
+/// enumerated unit by unit, so a fallocate of terabytes costs as little as one of a page.
+pub fn plan_range(geom: &Geometry, offset: u64, len: u64) -> Vec<ObjExtent> {
+    let end = offset.saturating_add(len);
+    (0..geom.stripe_count)
+        .filter_map(|stripe_idx| {
+            let start = geom.object_size(stripe_idx, offset);
+            let stop = geom.object_size(stripe_idx, end);
+            (stop > start).then_some(ObjExtent {
+                stripe_idx,
+                obj_offset: start,
+                len: stop - start,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +234,28 @@ mod tests {
                 (x >> 16) as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn range_plan_matches_the_read_plan_and_scales() {
+        for (stripe_size, count) in [(64 * KIB, 4), (MIB, 2), (64 * KIB, 1), (MIB, 3)] {
+            let g = Geometry::new(stripe_size, count).unwrap();
+            for (offset, len) in [(0, 1), (5, 3 * MIB), (MIB - 1, 2), (7 * KIB, 10 * MIB + 3)] {
+                let whole = plan_range(&g, offset, len);
+                assert_eq!(
+                    whole,
+                    plan_read(&g, offset, len, u64::MAX),
+                    "{offset}+{len}"
+                );
+                assert_eq!(whole.iter().map(|e| e.len).sum::<u64>(), len);
+            }
+        }
+        // Terabytes over four objects: one extent each, a quarter of the range.
+        let g = Geometry::new(MIB, 4).unwrap();
+        let whole = plan_range(&g, 0, 1 << 42);
+        assert_eq!(whole.len(), 4);
+        assert!(whole.iter().all(|e| e.obj_offset == 0 && e.len == 1 << 40));
+        assert!(plan_range(&g, 9, 0).is_empty());
     }
 
     #[test]

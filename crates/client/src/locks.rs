@@ -11,6 +11,9 @@
 //!   (MDS_GETATTR_LOCK): LOOKUP protects a name → inode binding (the kernel's dentry),
 //!   UPDATE|PERM|XATTR an inode's attributes. Each is a lock of its own, so a create in a
 //!   directory (which changes its UPDATE bits) leaves the directory's dentry cached.
+//!   A listing with attributes (MDS_READDIR_PLUS) takes the same two locks on as many of
+//!   its entries as the LRU has room for, each only if the MDS can grant it at once; the
+//!   kernel caches a listed entry only while the very locks it was read under are held.
 //!
 //! Locks stay cached after use, in an LRU. When another client needs a conflicting lock, the
 //! server sends a blocking callback: the mount drops what the lock protects (through the
@@ -356,6 +359,62 @@ impl Locks {
         }
     }
 
+    /// How many more MDT locks of `mdt` fit before its LRU of unused locks overflows.
+    pub(crate) fn room(&self, mdt: u32) -> usize {
+        let st = self.state();
+        match st.caches.get(&Target::Mdt(mdt)) {
+            Some(cache) => cache.room(),
+            None => LockCache::default().room(),
+        }
+    }
+
+    /// Adds the MDT locks granted with a listed entry (MDS_READDIR_PLUS): inode `fid`, named
+    /// `name.1` in directory `name.0`. When the MDS says the entry was read under locks for
+    /// every set of `bits` (`locked`), returns the handles of held locks covering each set
+    /// (granted now or held already), to check with [`Locks::all_held`] before the kernel
+    /// caches what was read; empty when one is not held (any more).
+    pub(crate) fn add_listed_locks(
+        self: &Arc<Self>,
+        mdt: u32,
+        fid: Fid,
+        name: (Fid, &[u8]),
+        granted: &[EnqueueReply],
+        locked: bool,
+        bits: &[u64],
+    ) -> Vec<LockHandle> {
+        self.add_inode_locks(mdt, fid, locked.then_some(name), granted);
+        if !locked {
+            return Vec::new();
+        }
+        let st = self.state();
+        let Some(cache) = st.caches.get(&Target::Mdt(mdt)) else {
+            return Vec::new();
+        };
+        let mut handles = Vec::with_capacity(bits.len());
+        for b in bits {
+            let wanted = inode_lock(fid, *b);
+            let held = cache.locks_on(&wanted.resource).into_iter().find(|(h, d)| {
+                !cache.is_cancel_pending(*h) && sheen_dlm::policy::covers(d, &wanted)
+            });
+            match held {
+                Some((h, _)) => handles.push(h),
+                None => return Vec::new(),
+            }
+        }
+        handles
+    }
+
+    /// Whether every MDT lock of `handles` is still held and not called back.
+    pub(crate) fn all_held(&self, mdt: u32, handles: &[LockHandle]) -> bool {
+        let st = self.state();
+        let Some(cache) = st.caches.get(&Target::Mdt(mdt)) else {
+            return false;
+        };
+        handles
+            .iter()
+            .all(|h| cache.desc(*h).is_some() && !cache.is_cancel_pending(*h))
+    }
+
     /// The names of `fid` this client handed to the kernel under a LOOKUP lock.
     pub(crate) fn child_named(&self, parent: Fid, name: &[u8]) -> Option<Fid> {
         let st = self.state();
@@ -468,9 +527,23 @@ impl Locks {
         self.invalidate(what).await;
         let removed = {
             let mut st = self.state();
-            let desc = st.caches.get_mut(&target).and_then(|c| c.remove(handle));
+            let cache = st.caches.get_mut(&target);
+            let (desc, lookup_left) = match cache {
+                Some(c) => {
+                    let desc = c.remove(handle);
+                    // Names recorded since `what` was taken stay with another LOOKUP lock
+                    // on the inode (a listing may have handed one to the kernel under it).
+                    let left = desc.is_some_and(|d| {
+                        c.locks_on(&d.resource)
+                            .iter()
+                            .any(|(_, o)| ibits_of(o) & ibits::LOOKUP != 0)
+                    });
+                    (desc, left)
+                }
+                None => (None, false),
+            };
             if let (Target::Mdt(_), Some(d)) = (target, desc) {
-                if ibits_of(&d) & ibits::LOOKUP != 0 {
+                if ibits_of(&d) & ibits::LOOKUP != 0 && !lookup_left {
                     st.names.remove(&resource_fid(&d.resource));
                 }
             }
@@ -668,5 +741,94 @@ impl CallbackHandler for ServerCallbacks {
             let r = Arc::clone(r);
             tokio::spawn(async move { r.opens.replay(&r.import, r.mdt).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MDT: u32 = 0;
+
+    fn fid(oid: u32) -> Fid {
+        Fid {
+            seq: Fid::FIRST_NORMAL_SEQ,
+            oid,
+            ver: 0,
+        }
+    }
+
+    fn grant(cookie: u64, fid: Fid, bits: u64) -> EnqueueReply {
+        EnqueueReply {
+            handle: LockHandle { cookie },
+            desc: inode_lock(fid, bits),
+            granted: true,
+            lvb: None,
+        }
+    }
+
+    const BITS: [u64; 2] = [ibits::LOOKUP, ATTR_BITS];
+
+    #[tokio::test]
+    async fn listed_entries_keep_the_locks_they_were_read_under() {
+        let locks = Locks::new();
+        let (dir, f, g) = (fid(1), fid(2), fid(3));
+        let room = locks.room(MDT);
+        assert_eq!(room, LockCache::default().room());
+        let granted = [grant(10, f, ibits::LOOKUP), grant(11, f, ATTR_BITS)];
+        let held = locks.add_listed_locks(MDT, f, (dir, b"f"), &granted, true, &BITS);
+        assert_eq!(held, [LockHandle { cookie: 10 }, LockHandle { cookie: 11 }]);
+        assert!(locks.all_held(MDT, &held));
+        assert_eq!(locks.room(MDT), room - 2);
+        assert_eq!(locks.child_named(dir, b"f"), Some(f));
+        // Another name of the same inode, whose locks the MDS found held already: the held
+        // ones cover it, and its name is recorded for their callbacks.
+        let again = locks.add_listed_locks(MDT, f, (dir, b"f2"), &[], true, &BITS);
+        assert_eq!(again, held);
+        assert_eq!(locks.child_named(dir, b"f2"), Some(f));
+        // Read without locks, or under locks this client does not have: nothing to cache.
+        assert!(locks
+            .add_listed_locks(MDT, g, (dir, b"g"), &[], false, &BITS)
+            .is_empty());
+        assert!(locks
+            .add_listed_locks(MDT, g, (dir, b"g"), &[], true, &BITS)
+            .is_empty());
+        assert_eq!(locks.child_named(dir, b"g"), None);
+        // Locks granted for another inode than the entry's are not taken.
+        let wrong = [grant(12, g, ibits::LOOKUP), grant(13, f, ATTR_BITS)];
+        assert!(locks
+            .add_listed_locks(MDT, g, (dir, b"g"), &wrong, true, &BITS)
+            .is_empty());
+        assert!(locks.all_held(MDT, &held));
+        assert!(!locks.all_held(MDT, &[LockHandle { cookie: 99 }]));
+
+        // A callback of the attribute lock: the entry is no longer cacheable at once.
+        let ast = BlockingAst {
+            handle: LockHandle { cookie: 11 },
+            conflict: inode_lock(f, ATTR_BITS),
+        };
+        locks.on_blocking(Target::Mdt(MDT), &ast);
+        assert!(!locks.all_held(MDT, &held));
+        assert!(locks.all_held(MDT, &held[..1]));
+    }
+
+    #[tokio::test]
+    async fn names_stay_while_a_lookup_lock_on_the_inode_does() {
+        let locks = Locks::new();
+        let (dir, f) = (fid(1), fid(2));
+        let first = [grant(20, f, ibits::LOOKUP), grant(21, f, ATTR_BITS)];
+        locks.add_listed_locks(MDT, f, (dir, b"a"), &first, true, &BITS);
+        // A second LOOKUP lock on the same inode (a lookup does not look for held ones).
+        locks.add_inode_locks(MDT, f, Some((dir, b"b")), &[grant(22, f, ibits::LOOKUP)]);
+        locks
+            .invalidate_and_cancel(Target::Mdt(MDT), LockHandle { cookie: 20 })
+            .await;
+        // Lock 22 still protects the names handed to the kernel under it.
+        assert_eq!(locks.child_named(dir, b"b"), Some(f));
+        locks
+            .invalidate_and_cancel(Target::Mdt(MDT), LockHandle { cookie: 22 })
+            .await;
+        assert_eq!(locks.child_named(dir, b"a"), None);
+        assert_eq!(locks.child_named(dir, b"b"), None);
     }
 }

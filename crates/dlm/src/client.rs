@@ -249,6 +249,13 @@ impl LockCache {
         self.locks.is_empty()
     }
 
+    /// How many more locks fit before the LRU of unused locks overflows, counting every
+    /// lock held (in use or not): what a client may ask for at once without pushing out
+    /// the locks it caches.
+    pub fn room(&self) -> usize {
+        self.max_unused.saturating_sub(self.locks.len())
+    }
+
     /// Unused locks in the LRU, least recently used first.
     pub fn lru(&self) -> Vec<LockHandle> {
         self.lru.values().copied().collect()
@@ -268,7 +275,7 @@ mod tests {
     /// Runs the operations on the left of `expected` against a cache with room for
     /// `max_unused` unused locks and compares each result with the right side. Operations:
     /// `insert hN LOCK`, `match LOCK`, `release hN` (the locks to cancel), `blocking hN`,
-    /// `remove hN`, `resize N`, `users hN`, `lru`, `on rN`, `clear`.
+    /// `remove hN`, `resize N`, `users hN`, `lru`, `room`, `on rN`, `clear`.
     fn check(max_unused: usize, expected: &str) {
         let mut cache = LockCache::new(max_unused);
         let mut got = Vec::new();
@@ -298,6 +305,7 @@ mod tests {
                 }
                 "users" => cache.users(handle(words[1])).to_string(),
                 "lru" => show_handles(&cache.lru()),
+                "room" => cache.room().to_string(),
                 "on" => {
                     let r = desc(&["NL", "plain", words[1]]).resource;
                     let locks: Vec<String> = cache
@@ -370,6 +378,27 @@ mod tests {
             lru                  => []
             release h3           => error: lock 0x3 has no users to release
             release h9           => error: no lock with handle 0x9
+            ",
+        );
+    }
+
+    #[test]
+    fn room_counts_every_lock_held() {
+        check(
+            3,
+            "
+            room                 => 3
+            insert h1 PR 0-99    => ok
+            room                 => 2
+            insert h2 PR 0-99 r2 => ok
+            release h2           => cancel []
+            room                 => 1
+            blocking h2          => CancelNow
+            room                 => 1
+            remove h2            => PR 0-99 r2
+            room                 => 2
+            resize 1             => cancel []
+            room                 => 0
             ",
         );
     }

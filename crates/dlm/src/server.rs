@@ -451,6 +451,14 @@ impl LockTable {
         })
     }
 
+    /// The granted locks on `resource`, in grant order.
+    pub fn granted_on(&self, resource: &ResourceId) -> Vec<LockHandle> {
+        self.resources
+            .get(resource)
+            .map(|r| r.granted.clone())
+            .unwrap_or_default()
+    }
+
     /// The locks of `client`, in handle order.
     pub fn client_locks(&self, client: ClientId) -> Vec<LockHandle> {
         self.by_client

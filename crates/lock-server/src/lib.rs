@@ -7,6 +7,8 @@
 //!   get a blocking callback (LDLM_BL_CALLBACK) on their own connection
 //!   through [`Exports`], and the enqueue is answered when the lock is granted (the reply is
 //!   the grant, so no completion callback is needed).
+//! - [`LockServer::try_enqueue`] grants a lock at once or not at all (never queued, nobody
+//!   called back), for the locks a server hands out with an answer (the MDS's readdirplus).
 //! - LDLM_CANCEL ([`LockServer::cancel`]) releases locks and grants the waiters that can go.
 //! - A holder that has not cancelled within the callback timeout is evicted: its connection
 //!   is closed and every lock it held is dropped ([`LockServer::run_reaper`]); a client whose
@@ -36,6 +38,19 @@ pub const SERVER: ClientId = ClientId(0);
 /// How much longer than the callback timeout a waiting enqueue may wait before it gives up
 /// (the holders are evicted after the callback timeout, so the wait normally ends sooner).
 const ENQUEUE_WAIT_SLACK: Duration = Duration::from_secs(5);
+
+/// What [`LockServer::try_enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryEnqueued {
+    /// A new lock, granted.
+    Granted { handle: LockHandle, desc: LockDesc },
+    /// The client holds a granted lock that covers the one asked for and has not been
+    /// called back: nothing new was taken.
+    Held,
+    /// A conflicting lock, granted or waiting, is in the way: nothing was queued and nobody
+    /// was called back.
+    Busy,
+}
 
 /// Why a lock request failed; [`LockError::errno`] is what the reply carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +156,41 @@ impl LockServer {
     ) -> Result<(LockHandle, LockDesc), LockError> {
         let nowait = req.flags & ldlm_flags::BLOCK_NOWAIT != 0;
         self.acquire(ClientId(export.0), req.desc, nowait).await
+    }
+
+    /// A lock for the client of `export` only if it can be had at once: never waits,
+    /// queues or calls anyone back (Lustre's BLOCK_NOWAIT, without the round trip). A lock
+    /// the client holds already and that is not being called back is not taken twice.
+    /// Errors are the table's limits (too many locks for this client) and bad requests.
+    pub fn try_enqueue(&self, export: ExportId, desc: LockDesc) -> Result<TryEnqueued, LockError> {
+        let client = ClientId(export.0);
+        let mut st = self.state();
+        if held_by(&st.table, client, &desc) {
+            return Ok(TryEnqueued::Held);
+        }
+        match st.table.enqueue_nowait(client, desc) {
+            Ok(Enqueued::Granted(g)) => Ok(TryEnqueued::Granted {
+                handle: g.handle,
+                desc: g.desc,
+            }),
+            Ok(Enqueued::Waiting { handle, .. }) => {
+                // A nowait enqueue never waits; should the table say otherwise, undo it.
+                warn!(target_name = %self.name, cookie = handle.cookie, "nowait lock queued");
+                if let Ok(p) = st.table.cancel(handle) {
+                    self.progress(&mut st, p);
+                }
+                Ok(TryEnqueued::Busy)
+            }
+            Err(DlmError::WouldBlock) => Ok(TryEnqueued::Busy),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the client of `export` holds a granted lock that covers `desc` and is not
+    /// being called back (what [`LockServer::try_enqueue`] answers [`TryEnqueued::Held`]
+    /// for), without taking anything.
+    pub fn holds_uncalled(&self, export: ExportId, desc: &LockDesc) -> bool {
+        held_by(&self.state().table, ClientId(export.0), desc)
     }
 
     /// Takes a lock for the server itself (dropped with the returned guard). Every holder of
@@ -342,6 +392,18 @@ impl LockServer {
             });
         }
     }
+}
+
+/// Whether `client` holds a granted lock covering `desc` that is not being called back. A
+/// lock being called back has a deadline; one that is not has no conflicting waiter either
+/// (a waiter owes callbacks to every granted lock it conflicts with, and `progress` sends
+/// them at once, under the same mutex as this look).
+fn held_by(table: &LockTable, client: ClientId, desc: &LockDesc) -> bool {
+    table.granted_on(&desc.resource).into_iter().any(|h| {
+        table.get(h).is_some_and(|l| {
+            l.client == client && l.callback_deadline.is_none() && policy::covers(&l.desc, desc)
+        })
+    })
 }
 
 /// A lock the server holds for itself; released when dropped.

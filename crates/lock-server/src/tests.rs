@@ -252,3 +252,90 @@ async fn a_conflict_calls_back_only_locks_on_the_same_resource() {
     assert_eq!(kept.desc.resource, ResourceId::object(0, 43));
     stop.cancel();
 }
+
+fn inode_lock(bits: u64) -> LockDesc {
+    LockDesc {
+        resource: ResourceId::fid(sheen_wire::Fid::ROOT),
+        mode: LockMode::Pr,
+        policy: LockPolicy::Ibits { bits },
+    }
+}
+
+#[tokio::test]
+async fn try_enqueue_grants_at_once_or_not_at_all() {
+    use crate::TryEnqueued::{Busy, Granted, Held};
+    use sheen_rpc::ExportId;
+    use sheen_wire::ibits::{LOOKUP, UPDATE};
+
+    let config = Config {
+        max_locks_per_client: 4,
+        ..Config::default()
+    };
+    let locks = LockServer::new("MDT0000", Exports::new(), config);
+    let (e1, e2) = (ExportId(1), ExportId(2));
+    let granted = |r| match r {
+        Ok(Granted { handle, .. }) => handle,
+        other => panic!("not granted: {other:?}"),
+    };
+    let lookup1 = granted(locks.try_enqueue(e1, inode_lock(LOOKUP)));
+    // Held already: not taken twice; a lock covering more bits is a new one.
+    assert_eq!(locks.try_enqueue(e1, inode_lock(LOOKUP)), Ok(Held));
+    let both1 = granted(locks.try_enqueue(e1, inode_lock(LOOKUP | UPDATE)));
+    assert_eq!(locks.try_enqueue(e1, inode_lock(UPDATE)), Ok(Held));
+    granted(locks.try_enqueue(e2, inode_lock(LOOKUP)));
+    assert_eq!(locks.len(), 3);
+
+    // The server changes the attributes: its CW waits for E1's UPDATE lock to go.
+    let change = {
+        let locks = Arc::clone(&locks);
+        tokio::spawn(async move {
+            let desc = LockDesc {
+                mode: LockMode::Cw,
+                ..inode_lock(UPDATE)
+            };
+            let guard = locks.lock_for_server(desc).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(guard);
+        })
+    };
+    while locks.len() < 4 {
+        tokio::task::yield_now().await;
+    }
+    // In the change's way: refused, not queued, and E1's lock being called back does not
+    // count as held. What does not conflict with the change is still granted or held.
+    assert_eq!(locks.try_enqueue(e2, inode_lock(UPDATE)), Ok(Busy));
+    assert_eq!(locks.try_enqueue(e1, inode_lock(UPDATE)), Ok(Busy));
+    assert!(!locks.holds_uncalled(e1, &inode_lock(UPDATE)));
+    assert!(locks.holds_uncalled(e1, &inode_lock(LOOKUP)));
+    assert!(!locks.holds_uncalled(e2, &inode_lock(UPDATE)));
+    assert_eq!(locks.try_enqueue(e2, inode_lock(LOOKUP)), Ok(Held));
+    assert_eq!(locks.try_enqueue(e1, inode_lock(LOOKUP)), Ok(Held));
+    assert_eq!(locks.len(), 4, "nothing queued");
+    assert!(!change.is_finished());
+    locks.cancel(e1, &[both1]);
+    tokio::time::timeout(Duration::from_secs(5), change)
+        .await
+        .unwrap()
+        .unwrap();
+    let update2 = granted(locks.try_enqueue(e2, inode_lock(UPDATE)));
+    assert_eq!(locks.len(), 3);
+
+    // The per-client limit is an error, not a refusal.
+    granted(locks.try_enqueue(e1, inode_lock(UPDATE)));
+    let other = |bits| LockDesc {
+        resource: ResourceId::object(0, bits),
+        ..inode_lock(bits)
+    };
+    granted(locks.try_enqueue(e1, other(1)));
+    granted(locks.try_enqueue(e1, other(2)));
+    let err = locks.try_enqueue(e1, other(4)).unwrap_err();
+    assert_eq!(err.errno(), sheen_wire::Errno::EAGAIN, "{err}");
+    // A bad request is an error too: an extent lock on an inode with inode-bits locks.
+    let bad = LockDesc {
+        resource: ResourceId::fid(sheen_wire::Fid::ROOT),
+        ..extent(LockMode::Pr, 0, 1).desc
+    };
+    assert!(locks.try_enqueue(e2, bad).is_err());
+    locks.cancel(e1, &[lookup1]);
+    locks.cancel(e2, &[update2]);
+}

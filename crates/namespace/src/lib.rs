@@ -10,6 +10,8 @@
 //! Directory entries are ordered by a stable 63-bit hash of their name, and a readdir
 //! cookie is the hash of the next entry, so a listing resumed from a cookie stays complete
 //! and without duplicates while other entries come and go.
+//! [`Namespace::readdir_plus`] pages the same way, each entry with its inode's attributes
+//! (and a regular file's layout), names and inodes read as one state.
 //!
 //! Architecture invariant: no networking, no async. Calls are synchronous and take
 //! `&self`; the MDS calls them from `spawn_blocking`.
@@ -85,6 +87,36 @@ pub struct Removed {
     /// A destroyed regular file's layout, so that the MDS destroys its OST objects. Always
     /// `None` for directories (their default layout holds no objects).
     pub layout: Option<Layout>,
+}
+
+/// A directory entry with what a getattr of its inode returns ([`Namespace::readdir_plus`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryAttrs {
+    pub entry: DirEntry,
+    pub attr: Attr,
+    /// A regular file's layout; `None` for anything else.
+    pub layout: Option<Layout>,
+}
+
+/// One page of [`Namespace::readdir_plus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlusPage {
+    pub entries: Vec<EntryAttrs>,
+    /// The listing reached the end of the directory.
+    pub eof: bool,
+    /// The last transaction the page reflects: a change committed after it has a higher
+    /// number ([`Namespace::last_transno`]).
+    pub transno: u64,
+}
+
+/// What [`Namespace::entry_attrs`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryAttrsNow {
+    /// Per name asked: its inode's attributes and layout, or `None` if the name is gone or
+    /// names another inode now.
+    pub entries: Vec<Option<(Attr, Option<Layout>)>>,
+    /// The last transaction these reflect.
+    pub transno: u64,
 }
 
 /// The result of [`Namespace::flush`].
@@ -482,14 +514,120 @@ impl Namespace {
         cookie: u64,
         max: u32,
     ) -> Result<(Vec<DirEntry>, bool), NsError> {
+        let (entries, eof) = self.page(dir, cookie, max, usize::MAX, |_| Ok(((), 0)))?;
+        Ok((entries.into_iter().map(|(e, ())| e).collect(), eof))
+    }
+
+    /// [`Namespace::readdir`] with, for every entry, what [`Namespace::getattr`] and
+    /// [`Namespace::layout`] (regular files only) return, all read while no namespace change
+    /// commits (the names and attributes of a page are one consistent state). The page also
+    /// ends before the entry that would take its size past `max_bytes` (sizes as
+    /// [`sheen_wire::DirEntryPlus::wire_bytes_bound`] counts them); the same rule keeps
+    /// groups of entries that share a cookie together, and a page holds at least one entry
+    /// (or group) whatever its size.
+    pub fn readdir_plus(
+        &self,
+        dir: Fid,
+        cookie: u64,
+        max: u32,
+        max_bytes: usize,
+    ) -> Result<PlusPage, NsError> {
+        // Every change commits holding `writer`: holding it gives a consistent view at the
+        // price of delaying changes by one page's reads (sled 0.34 has no read snapshots).
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let transno = self.last_transno();
+        let (entries, eof) = self.page(dir, cookie, max, max_bytes, |e| {
+            let (attr, layout) = self.attrs_of_entry(&e.name, e.fid)?;
+            let size = sheen_wire::DirEntryPlus::wire_bytes_bound(e.name.len(), layout.as_ref());
+            Ok(((attr, layout), size))
+        })?;
+        let entries = entries
+            .into_iter()
+            .map(|(entry, (attr, layout))| EntryAttrs {
+                entry,
+                attr,
+                layout,
+            })
+            .collect();
+        Ok(PlusPage {
+            entries,
+            eof,
+            transno,
+        })
+    }
+
+    /// For each `(name, fid)`: the attributes (and regular file's layout) of `fid` if `name`
+    /// in `dir` still names it, else `None`; all read while no namespace change commits.
+    /// Used to read entries of a [`Namespace::readdir_plus`] page again once locks are held.
+    pub fn entry_attrs(
+        &self,
+        dir: Fid,
+        names: &[(Vec<u8>, Fid)],
+    ) -> Result<EntryAttrsNow, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let transno = self.last_transno();
+        let mut out = Vec::with_capacity(names.len());
+        for (name, fid) in names {
+            let key = codec::dirent_key(dir, (self.hash)(name), name);
+            let now = match self.dirents.get(key)? {
+                Some(v) => codec::decode_dirent(&v)?.0,
+                None => {
+                    out.push(None);
+                    continue;
+                }
+            };
+            if now == *fid {
+                out.push(Some(self.attrs_of_entry(name, now)?));
+            } else {
+                out.push(None);
+            }
+        }
+        Ok(EntryAttrsNow {
+            entries: out,
+            transno,
+        })
+    }
+
+    /// The attributes and (regular files) layout of the inode a directory entry names.
+    fn attrs_of_entry(&self, name: &[u8], fid: Fid) -> Result<(Attr, Option<Layout>), NsError> {
+        let attr = match self.read_inode(fid) {
+            Ok(i) => i.attr,
+            Err(NsError::NotFound) => {
+                return Err(NsError::Corrupt(format!(
+                    "entry {:?} names inode {fid}, which does not exist",
+                    String::from_utf8_lossy(name)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let layout = if attr.is_reg() {
+            self.read_layout(fid)?
+        } else {
+            None
+        };
+        Ok((attr, layout))
+    }
+
+    /// One page of `dir` from `cookie` on, each entry with what `extra` returns for it and
+    /// that counts `size` bytes against `max_bytes` (see [`Namespace::readdir`] and
+    /// [`Namespace::readdir_plus`] for the rules).
+    fn page<X>(
+        &self,
+        dir: Fid,
+        cookie: u64,
+        max: u32,
+        max_bytes: usize,
+        mut extra: impl FnMut(&DirEntry) -> Result<(X, usize), NsError>,
+    ) -> Result<(Vec<(DirEntry, X)>, bool), NsError> {
         self.read_dir(dir)?;
         if max == 0 {
             return Err(NsError::Invalid("readdir of zero entries"));
         }
         let max = usize::try_from(max.min(READDIR_MAX_ENTRIES)).unwrap_or(usize::MAX);
         let prefix = codec::dirent_prefix(dir);
-        let mut out: Vec<DirEntry> = Vec::new();
+        let mut out: Vec<(DirEntry, X)> = Vec::new();
         let mut hashes: Vec<u64> = Vec::new();
+        let mut bytes = 0usize;
         let mut eof = true;
         for item in self.dirents.range(codec::dirent_start(dir, cookie)..) {
             let (k, v) = item?;
@@ -497,7 +635,15 @@ impl Namespace {
                 break;
             }
             let (hash, name) = codec::decode_dirent_key(&k)?;
-            if out.len() >= max {
+            let mut full = out.len() >= max;
+            let mut read = None;
+            if !full {
+                let e = entry_of(name, &v)?;
+                let (x, size) = extra(&e)?;
+                full = !out.is_empty() && bytes.saturating_add(size) > max_bytes;
+                read = Some((e, x, size));
+            }
+            if full {
                 let group_start = if hashes.last() == Some(&hash) {
                     hashes.iter().position(|&h| h == hash).unwrap_or(0)
                 } else {
@@ -506,7 +652,7 @@ impl Namespace {
                 if group_start > 0 {
                     out.truncate(group_start);
                     hashes.truncate(group_start);
-                    if let Some(last) = out.last_mut() {
+                    if let Some((last, _)) = out.last_mut() {
                         last.next_cookie = hash;
                     }
                     eof = false;
@@ -514,16 +660,19 @@ impl Namespace {
                 }
                 // The whole page shares one hash: finish the group.
             }
-            if let Some(last) = out.last_mut() {
+            let (e, x, size) = match read {
+                Some(r) => r,
+                None => {
+                    let e = entry_of(name, &v)?;
+                    let (x, size) = extra(&e)?;
+                    (e, x, size)
+                }
+            };
+            if let Some((last, _)) = out.last_mut() {
                 last.next_cookie = hash;
             }
-            let (fid, file_type) = codec::decode_dirent(&v)?;
-            out.push(DirEntry {
-                name: name.to_vec(),
-                fid,
-                file_type,
-                next_cookie: COOKIE_EOF,
-            });
+            out.push((e, x));
+            bytes = bytes.saturating_add(size);
             hashes.push(hash);
         }
         Ok((out, eof))
@@ -641,6 +790,17 @@ impl Namespace {
         self.db.flush()?;
         Ok(Committed { transno })
     }
+}
+
+/// The entry a directory entry key's `name` and value describe (the cookie is set later).
+fn entry_of(name: &[u8], value: &[u8]) -> Result<DirEntry, NsError> {
+    let (fid, file_type) = codec::decode_dirent(value)?;
+    Ok(DirEntry {
+        name: name.to_vec(),
+        fid,
+        file_type,
+        next_cookie: COOKIE_EOF,
+    })
 }
 
 /// Checks a name a new entry would get: 1 to NAME_MAX bytes, not `.` or `..`, no `/` or

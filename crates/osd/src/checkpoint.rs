@@ -20,6 +20,13 @@ pub(crate) const CKPT_MAGIC: [u8; 8] = *b"SHEENCKP";
 /// Encoded header length; its crc32c covers bytes `[0, 60)` and sits at 60.
 pub(crate) const HEADER_USED_BYTES: usize = 64;
 
+/// Set in an extent's length field: the extent is preallocated (fallocate) and no crcs
+/// follow it. Lengths are at most `MAX_EXTENT_BLOCKS`, so a decoder from before this flag
+/// rejects such an extent as corrupt rather than misreading it.
+const EXTENT_PREALLOC: u32 = 1 << 31;
+
+const _: () = assert!(MAX_EXTENT_BLOCKS < EXTENT_PREALLOC);
+
 /// A checkpoint's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CkptHeader {
@@ -81,9 +88,15 @@ pub(crate) fn encode(
         e.timespec(obj.mtime);
         e.u32(u32::try_from(obj.map.n_extents()).map_err(|_| too_big())?);
         for (logical, x) in obj.map.extents() {
+            let len = u32::try_from(x.crcs.len()).map_err(|_| too_big())?;
             e.u64(logical);
             e.u64(x.phys);
-            e.u32(u32::try_from(x.crcs.len()).map_err(|_| too_big())?);
+            if x.prealloc {
+                // No crcs: preallocated blocks hold no data.
+                e.u32(len | EXTENT_PREALLOC);
+                continue;
+            }
+            e.u32(len);
             for crc in &x.crcs {
                 e.u32(*crc);
             }
@@ -123,6 +136,7 @@ pub(crate) fn decode_body(body: &[u8], geo: &Geometry, base: u64) -> Result<Inde
     let mut objects = BTreeMap::new();
     let mut prev: ObjId = 0;
     let limit_blocks = blocks_for(MAX_OBJECT_BYTES);
+    let mut mapped_blocks = 0u64;
     for _ in 0..n_objects {
         let oid = d.u64()?;
         if oid <= prev || oid >= next_oid {
@@ -143,7 +157,9 @@ pub(crate) fn decode_body(body: &[u8], geo: &Geometry, base: u64) -> Result<Inde
         for _ in 0..n_extents {
             let logical = d.u64()?;
             let phys = d.u64()?;
-            let len = d.u32()?;
+            let raw = d.u32()?;
+            let prealloc = raw & EXTENT_PREALLOC != 0;
+            let len = raw & !EXTENT_PREALLOC;
             if len == 0 || len > MAX_EXTENT_BLOCKS {
                 return Err(d.corrupt("extent length out of range"));
             }
@@ -151,23 +167,43 @@ pub(crate) fn decode_body(body: &[u8], geo: &Geometry, base: u64) -> Result<Inde
             let in_device = phys
                 .checked_add(len64)
                 .is_some_and(|e| e <= geo.data_blocks);
+            // Preallocated blocks may lie past the size (FALLOC_FL_KEEP_SIZE).
+            let object_blocks = if prealloc {
+                limit_blocks
+            } else {
+                blocks_for(size)
+            };
             let in_object = logical
                 .checked_add(len64)
-                .is_some_and(|e| e <= blocks_for(size));
+                .is_some_and(|e| e <= object_blocks);
             if !in_device || !in_object || logical >= limit_blocks {
                 return Err(d.corrupt("extent outside the device or past the object's size"));
             }
-            // Each crc needs 4 bytes: check before allocating.
-            if d.remaining() < usize_of(len64 * 4) {
-                return Err(d.corrupt("truncated extent"));
+            // Every mapped block is a distinct data block; this also bounds what the crcs of
+            // preallocated extents (which take no bytes here) make us allocate.
+            mapped_blocks += len64;
+            if mapped_blocks > geo.data_blocks {
+                return Err(d.corrupt("more blocks mapped than the device holds"));
             }
-            let mut crcs = Vec::with_capacity(usize_of(len64));
-            for _ in 0..len {
-                crcs.push(d.u32()?);
-            }
-            obj.map
-                .push_checked(logical, Extent { phys, crcs })
-                .map_err(|e| d.corrupt(e))?;
+            let crcs = if prealloc {
+                vec![0; usize_of(len64)]
+            } else {
+                // Each crc needs 4 bytes: check before allocating.
+                if d.remaining() < usize_of(len64 * 4) {
+                    return Err(d.corrupt("truncated extent"));
+                }
+                let mut crcs = Vec::with_capacity(usize_of(len64));
+                for _ in 0..len {
+                    crcs.push(d.u32()?);
+                }
+                crcs
+            };
+            let x = Extent {
+                phys,
+                crcs,
+                prealloc,
+            };
+            obj.map.push_checked(logical, x).map_err(|e| d.corrupt(e))?;
         }
         objects.insert(oid, obj);
     }
@@ -204,11 +240,13 @@ mod tests {
                     logical: 0,
                     phys: 10,
                     crcs: vec![1, 2],
+                    in_place: false,
                 },
                 NewExtent {
                     logical: 4,
                     phys: 20,
                     crcs: vec![3],
+                    in_place: false,
                 },
             ],
         };
@@ -256,6 +294,7 @@ mod tests {
                 logical: 0,
                 phys: geo.data_blocks - 1,
                 crcs: vec![0],
+                in_place: false,
             }],
         };
         idx.apply(&far, &geo, &mut freed).unwrap();

@@ -6,8 +6,12 @@
 //!
 //! A cipher sees the object id, the logical block and the physical block. With copy-on-write
 //! every new version of a block lands at a fresh physical block, so `(phys_block, generation)`
-//! style tweaks never repeat for different data; a cipher that needs a stored nonce or tag
-//! would get room beside the crc in the block map (a format version bump).
+//! style tweaks never repeat for different data. One exception: the first write into a block
+//! preallocated by fallocate goes in place, and a crash before its commit leaves the block
+//! preallocated, so a retried write can put different data at the same tweak (the torn
+//! attempt is never read back, but a stream-style cipher must take this into account). A
+//! cipher that needs a stored nonce or tag would get room beside the crc in the block map (a
+//! format version bump).
 //! Today only [`IdentityCipher`] exists.
 
 use sheen_wire::ObjId;

@@ -253,8 +253,8 @@ impl Osd {
         let mut alloc = lock(&self.alloc);
         for (ticket, op, err) in rejected {
             if let Op::Record(rec) = &op {
-                for (_, phys, crcs) in rec.new_blocks() {
-                    alloc.free(phys, u64_of(crcs.len()));
+                for (phys, len) in rec.allocated_runs() {
+                    alloc.free(phys, len);
                 }
             }
             out.push((ticket, Err(err)));

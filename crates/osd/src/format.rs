@@ -12,8 +12,15 @@ use crate::osd::OsdLabel;
 
 /// Magic at byte 0 of a Sheen OST block file.
 pub(crate) const SUPERBLOCK_MAGIC: [u8; 8] = *b"SHEENOST";
-/// Bumped on any incompatible change of the on-disk format.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the on-disk format; `format` writes this one.
+/// Version 2 added preallocated extents (fallocate): the prealloc and punch-hole log records,
+/// and the flags in extent lengths (docs/osd-format.md).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build opens. A version-1 file is read exactly as before (it holds
+/// no preallocated extents until this build makes some); a build that knows only version 1
+/// refuses version 2 at open, and reports a version-1 file that has preallocated extents as
+/// corrupt at the first one (the flags sit in bits it checks), never misreading it.
+pub(crate) const MIN_FORMAT_VERSION: u32 = 1;
 /// Encoded superblock length; the crc32c of bytes `[0, 508)` sits at 508.
 pub(crate) const SUPERBLOCK_BYTES: usize = 512;
 pub(crate) const SUPERBLOCK_CRC_AT: usize = SUPERBLOCK_BYTES - 4;
@@ -234,9 +241,10 @@ impl Superblock {
             return Err(corrupt("crc32c mismatch"));
         }
         let version = d.u32()?;
-        if version != FORMAT_VERSION {
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(OsdError::Corrupt(format!(
-                "superblock: format version {version}, this build reads {FORMAT_VERSION}"
+                "superblock: format version {version}, this build reads \
+                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION}"
             )));
         }
         if d.u32()? != BLOCK_BYTES {
@@ -319,6 +327,26 @@ mod tests {
         assert_eq!(buf.len(), SUPERBLOCK_BYTES);
         assert_eq!(&buf[..8], b"SHEENOST");
         assert_eq!(Superblock::decode(&buf).unwrap(), sb);
+    }
+
+    #[test]
+    fn version_1_files_still_open_and_unknown_versions_do_not() {
+        let sb = Superblock {
+            geo: Geometry::for_device(64 << 20, None).unwrap(),
+            label: label(),
+        };
+        let with_version = |v: u32| {
+            let mut buf = sb.encode();
+            buf[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&buf[..SUPERBLOCK_CRC_AT]);
+            buf[SUPERBLOCK_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            Superblock::decode(&buf)
+        };
+        assert_eq!(with_version(1).unwrap(), sb);
+        assert_eq!(with_version(FORMAT_VERSION).unwrap(), sb);
+        for v in [0, FORMAT_VERSION + 1, u32::MAX] {
+            assert!(matches!(with_version(v), Err(OsdError::Corrupt(_))), "{v}");
+        }
     }
 
     #[test]

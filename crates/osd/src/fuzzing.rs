@@ -15,7 +15,7 @@ use crate::codec::usize_of;
 use crate::format::{Geometry, Superblock, SUPERBLOCK_BYTES, SUPERBLOCK_CRC_AT};
 use crate::index::Index;
 use crate::limits::{BLOCK_BYTES_U64, GROUP_HEADER_BYTES};
-use crate::record::{self, GroupHeader, NewExtent, Record, TailBlock};
+use crate::record::{self, GroupHeader, NewExtent, PreallocExtent, Record, TailBlock};
 use crate::OsdLabel;
 
 /// The geometry checkpoint bodies are checked against: a 64 MiB device.
@@ -103,6 +103,7 @@ fn sample_records() -> Vec<Record> {
                 logical: 0,
                 phys: 100,
                 crcs: vec![1, 2, 3, 4],
+                in_place: false,
             }],
         },
         Record::Punch {
@@ -115,6 +116,48 @@ fn sample_records() -> Vec<Record> {
             }),
         },
         Record::Destroy { oid: 9 },
+        // fallocate: blocks 0..3 within the new size, 10..12 past it (FALLOC_FL_KEEP_SIZE).
+        Record::Prealloc {
+            oid: 4,
+            end: 3 * 4096,
+            mtime: Timespec { sec: 18, nsec: 0 },
+            extents: vec![
+                PreallocExtent {
+                    logical: 0,
+                    phys: 200,
+                    len: 3,
+                },
+                PreallocExtent {
+                    logical: 10,
+                    phys: 210,
+                    len: 2,
+                },
+            ],
+        },
+        // The first write into a preallocated block, in place.
+        Record::Write {
+            oid: 4,
+            end: 5000,
+            mtime: Timespec { sec: 19, nsec: 0 },
+            extents: vec![NewExtent {
+                logical: 1,
+                phys: 201,
+                crcs: vec![7],
+                in_place: true,
+            }],
+        },
+        Record::PunchHole {
+            oid: 3,
+            first_block: 0,
+            end_block: 1,
+            mtime: Timespec { sec: 20, nsec: 0 },
+            extents: vec![NewExtent {
+                logical: 1,
+                phys: 9,
+                crcs: vec![6],
+                in_place: false,
+            }],
+        },
     ]
 }
 
@@ -187,6 +230,12 @@ mod tests {
             sample_records()
         );
         assert!(GroupHeader::decode(&log_seeds[1]).is_some());
+        // The seed index holds every kind of extent (written, preallocated, in place).
+        let geo = geometry().unwrap();
+        let mut index = Index::default();
+        for r in sample_records() {
+            index.apply(&r, &geo, &mut Vec::new()).unwrap();
+        }
         let header = CkptHeader::decode(&ckpt[0]).unwrap();
         let body = &ckpt[0][usize_of(BLOCK_BYTES_U64)..];
         let body = &body[..usize_of(header.body_bytes)];

@@ -4,9 +4,10 @@
 //! [`Index::apply`], which validates a record completely before touching anything, so a bad
 //! record (corruption at replay, or a bug at run time) leaves the index as it was.
 //!
-//! Invariant: an object maps no block at or past `ceil(size / BLOCK_BYTES)`, and the bytes of
-//! its last mapped block past `size` are zero. Writes and punches keep it; reads and partial
-//! writes rely on it.
+//! Invariant: an object maps no written block at or past `ceil(size / BLOCK_BYTES)`, and the
+//! bytes of its last written block past `size` are zero. Writes and punches keep it; reads and
+//! partial writes rely on it. Preallocated blocks (fallocate) may lie past the size (with
+//! `FALLOC_FL_KEEP_SIZE`): their contents are not data, they read as zeros wherever they are.
 
 use std::collections::BTreeMap;
 
@@ -17,14 +18,17 @@ use crate::codec::{u64_of, usize_of};
 use crate::error::OsdError;
 use crate::format::Geometry;
 use crate::limits::*;
-use crate::record::Record;
+use crate::record::{NewExtent, Record};
 
 /// Physically contiguous blocks holding logically contiguous data of one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Extent {
     pub phys: u64,
-    /// One crc32c per block; the extent's length is `crcs.len()`.
+    /// One crc32c per block; the extent's length is `crcs.len()`. Zeros when `prealloc`.
     pub crcs: Vec<u32>,
+    /// Preallocated (unwritten): the blocks are the object's, but hold no data yet; they read
+    /// as zeros, and the first write into one writes in place and clears the flag.
+    pub prealloc: bool,
 }
 
 impl Extent {
@@ -39,6 +43,8 @@ pub(crate) struct MappedRun {
     pub logical: u64,
     pub phys: u64,
     pub crcs: Vec<u32>,
+    /// Preallocated blocks: nothing to read, they are zeros.
+    pub prealloc: bool,
 }
 
 /// Logical block → physical block and crc, as extents keyed by first logical block.
@@ -86,7 +92,24 @@ impl BlockMap {
                 logical: start,
                 phys: x.phys + (start - k),
                 crcs: x.crcs[skip..skip + usize_of(end - start)].to_vec(),
+                prealloc: x.prealloc,
             });
+        }
+        out
+    }
+
+    /// The unmapped runs `(first logical block, length)` of `[b0, b1)`, in logical order.
+    pub fn holes(&self, b0: u64, b1: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut cursor = b0;
+        for run in self.lookup(b0, b1) {
+            if run.logical > cursor {
+                out.push((cursor, run.logical - cursor));
+            }
+            cursor = run.logical + u64_of(run.crcs.len());
+        }
+        if cursor < b1 {
+            out.push((cursor, b1 - cursor));
         }
         out
     }
@@ -119,6 +142,7 @@ impl BlockMap {
                     Extent {
                         phys: x.phys + (b1 - k),
                         crcs: right,
+                        prealloc: x.prealloc,
                     },
                 );
             }
@@ -131,9 +155,21 @@ impl BlockMap {
         }
     }
 
-    /// Maps `[logical, logical + crcs.len())` to `[phys, ...)`. The range must be unmapped.
-    /// Merges with the preceding extent when both are contiguous, up to `MAX_EXTENT_BLOCKS`.
+    /// Maps `[logical, logical + crcs.len())` to `[phys, ...)` as written data. The range
+    /// must be unmapped.
     pub fn insert(&mut self, logical: u64, phys: u64, crcs: &[u32]) {
+        self.insert_extent(logical, phys, crcs, false);
+    }
+
+    /// Maps `[logical, logical + len)` to `[phys, ...)` as preallocated blocks. The range must
+    /// be unmapped.
+    pub fn insert_prealloc(&mut self, logical: u64, phys: u64, len: u64) {
+        self.insert_extent(logical, phys, &vec![0; usize_of(len)], true);
+    }
+
+    /// Merges with the preceding extent when both are contiguous and of the same kind, up to
+    /// `MAX_EXTENT_BLOCKS`.
+    fn insert_extent(&mut self, logical: u64, phys: u64, crcs: &[u32], prealloc: bool) {
         debug_assert!(self
             .lookup(logical, logical + u64_of(crcs.len()))
             .is_empty());
@@ -142,7 +178,9 @@ impl BlockMap {
         }
         self.n_blocks += u64_of(crcs.len());
         if let Some((k, prev)) = self.extents.range_mut(..logical).next_back() {
-            let contiguous = *k + prev.len() == logical && prev.phys + prev.len() == phys;
+            let contiguous = *k + prev.len() == logical
+                && prev.phys + prev.len() == phys
+                && prev.prealloc == prealloc;
             if contiguous && prev.crcs.len() + crcs.len() <= usize_of(MAX_EXTENT_BLOCKS.into()) {
                 prev.crcs.extend_from_slice(crcs);
                 return;
@@ -153,8 +191,22 @@ impl BlockMap {
             Extent {
                 phys,
                 crcs: crcs.to_vec(),
+                prealloc,
             },
         );
+    }
+
+    /// Whether `[logical, logical + len)` is mapped, all of it, to preallocated blocks
+    /// `[phys, phys + len)`: what a write in place into them requires.
+    pub fn is_prealloc_at(&self, logical: u64, phys: u64, len: u64) -> bool {
+        let mut cursor = logical;
+        for run in self.lookup(logical, logical + len) {
+            if run.logical != cursor || !run.prealloc || run.phys != phys + (cursor - logical) {
+                return false;
+            }
+            cursor += u64_of(run.crcs.len());
+        }
+        cursor == logical + len
     }
 
     /// Inserts an extent read from a checkpoint, checking it against the previous one.
@@ -285,16 +337,85 @@ impl Index {
                     if prev_end.is_some_and(|p| p > x.logical) {
                         return Err(bad("extents overlap or are out of order"));
                     }
+                    if x.in_place && !obj.map.is_prealloc_at(x.logical, x.phys, len) {
+                        return Err(bad("in-place extent over blocks not preallocated there"));
+                    }
                     prev_end = Some(x.logical + len);
                 }
-                for x in extents {
-                    obj.map
-                        .remove_range(x.logical, x.logical + x.len_blocks(), freed);
-                    obj.map.insert(x.logical, x.phys, &x.crcs);
-                }
+                map_new_extents(&mut obj.map, extents, freed);
                 obj.size = obj.size.max(*end);
                 obj.mtime = obj.mtime.max(*mtime);
                 Ok(Applied::Size(obj.size))
+            }
+            Record::Prealloc {
+                oid,
+                end,
+                mtime,
+                extents,
+            } => {
+                let obj = self
+                    .objects
+                    .get_mut(oid)
+                    .ok_or_else(|| bad("object does not exist"))?;
+                if *end > MAX_OBJECT_BYTES {
+                    return Err(bad("fallocate past the largest object size"));
+                }
+                let limit = blocks_for(MAX_OBJECT_BYTES);
+                let mut prev_end = None;
+                for x in extents {
+                    let len = u64::from(x.len);
+                    if len == 0 || len > u64::from(MAX_EXTENT_BLOCKS) || !phys_ok(x.phys, len) {
+                        return Err(bad("extent out of range"));
+                    }
+                    if x.logical.checked_add(len).is_none_or(|e| e > limit) {
+                        return Err(bad("extent past the largest object size"));
+                    }
+                    if prev_end.is_some_and(|p| p > x.logical) {
+                        return Err(bad("extents overlap or are out of order"));
+                    }
+                    if !obj.map.lookup(x.logical, x.logical + len).is_empty() {
+                        return Err(bad("preallocated extent over mapped blocks"));
+                    }
+                    prev_end = Some(x.logical + len);
+                }
+                for x in extents {
+                    obj.map.insert_prealloc(x.logical, x.phys, u64::from(x.len));
+                }
+                if *end > obj.size {
+                    obj.size = *end;
+                    obj.mtime = obj.mtime.max(*mtime);
+                }
+                Ok(Applied::Size(obj.size))
+            }
+            Record::PunchHole {
+                oid,
+                first_block,
+                end_block,
+                mtime,
+                extents,
+            } => {
+                let obj = self
+                    .objects
+                    .get_mut(oid)
+                    .ok_or_else(|| bad("object does not exist"))?;
+                if first_block > end_block || *end_block > blocks_for(MAX_OBJECT_BYTES) {
+                    return Err(bad("punched range out of order or too large"));
+                }
+                let limit = blocks_for(obj.size);
+                for x in extents {
+                    let len = x.len_blocks();
+                    if len != 1 || x.in_place || !phys_ok(x.phys, len) {
+                        return Err(bad("edge block out of range"));
+                    }
+                    let inside = (*first_block..*end_block).contains(&x.logical);
+                    if inside || x.logical >= limit {
+                        return Err(bad("edge block inside the hole or past the size"));
+                    }
+                }
+                obj.map.remove_range(*first_block, *end_block, freed);
+                map_new_extents(&mut obj.map, extents, freed);
+                obj.mtime = obj.mtime.max(*mtime);
+                Ok(Applied::Done)
             }
             Record::Punch { oid, size, tail } => {
                 let obj = self
@@ -345,6 +466,21 @@ impl Index {
     }
 }
 
+/// Maps the extents of new data over whatever was at their logical blocks, appending what
+/// they replaced to `freed`, except blocks written in place (which stay mapped, written now).
+fn map_new_extents(map: &mut BlockMap, extents: &[NewExtent], freed: &mut Vec<(u64, u64)>) {
+    for x in extents {
+        let (b0, b1) = (x.logical, x.logical + x.len_blocks());
+        if x.in_place {
+            // Validated: exactly [x.phys, ...) was there, preallocated.
+            map.remove_range(b0, b1, &mut Vec::new());
+        } else {
+            map.remove_range(b0, b1, freed);
+        }
+        map.insert(x.logical, x.phys, &x.crcs);
+    }
+}
+
 impl crate::record::NewExtent {
     pub fn len_blocks(&self) -> u64 {
         u64_of(self.crcs.len())
@@ -354,7 +490,7 @@ impl crate::record::NewExtent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{NewExtent, TailBlock};
+    use crate::record::{PreallocExtent, TailBlock};
 
     fn geo() -> Geometry {
         Geometry::for_device(64 << 20, None).unwrap()
@@ -443,6 +579,7 @@ mod tests {
                 logical: 0,
                 phys: 40,
                 crcs: vec![1, 2, 3, 4],
+                in_place: false,
             }],
         };
         assert_eq!(
@@ -457,6 +594,7 @@ mod tests {
                 logical: 1,
                 phys: 60,
                 crcs: vec![9],
+                in_place: false,
             }],
         };
         assert_eq!(
@@ -492,6 +630,81 @@ mod tests {
     }
 
     #[test]
+    fn prealloc_then_write_in_place_then_punch_hole() {
+        let g = geo();
+        let mut idx = Index::default();
+        let mut freed = Vec::new();
+        let precreate = Record::Precreate {
+            first_oid: 1,
+            count: 1,
+        };
+        idx.apply(&precreate, &g, &mut freed).unwrap();
+        let prealloc = Record::Prealloc {
+            oid: 1,
+            end: 4096 + 1,
+            mtime: Timespec { sec: 4, nsec: 0 },
+            extents: vec![PreallocExtent {
+                logical: 0,
+                phys: 100,
+                len: 4,
+            }],
+        };
+        assert_eq!(
+            idx.apply(&prealloc, &g, &mut freed).unwrap(),
+            Applied::Size(4097)
+        );
+        let obj = &idx.objects[&1];
+        assert_eq!((obj.mtime.sec, obj.map.n_blocks()), (4, 4));
+        assert!(obj.map.is_prealloc_at(1, 101, 3));
+        assert!(!obj.map.is_prealloc_at(1, 100, 3));
+        // A second prealloc over mapped blocks is refused.
+        assert!(idx.apply(&prealloc, &g, &mut freed).is_err());
+        let in_place = Record::Write {
+            oid: 1,
+            end: 3 * 4096,
+            mtime: Timespec { sec: 5, nsec: 0 },
+            extents: vec![NewExtent {
+                logical: 1,
+                phys: 101,
+                crcs: vec![7, 8],
+                in_place: true,
+            }],
+        };
+        idx.apply(&in_place, &g, &mut freed).unwrap();
+        assert!(freed.is_empty(), "blocks written in place stay mapped");
+        let runs = idx.objects[&1].map.lookup(0, 4);
+        let kinds: Vec<(u64, u64, bool)> = runs
+            .iter()
+            .map(|r| (r.logical, r.crcs.len() as u64, r.prealloc))
+            .collect();
+        assert_eq!(kinds, vec![(0, 1, true), (1, 2, false), (3, 1, true)]);
+        assert_eq!(idx.mapping(1, 2), Some((102, 8)));
+        // Written now: another in-place write over them is refused.
+        assert!(idx.apply(&in_place, &g, &mut freed).is_err());
+        let hole = Record::PunchHole {
+            oid: 1,
+            first_block: 0,
+            end_block: 2,
+            mtime: Timespec { sec: 6, nsec: 0 },
+            extents: vec![NewExtent {
+                logical: 2,
+                phys: 200,
+                crcs: vec![9],
+                in_place: false,
+            }],
+        };
+        idx.apply(&hole, &g, &mut freed).unwrap();
+        freed.sort_unstable();
+        assert_eq!(freed, vec![(100, 1), (101, 1), (102, 1)]);
+        let obj = &idx.objects[&1];
+        assert_eq!(
+            (obj.size, obj.mtime.sec, obj.map.n_blocks()),
+            (3 * 4096, 6, 2)
+        );
+        assert_eq!(idx.used_runs().len(), 2);
+    }
+
+    #[test]
     fn bad_records_change_nothing() {
         let g = geo();
         let mut idx = Index::default();
@@ -524,6 +737,7 @@ mod tests {
                     logical: 0,
                     phys: g.data_blocks,
                     crcs: vec![1],
+                    in_place: false,
                 }],
             },
             Record::Write {
@@ -534,6 +748,7 @@ mod tests {
                     logical: 1,
                     phys: 0,
                     crcs: vec![1],
+                    in_place: false,
                 }],
             },
             Record::Punch {
@@ -548,6 +763,35 @@ mod tests {
             Record::SetMtime {
                 oid: 2,
                 mtime: Timespec::default(),
+            },
+            // Written in place over blocks that are not preallocated.
+            Record::Write {
+                oid: 1,
+                end: 4096,
+                mtime: Timespec::default(),
+                extents: vec![NewExtent {
+                    logical: 0,
+                    phys: 3,
+                    crcs: vec![1],
+                    in_place: true,
+                }],
+            },
+            Record::Prealloc {
+                oid: 1,
+                end: 0,
+                mtime: Timespec::default(),
+                extents: vec![PreallocExtent {
+                    logical: 0,
+                    phys: g.data_blocks,
+                    len: 1,
+                }],
+            },
+            Record::PunchHole {
+                oid: 1,
+                first_block: 2,
+                end_block: 1,
+                mtime: Timespec::default(),
+                extents: Vec::new(),
             },
         ];
         for rec in bad {

@@ -4,8 +4,10 @@
 //! data blocks (4 KiB each). Object data is written copy-on-write into fresh blocks; a change
 //! becomes visible only when its log record is durable, and the blocks it replaced are freed
 //! only after that. Every data block carries a crc32c in its object's block map, checked on
-//! every read. The byte-level format, the commit protocol and what a crash at each step leaves
-//! behind are in docs/osd-format.md.
+//! every read. fallocate preallocates blocks (flagged unwritten in the block map, reading as
+//! zeros) that the first write into each fills in place, so that write needs no space. The
+//! byte-level format, the commit protocol and what a crash at each step leaves behind are in
+//! docs/osd-format.md.
 //!
 //! I/O goes through a small `BlockDev` trait: an io_uring engine (one submission per
 //! request, O_DIRECT where the filesystem allows it) with a pread/pwrite fallback chosen

@@ -75,6 +75,11 @@ pub const MAX_RECORD_BYTES: u64 = RECORD_HEADER_BYTES
     + WRITE_RECORD_FIXED_BYTES
     + MAX_IO_BLOCKS * (CKPT_EXTENT_BYTES + CKPT_CRC_BYTES)
     + 8;
+/// Most extents in one prealloc (fallocate) record; a fallocate needing more commits several
+/// records. Each extent is 20 bytes (no crcs: preallocated blocks hold no data).
+pub const PREALLOC_RECORD_MAX_EXTENTS: u32 = 4096;
+/// Fixed part of a prealloc record body (oid, end, mtime, extent count).
+pub const PREALLOC_RECORD_FIXED_BYTES: u64 = 40;
 /// The log is read back at open in windows of this size.
 pub const LOG_READ_WINDOW_BYTES: u64 = 1 << 20;
 
@@ -104,6 +109,12 @@ const _: () = assert!(PRECREATE_MAX_COUNT >= sheen_wire::limits::PRECREATE_MAX);
 // any single record fits.
 const _: () =
     assert!(LOG_MIN_BYTES >= 2 * (GROUP_HEADER_BYTES + MAX_RECORD_BYTES + BLOCK_BYTES_U64));
+const _: () = assert!(
+    RECORD_HEADER_BYTES
+        + PREALLOC_RECORD_FIXED_BYTES
+        + PREALLOC_RECORD_MAX_EXTENTS as u64 * CKPT_EXTENT_BYTES
+        <= MAX_RECORD_BYTES
+);
 const _: () = assert!(LOG_MIN_BYTES <= LOG_DEFAULT_MIN_BYTES);
 const _: () = assert!(LOG_DEFAULT_MIN_BYTES <= LOG_MAX_BYTES);
 const _: () = assert!(LOG_MIN_BYTES % REGION_ALIGN_BYTES == 0);

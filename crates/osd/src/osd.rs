@@ -1,7 +1,8 @@
 //! The [`Osd`] handle: format, open, and the object operations of one OST.
 //!
 //! Write path: lock the object's block range, read and verify the partially overwritten edge
-//! blocks, allocate fresh blocks (copy-on-write, never in place), checksum and write them in
+//! blocks, allocate fresh blocks (copy-on-write, never in place over data; only the blocks
+//! fallocate preallocated, which hold none, are written in place), checksum and write them in
 //! one submission, then commit a record through the group committer (a data flush, the log
 //! group, a log flush; each shared by every writer in the group).
 //! Read path: lock the range shared, look the blocks up, read every run in one submission,
@@ -31,7 +32,7 @@ use crate::index::{blocks_for, Applied, Index, MappedRun};
 use crate::limits::*;
 use crate::locks::{lock, read};
 use crate::rangelock::{Mode, RangeLocks};
-use crate::record::{NewExtent, Record, TailBlock};
+use crate::record::{NewExtent, PreallocExtent, Record, TailBlock};
 use crate::replay::replay;
 
 /// Which filesystem and OST index a block file belongs to (kept in the superblock).
@@ -356,6 +357,8 @@ impl Osd {
         runs: &[MappedRun],
         buf: &mut [u8],
     ) -> Result<(), OsdError> {
+        // Preallocated blocks hold no data: they read as the zeros already in `buf`.
+        let runs: Vec<&MappedRun> = runs.iter().filter(|r| !r.prealloc).collect();
         if runs.is_empty() {
             return Ok(());
         }
@@ -363,7 +366,7 @@ impl Osd {
             let mut ios = Vec::with_capacity(runs.len());
             let mut rest: &mut [u8] = buf;
             let mut rest_block = b0;
-            for run in runs {
+            for run in &runs {
                 let skip = usize_of((run.logical - rest_block) * BLOCK_BYTES_U64);
                 let len = usize_of(u64_of(run.crcs.len()) * BLOCK_BYTES_U64);
                 let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
@@ -377,7 +380,7 @@ impl Osd {
             }
             self.dev.read_at(&mut ios)?;
         }
-        for run in runs {
+        for run in &runs {
             for (i, stored) in run.crcs.iter().enumerate() {
                 let logical = run.logical + u64_of(i);
                 let at = usize_of((logical - b0) * BLOCK_BYTES_U64);
@@ -409,39 +412,67 @@ impl Osd {
         Ok(())
     }
 
-    /// Allocates `n` blocks (dipping into the reserve only if `reserve` is 0), checksums and
-    /// encrypts `buf` (logical blocks from `b0`) and writes it there in one submission.
-    /// On failure the blocks go back to the allocator.
-    fn write_new_blocks(
+    /// Writes `buf` (whole blocks: logical blocks from `b0` on): in place into the object's
+    /// preallocated blocks `in_place` (runs inside the range, in logical order), and into
+    /// newly allocated blocks everywhere else (dipping into the reserve only if `reserve` is
+    /// 0). Checksums and encrypts every block and writes them all in one submission. On
+    /// failure the new blocks go back to the allocator.
+    fn write_blocks(
         &self,
         oid: ObjId,
         b0: u64,
         buf: &mut [u8],
         reserve: u64,
+        in_place: &[MappedRun],
     ) -> Result<Vec<NewExtent>, OsdError> {
         let n = u64_of(buf.len()) / BLOCK_BYTES_U64;
+        let n_in_place: u64 = in_place.iter().map(|r| u64_of(r.crcs.len())).sum();
+        debug_assert!(in_place
+            .iter()
+            .all(|r| r.prealloc && r.logical >= b0 && r.logical + u64_of(r.crcs.len()) <= b0 + n));
+        let n_fresh = n
+            .checked_sub(n_in_place)
+            .ok_or(OsdError::Invalid("in-place runs outside the write"))?;
         let runs = lock(&self.alloc)
-            .alloc(n, reserve)
+            .alloc(n_fresh, reserve)
             .ok_or(OsdError::NoSpace)?;
         let crcs: Vec<u32> = buf
             .chunks_exact(BLOCK_BYTES as usize)
             .map(crc32c::crc32c)
             .collect();
+        // Where each logical block goes, in logical order: the preallocated runs where they
+        // are, the fresh runs, in order, in the gaps between them.
+        let mut places = Vec::new();
+        let mut fresh: std::collections::VecDeque<(u64, u64)> = runs.iter().copied().collect();
+        let mut cursor = b0;
+        for run in in_place {
+            place_fresh(&mut fresh, cursor, run.logical, &mut places);
+            let len = u64_of(run.crcs.len());
+            places.push(Place {
+                logical: run.logical,
+                phys: run.phys,
+                len,
+                in_place: true,
+            });
+            cursor = run.logical + len;
+        }
+        place_fresh(&mut fresh, cursor, b0 + n, &mut places);
+        debug_assert!(fresh.is_empty());
+        debug_assert_eq!(places.iter().map(|p| p.len).sum::<u64>(), n);
         let mut extents = Vec::new();
-        let mut logical = b0;
-        for &(phys, len) in &runs {
+        for p in &places {
             let mut done = 0u64;
-            while done < len {
-                let take = (len - done).min(u64::from(MAX_EXTENT_BLOCKS));
-                let first = usize_of(logical + done - b0);
+            while done < p.len {
+                let take = (p.len - done).min(u64::from(MAX_EXTENT_BLOCKS));
+                let first = usize_of(p.logical + done - b0);
                 extents.push(NewExtent {
-                    logical: logical + done,
-                    phys: phys + done,
+                    logical: p.logical + done,
+                    phys: p.phys + done,
                     crcs: crcs[first..first + usize_of(take)].to_vec(),
+                    in_place: p.in_place,
                 });
                 done += take;
             }
-            logical += len;
         }
         if !self.cipher.is_identity() {
             for x in &extents {
@@ -452,16 +483,25 @@ impl Osd {
                 }
             }
         }
-        let mut ios = Vec::with_capacity(runs.len());
-        let mut at = 0usize;
-        for &(phys, len) in &runs {
-            let bytes = usize_of(len * BLOCK_BYTES_U64);
-            ios.push(WriteIo {
-                offset: self.geo.block_offset(phys),
-                buf: &buf[at..at + bytes],
-            });
-            at += bytes;
+        // One I/O per physically contiguous stretch (places are logically contiguous).
+        let mut stretches: Vec<(u64, u64, u64)> = Vec::with_capacity(places.len());
+        for p in &places {
+            match stretches.last_mut() {
+                Some((_, phys, len)) if *phys + *len == p.phys => *len += p.len,
+                _ => stretches.push((p.logical, p.phys, p.len)),
+            }
         }
+        let buf: &[u8] = buf;
+        let ios: Vec<WriteIo<'_>> = stretches
+            .iter()
+            .map(|&(logical, phys, len)| {
+                let at = usize_of((logical - b0) * BLOCK_BYTES_U64);
+                WriteIo {
+                    offset: self.geo.block_offset(phys),
+                    buf: &buf[at..at + usize_of(len * BLOCK_BYTES_U64)],
+                }
+            })
+            .collect();
         if let Err(e) = self.dev.write_at(&ios) {
             let mut alloc = lock(&self.alloc);
             for (phys, len) in runs {
@@ -505,7 +545,7 @@ impl Osd {
         let _range = self.ranges.lock(oid, b0, b1, Mode::Exclusive);
         let head_partial = offset % BLOCK_BYTES_U64 != 0;
         let tail_partial = end % BLOCK_BYTES_U64 != 0 && !(head_partial && b1 - 1 == b0);
-        let edges = {
+        let (edges, in_place) = {
             let idx = read(&self.index);
             let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
             let mut runs = Vec::new();
@@ -515,13 +555,21 @@ impl Osd {
             if tail_partial {
                 runs.extend(obj.map.lookup(b1 - 1, b1));
             }
-            runs
+            // The first write into preallocated blocks goes in place: no allocation, so it
+            // cannot fail for lack of space (what fallocate promised).
+            let in_place: Vec<MappedRun> = obj
+                .map
+                .lookup(b0, b1)
+                .into_iter()
+                .filter(|r| r.prealloc)
+                .collect();
+            (runs, in_place)
         };
         let mut buf = AlignedBuf::zeroed(usize_of((b1 - b0) * BLOCK_BYTES_U64));
         self.fetch(oid, b0, &edges, &mut buf)?;
         let at = usize_of(offset - b0 * BLOCK_BYTES_U64);
         buf[at..at + data.len()].copy_from_slice(data);
-        let extents = self.write_new_blocks(oid, b0, &mut buf, RESERVED_BLOCKS)?;
+        let extents = self.write_blocks(oid, b0, &mut buf, RESERVED_BLOCKS, &in_place)?;
         match self.commit(Op::Record(Record::Write {
             oid,
             end,
@@ -546,8 +594,13 @@ impl Osd {
             let idx = read(&self.index);
             let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
             let shrinks_into_block = size < obj.size && size % BLOCK_BYTES_U64 != 0;
+            // A preallocated block needs no zeroing: it reads as zeros.
             let run = if shrinks_into_block {
-                obj.map.lookup(last, last + 1)
+                obj.map
+                    .lookup(last, last + 1)
+                    .into_iter()
+                    .filter(|r| !r.prealloc)
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -561,7 +614,7 @@ impl Osd {
             let mut buf = AlignedBuf::zeroed(BLOCK_BYTES as usize);
             self.fetch(oid, last, &tail_run, &mut buf)?;
             buf[usize_of(size % BLOCK_BYTES_U64)..].fill(0);
-            let extents = self.write_new_blocks(oid, last, &mut buf, 0)?;
+            let extents = self.write_blocks(oid, last, &mut buf, 0, &[])?;
             let (phys, crc) = extents
                 .first()
                 .and_then(|x| Some((x.phys, *x.crcs.first()?)))
@@ -573,6 +626,205 @@ impl Osd {
             });
         }
         self.commit(Op::Record(Record::Punch { oid, size, tail }))?;
+        Ok(())
+    }
+
+    /// Checks a fallocate or punch-hole range: non-empty, inside the largest object.
+    /// Returns its end.
+    fn falloc_end(oid: ObjId, offset: u64, len: u64, mtime: Timespec) -> Result<u64, OsdError> {
+        if len == 0 {
+            return Err(OsdError::Invalid("fallocate of an empty range"));
+        }
+        if mtime.nsec >= 1_000_000_000 {
+            return Err(OsdError::Invalid("mtime nanoseconds out of range"));
+        }
+        offset
+            .checked_add(len)
+            .filter(|e| *e <= MAX_OBJECT_BYTES)
+            .ok_or(OsdError::TooBig {
+                oid,
+                end: offset.saturating_add(len),
+            })
+    }
+
+    /// Allocates ahead the blocks of `[offset, offset + len)` that have none (fallocate(2)
+    /// mode 0, or `FALLOC_FL_KEEP_SIZE` with `keep_size`). They are recorded as preallocated:
+    /// they read as zeros, and the first write into each goes in place into it, so a write
+    /// into the range cannot fail for lack of space. Blocks already allocated are left alone.
+    /// Without `keep_size` the size becomes at least `offset + len`, and when it grows the
+    /// mtime becomes the later of the current one and `mtime` (as for a write).
+    /// All or nothing: when the free blocks do not suffice, `NoSpace` and nothing allocated.
+    /// Durable on return; returns the object's size.
+    pub fn fallocate(
+        &self,
+        oid: ObjId,
+        offset: u64,
+        len: u64,
+        keep_size: bool,
+        mtime: Timespec,
+    ) -> Result<u64, OsdError> {
+        self.check_running()?;
+        let end = Self::falloc_end(oid, offset, len, mtime)?;
+        let (b0, b1) = (offset / BLOCK_BYTES_U64, blocks_for(end));
+        let _range = self.ranges.lock(oid, b0, b1, Mode::Exclusive);
+        let (holes, size) = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            (obj.map.holes(b0, b1), obj.size)
+        };
+        let new_end = if keep_size { 0 } else { end };
+        let n: u64 = holes.iter().map(|(_, len)| len).sum();
+        if n == 0 && new_end <= size {
+            return Ok(size);
+        }
+        // Every block at once, before anything is logged: all or nothing.
+        let runs = lock(&self.alloc)
+            .alloc(n, RESERVED_BLOCKS)
+            .ok_or(OsdError::NoSpace)?;
+        let mut extents = Vec::new();
+        let mut fresh: std::collections::VecDeque<(u64, u64)> = runs.into_iter().collect();
+        let mut places = Vec::new();
+        for (logical, len) in holes {
+            place_fresh(&mut fresh, logical, logical + len, &mut places);
+        }
+        for p in places {
+            let mut done = 0u64;
+            while done < p.len {
+                let take = (p.len - done).min(u64::from(MAX_EXTENT_BLOCKS));
+                extents.push(PreallocExtent {
+                    logical: p.logical + done,
+                    phys: p.phys + done,
+                    len: u32::try_from(take).unwrap_or(MAX_EXTENT_BLOCKS),
+                });
+                done += take;
+            }
+        }
+        // Records are bounded: a large, fragmented range takes several, the size moving with
+        // the last. A crash in between leaves the first ones (blocks allocated, size as it
+        // was), as ext4 leaves the blocks it allocated before an interruption.
+        let per_record = usize_of(u64::from(PREALLOC_RECORD_MAX_EXTENTS));
+        let chunks: Vec<&[PreallocExtent]> = if extents.is_empty() {
+            vec![&[]]
+        } else {
+            extents.chunks(per_record).collect()
+        };
+        let mut size = size;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let rec = Record::Prealloc {
+                oid,
+                end: if last { new_end } else { 0 },
+                mtime,
+                extents: chunk.to_vec(),
+            };
+            match self.commit(Op::Record(rec)) {
+                Ok(Applied::Size(s)) => size = s,
+                outcome => {
+                    // This record's blocks were returned (rejected) or the OST halted; the
+                    // later records were never logged: their blocks go back.
+                    let mut alloc = lock(&self.alloc);
+                    for x in chunks[i + 1..].iter().flat_map(|c| c.iter()) {
+                        alloc.free(x.phys, u64::from(x.len));
+                    }
+                    return match outcome {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(OsdError::Invalid("fallocate produced no size")),
+                    };
+                }
+            }
+        }
+        Ok(size)
+    }
+
+    /// Whether a [`Osd::fallocate`] of the range would find the free blocks it needs now
+    /// (`NoSpace` if not). Allocates nothing: a client spreading one fallocate over several
+    /// OSTs asks each first, so that a range too large fails before any OST allocates.
+    pub fn fallocate_fits(&self, oid: ObjId, offset: u64, len: u64) -> Result<(), OsdError> {
+        let end = Self::falloc_end(oid, offset, len, Timespec::default())?;
+        let (b0, b1) = (offset / BLOCK_BYTES_U64, blocks_for(end));
+        let _range = self.ranges.lock(oid, b0, b1, Mode::Shared);
+        let n: u64 = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            obj.map.holes(b0, b1).iter().map(|(_, len)| len).sum()
+        };
+        let free = lock(&self.alloc).free_blocks();
+        if free < n.saturating_add(RESERVED_BLOCKS) {
+            return Err(OsdError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Frees the blocks of `[offset, offset + len)` (fallocate(2) `FALLOC_FL_PUNCH_HOLE |
+    /// FALLOC_FL_KEEP_SIZE`): blocks wholly inside are unmapped (written or preallocated), and
+    /// a written block the range covers only partly, at either edge, is rewritten with the
+    /// punched bytes zeroed (copy-on-write). The range reads as zeros afterwards; the size
+    /// stays; the mtime becomes the later of the current one and `mtime`. Durable on return.
+    pub fn punch_hole(
+        &self,
+        oid: ObjId,
+        offset: u64,
+        len: u64,
+        mtime: Timespec,
+    ) -> Result<(), OsdError> {
+        self.check_running()?;
+        let end = Self::falloc_end(oid, offset, len, mtime)?;
+        let (b_lo, b_hi) = (offset / BLOCK_BYTES_U64, blocks_for(end));
+        let _range = self.ranges.lock(oid, b_lo, b_hi, Mode::Exclusive);
+        // Blocks wholly inside the range; the edge blocks are the others in [b_lo, b_hi).
+        let first_block = blocks_for(offset);
+        let end_block = (end / BLOCK_BYTES_U64).max(first_block);
+        let mut edges: Vec<u64> = Vec::new();
+        for b in [b_lo, b_hi - 1] {
+            if !(first_block..end_block).contains(&b) && !edges.contains(&b) {
+                edges.push(b);
+            }
+        }
+        let edge_runs: Vec<(u64, Vec<MappedRun>)> = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            edges
+                .iter()
+                .map(|&b| {
+                    let runs: Vec<MappedRun> = obj
+                        .map
+                        .lookup(b, b + 1)
+                        .into_iter()
+                        .filter(|r| !r.prealloc)
+                        .collect();
+                    (b, runs)
+                })
+                .filter(|(_, runs)| !runs.is_empty())
+                .collect()
+        };
+        let mut extents: Vec<NewExtent> = Vec::new();
+        for (b, runs) in edge_runs {
+            let mut buf = AlignedBuf::zeroed(BLOCK_BYTES as usize);
+            let written = self.fetch(oid, b, &runs, &mut buf).and_then(|()| {
+                let block_start = b * BLOCK_BYTES_U64;
+                let from = usize_of(offset.max(block_start) - block_start);
+                let to = usize_of(end.min(block_start + BLOCK_BYTES_U64) - block_start);
+                buf[from..to].fill(0);
+                self.write_blocks(oid, b, &mut buf, 0, &[])
+            });
+            match written {
+                Ok(x) => extents.extend(x),
+                Err(e) => {
+                    let mut alloc = lock(&self.alloc);
+                    for x in &extents {
+                        alloc.free(x.phys, x.len_blocks());
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.commit(Op::Record(Record::PunchHole {
+            oid,
+            first_block,
+            end_block,
+            mtime,
+            extents,
+        }))?;
         Ok(())
     }
 
@@ -640,6 +892,43 @@ impl Osd {
     /// Which I/O engine this OST uses ("io_uring" or "sync"), for logs and benchmarks.
     pub fn engine(&self) -> &'static str {
         self.dev.engine()
+    }
+}
+
+/// Logical blocks `[logical, logical + len)` placed at physical blocks `[phys, ...)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    logical: u64,
+    phys: u64,
+    len: u64,
+    in_place: bool,
+}
+
+/// Places logical blocks `[from, to)` on the front of the `fresh` runs `(phys, len)`,
+/// splitting and consuming them in order.
+fn place_fresh(
+    fresh: &mut std::collections::VecDeque<(u64, u64)>,
+    from: u64,
+    to: u64,
+    places: &mut Vec<Place>,
+) {
+    let mut logical = from;
+    while logical < to {
+        let Some((phys, len)) = fresh.pop_front() else {
+            debug_assert!(false, "fewer fresh blocks than gaps");
+            return;
+        };
+        let take = len.min(to - logical);
+        places.push(Place {
+            logical,
+            phys,
+            len: take,
+            in_place: false,
+        });
+        if take < len {
+            fresh.push_front((phys + take, len - take));
+        }
+        logical += take;
     }
 }
 

@@ -22,6 +22,16 @@ const KIND_DESTROY: u16 = 2;
 const KIND_WRITE: u16 = 3;
 const KIND_PUNCH: u16 = 4;
 const KIND_SET_MTIME: u16 = 5;
+const KIND_PREALLOC: u16 = 6;
+const KIND_PUNCH_HOLE: u16 = 7;
+
+/// Set in the length field of a write record's extent: the extent was written in place into
+/// preallocated blocks of the object (no allocation), and applying it clears their flag.
+/// Lengths are at most `MAX_EXTENT_BLOCKS`, so a decoder from before this flag rejects such
+/// an extent as corrupt rather than misreading it.
+const EXTENT_IN_PLACE: u32 = 1 << 31;
+
+const _: () = assert!(MAX_EXTENT_BLOCKS < EXTENT_IN_PLACE);
 
 /// A run of freshly written blocks mapped into an object: logical blocks
 /// `[logical, logical + crcs.len())` now live at physical blocks `[phys, ...)`.
@@ -30,6 +40,18 @@ pub(crate) struct NewExtent {
     pub logical: u64,
     pub phys: u64,
     pub crcs: Vec<u32>,
+    /// Written in place into blocks the object had preallocated at these logical blocks
+    /// (rather than into freshly allocated ones).
+    pub in_place: bool,
+}
+
+/// A run of blocks allocated ahead (fallocate): logical blocks `[logical, logical + len)`,
+/// unmapped until now, are backed by physical blocks `[phys, ...)` that hold no data yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PreallocExtent {
+    pub logical: u64,
+    pub phys: u64,
+    pub len: u32,
 }
 
 /// The block a shrinking punch rewrote: the old last block with its tail zeroed.
@@ -70,6 +92,25 @@ pub(crate) enum Record {
         oid: ObjId,
         mtime: Timespec,
     },
+    /// fallocate: the extents map unmapped blocks to preallocated ones (reading as zeros);
+    /// the size becomes `max(size, end)` and, when that grows it, the mtime
+    /// `max(mtime, mtime_of_fallocate)`.
+    Prealloc {
+        oid: ObjId,
+        end: u64,
+        mtime: Timespec,
+        extents: Vec<PreallocExtent>,
+    },
+    /// fallocate's punch hole: logical blocks `[first_block, end_block)` are unmapped, then
+    /// `extents` (the partly punched edge blocks, rewritten with zeros) replace what was
+    /// mapped at theirs; the size stays, the mtime becomes `max(mtime, mtime_of_punch)`.
+    PunchHole {
+        oid: ObjId,
+        first_block: u64,
+        end_block: u64,
+        mtime: Timespec,
+        extents: Vec<NewExtent>,
+    },
 }
 
 impl Record {
@@ -80,19 +121,40 @@ impl Record {
             Record::Destroy { oid }
             | Record::Write { oid, .. }
             | Record::Punch { oid, .. }
-            | Record::SetMtime { oid, .. } => Some(*oid),
+            | Record::SetMtime { oid, .. }
+            | Record::Prealloc { oid, .. }
+            | Record::PunchHole { oid, .. } => Some(*oid),
         }
     }
 
-    /// Every physical run of new data this record points at, with its crcs.
+    /// Every physical run of new data this record points at, with its crcs: what must be
+    /// durable before the record is.
     pub fn new_blocks(&self) -> Vec<(u64, u64, &[u32])> {
         match self {
-            Record::Write { extents, .. } => extents
+            Record::Write { extents, .. } | Record::PunchHole { extents, .. } => extents
                 .iter()
                 .map(|x| (x.logical, x.phys, x.crcs.as_slice()))
                 .collect(),
             Record::Punch { tail: Some(t), .. } => {
                 vec![(t.logical, t.phys, std::slice::from_ref(&t.crc))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every physical run `(start, length)` this record's maker took from the allocator:
+    /// what goes back to it if the record is rejected. Blocks written in place are not
+    /// among them (they stay the object's, still preallocated).
+    pub fn allocated_runs(&self) -> Vec<(u64, u64)> {
+        match self {
+            Record::Write { extents, .. } | Record::PunchHole { extents, .. } => extents
+                .iter()
+                .filter(|x| !x.in_place)
+                .map(|x| (x.phys, x.len_blocks()))
+                .collect(),
+            Record::Punch { tail: Some(t), .. } => vec![(t.phys, 1)],
+            Record::Prealloc { extents, .. } => {
+                extents.iter().map(|x| (x.phys, u64::from(x.len))).collect()
             }
             _ => Vec::new(),
         }
@@ -126,14 +188,7 @@ impl Record {
                 e.u32(0);
                 e.u32(u32::try_from(extents.len()).expect("a write has at most MAX_IO_BLOCKS"));
                 e.u32(0);
-                for x in extents {
-                    e.u64(x.logical);
-                    e.u64(x.phys);
-                    e.u32(u32::try_from(x.crcs.len()).expect("extents are at most 8192 blocks"));
-                    for crc in &x.crcs {
-                        e.u32(*crc);
-                    }
-                }
+                encode_extents(&mut e, extents);
                 KIND_WRITE
             }
             Record::Punch { oid, size, tail } => {
@@ -158,6 +213,42 @@ impl Record {
                 e.timespec(*mtime);
                 e.u32(0);
                 KIND_SET_MTIME
+            }
+            Record::Prealloc {
+                oid,
+                end,
+                mtime,
+                extents,
+            } => {
+                e.u64(*oid);
+                e.u64(*end);
+                e.timespec(*mtime);
+                e.u32(0);
+                e.u32(u32::try_from(extents.len()).expect("at most PREALLOC_RECORD_MAX_EXTENTS"));
+                e.u32(0);
+                for x in extents {
+                    e.u64(x.logical);
+                    e.u64(x.phys);
+                    e.u32(x.len);
+                }
+                KIND_PREALLOC
+            }
+            Record::PunchHole {
+                oid,
+                first_block,
+                end_block,
+                mtime,
+                extents,
+            } => {
+                e.u64(*oid);
+                e.u64(*first_block);
+                e.u64(*end_block);
+                e.timespec(*mtime);
+                e.u32(0);
+                e.u32(u32::try_from(extents.len()).expect("a punch rewrites at most 2 blocks"));
+                e.u32(0);
+                encode_extents(&mut e, extents);
+                KIND_PUNCH_HOLE
             }
         };
         let mut e = Enc(out);
@@ -199,24 +290,7 @@ impl Record {
                 if u64::from(n_extents) > MAX_IO_BLOCKS {
                     return Err(b.corrupt("too many extents in a write record"));
                 }
-                let mut extents = Vec::with_capacity(usize_of(u64::from(n_extents)));
-                for _ in 0..n_extents {
-                    let logical = b.u64()?;
-                    let phys = b.u64()?;
-                    let len = b.u32()?;
-                    if len == 0 || len > MAX_EXTENT_BLOCKS {
-                        return Err(b.corrupt("extent length out of range"));
-                    }
-                    let mut crcs = Vec::with_capacity(usize_of(u64::from(len)));
-                    for _ in 0..len {
-                        crcs.push(b.u32()?);
-                    }
-                    extents.push(NewExtent {
-                        logical,
-                        phys,
-                        crcs,
-                    });
-                }
+                let extents = decode_extents(&mut b, n_extents)?;
                 Record::Write {
                     oid,
                     end,
@@ -244,6 +318,53 @@ impl Record {
                 b.u32()?;
                 Record::SetMtime { oid, mtime }
             }
+            KIND_PREALLOC => {
+                let oid = b.u64()?;
+                let end = b.u64()?;
+                let mtime = b.timespec()?;
+                b.u32()?;
+                let n_extents = b.u32()?;
+                b.u32()?;
+                if n_extents > PREALLOC_RECORD_MAX_EXTENTS {
+                    return Err(b.corrupt("too many extents in a prealloc record"));
+                }
+                let mut extents = Vec::with_capacity(usize_of(u64::from(n_extents)));
+                for _ in 0..n_extents {
+                    let logical = b.u64()?;
+                    let phys = b.u64()?;
+                    let len = b.u32()?;
+                    if len == 0 || len > MAX_EXTENT_BLOCKS {
+                        return Err(b.corrupt("extent length out of range"));
+                    }
+                    extents.push(PreallocExtent { logical, phys, len });
+                }
+                Record::Prealloc {
+                    oid,
+                    end,
+                    mtime,
+                    extents,
+                }
+            }
+            KIND_PUNCH_HOLE => {
+                let oid = b.u64()?;
+                let first_block = b.u64()?;
+                let end_block = b.u64()?;
+                let mtime = b.timespec()?;
+                b.u32()?;
+                let n_extents = b.u32()?;
+                b.u32()?;
+                if n_extents > 2 {
+                    return Err(b.corrupt("too many extents in a punch-hole record"));
+                }
+                let extents = decode_extents(&mut b, n_extents)?;
+                Record::PunchHole {
+                    oid,
+                    first_block,
+                    end_block,
+                    mtime,
+                    extents,
+                }
+            }
             _ => return Err(d.corrupt("unknown record kind")),
         };
         b.finish()?;
@@ -251,6 +372,49 @@ impl Record {
         d.bytes((8 - used % 8) % 8)?;
         Ok(rec)
     }
+}
+
+/// Extents of new data: logical block u64, physical block u64, length u32 (with
+/// [`EXTENT_IN_PLACE`]), then one crc32c per block.
+fn encode_extents(e: &mut Enc<'_>, extents: &[NewExtent]) {
+    for x in extents {
+        let len = u32::try_from(x.crcs.len()).expect("extents are at most 8192 blocks");
+        e.u64(x.logical);
+        e.u64(x.phys);
+        e.u32(if x.in_place {
+            len | EXTENT_IN_PLACE
+        } else {
+            len
+        });
+        for crc in &x.crcs {
+            e.u32(*crc);
+        }
+    }
+}
+
+fn decode_extents(b: &mut Dec<'_>, n_extents: u32) -> Result<Vec<NewExtent>, OsdError> {
+    let mut extents = Vec::with_capacity(usize_of(u64::from(n_extents)));
+    for _ in 0..n_extents {
+        let logical = b.u64()?;
+        let phys = b.u64()?;
+        let raw = b.u32()?;
+        let in_place = raw & EXTENT_IN_PLACE != 0;
+        let len = raw & !EXTENT_IN_PLACE;
+        if len == 0 || len > MAX_EXTENT_BLOCKS {
+            return Err(b.corrupt("extent length out of range"));
+        }
+        let mut crcs = Vec::with_capacity(usize_of(u64::from(len)));
+        for _ in 0..len {
+            crcs.push(b.u32()?);
+        }
+        extents.push(NewExtent {
+            logical,
+            phys,
+            crcs,
+            in_place,
+        });
+    }
+    Ok(extents)
 }
 
 /// A decoded group header.
@@ -365,11 +529,13 @@ mod tests {
                         logical: 0,
                         phys: 100,
                         crcs: vec![1, 2, 3],
+                        in_place: false,
                     },
                     NewExtent {
                         logical: 3,
                         phys: 7,
                         crcs: vec![4],
+                        in_place: false,
                     },
                 ],
             },
@@ -390,6 +556,41 @@ mod tests {
             Record::SetMtime {
                 oid: 3,
                 mtime: Timespec { sec: -4, nsec: 999 },
+            },
+            Record::Prealloc {
+                oid: 4,
+                end: 0,
+                mtime: Timespec { sec: 2, nsec: 1 },
+                extents: vec![
+                    PreallocExtent {
+                        logical: 0,
+                        phys: 50,
+                        len: MAX_EXTENT_BLOCKS,
+                    },
+                    PreallocExtent {
+                        logical: 9000,
+                        phys: 7,
+                        len: 1,
+                    },
+                ],
+            },
+            Record::Write {
+                oid: 4,
+                end: 10,
+                mtime: Timespec { sec: 3, nsec: 0 },
+                extents: vec![NewExtent {
+                    logical: 0,
+                    phys: 50,
+                    crcs: vec![9],
+                    in_place: true,
+                }],
+            },
+            Record::PunchHole {
+                oid: 4,
+                first_block: 1,
+                end_block: u64::MAX,
+                mtime: Timespec { sec: 3, nsec: 0 },
+                extents: Vec::new(),
             },
         ]
     }
@@ -413,10 +614,11 @@ mod tests {
         for rec in &recs {
             rec.encode(&mut body);
         }
-        let group = GroupHeader::encode_group(5, 100, 6, &body);
+        let n = u32::try_from(recs.len()).unwrap();
+        let group = GroupHeader::encode_group(5, 100, n, &body);
         assert_eq!(u64_of(group.len()) % BLOCK_BYTES_U64, 0);
         let h = GroupHeader::decode(&group).unwrap();
-        assert_eq!((h.generation, h.first_seq, h.n_records), (5, 100, 6));
+        assert_eq!((h.generation, h.first_seq, h.n_records), (5, 100, n));
         let body = &group[64..64 + usize_of(h.body_bytes)];
         assert_eq!(crc32c::crc32c(body), h.body_crc);
         assert_eq!(decode_records(body, h.n_records, 64).unwrap(), recs);
@@ -441,6 +643,20 @@ mod tests {
         let mut bad = buf.clone();
         bad[0] = 99;
         assert!(Record::decode(&mut Dec::new(&bad, "t", 0)).is_err());
+        // The in-place flag is the top bit of an extent length; other high bits are corrupt.
+        let mut buf = Vec::new();
+        samples()[7].encode(&mut buf);
+        let len_at = 8 + 40 + 16;
+        assert_eq!(buf[len_at + 3], 0x80, "in-place flag");
+        let mut bad = buf.clone();
+        bad[len_at + 3] = 0x40;
+        assert!(Record::decode(&mut Dec::new(&bad, "t", 0)).is_err());
+        let mut buf = Vec::new();
+        samples()[6].encode(&mut buf);
+        for cut in 0..buf.len() {
+            let mut d = Dec::new(&buf[..cut], "t", 0);
+            assert!(Record::decode(&mut d).is_err(), "cut {cut}");
+        }
     }
 
     #[test]
@@ -450,6 +666,7 @@ mod tests {
                 logical: i,
                 phys: i * 2,
                 crcs: vec![0],
+                in_place: false,
             })
             .collect();
         let rec = Record::Write {

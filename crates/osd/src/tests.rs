@@ -1112,3 +1112,368 @@ fn data_region_corruption_in_memory_is_detected() {
         &pattern(1, 50_000)[..100]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// fallocate: preallocated blocks, writes in place into them, punch hole
+
+fn allocated(osd: &Osd, oid: ObjId) -> u64 {
+    osd.getattr(oid).unwrap().allocated_bytes
+}
+
+#[test]
+fn fallocate_allocates_ahead_and_reads_zeros() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    // Stale bytes of a destroyed object are in the blocks the fallocate takes next.
+    let old = osd.precreate(1).unwrap();
+    osd.write(old, 0, &[0xee; 1 << 20], t(1)).unwrap();
+    osd.destroy(old).unwrap();
+    let oid = osd.precreate(1).unwrap();
+    let free = osd.statfs().free_bytes;
+    let size = osd.fallocate(oid, 100, MIB, false, t(5)).unwrap();
+    assert_eq!(size, MIB + 100);
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!(attr.allocated_bytes, MIB + 4096, "blocks 0..=256");
+    assert_eq!(attr.mtime, t(5), "the size grew: mtime moves");
+    assert_eq!(osd.statfs().free_bytes, free - MIB - 4096);
+    assert!(
+        read_all(&osd, oid).iter().all(|&b| b == 0),
+        "preallocated blocks read as zeros, never stale data"
+    );
+    // Again: nothing left to allocate, size and mtime stay.
+    assert_eq!(osd.fallocate(oid, 0, 4096, false, t(9)).unwrap(), MIB + 100);
+    assert_eq!(allocated(&osd, oid), MIB + 4096);
+    assert_eq!(osd.getattr(oid).unwrap().mtime, t(5));
+    assert_no_leak(&osd);
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(osd.getattr(oid).unwrap().size, MIB + 100);
+    assert_eq!(allocated(&osd, oid), MIB + 4096);
+    assert!(read_all(&osd, oid).iter().all(|&b| b == 0));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn fallocate_keep_size_leaves_size_and_existing_blocks() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    let data = pattern(1, 10_000);
+    osd.write(oid, 0, &data, t(3)).unwrap();
+    let block0 = osd.debug_block_offset(oid, 0).unwrap();
+    let size = osd.fallocate(oid, 0, 64 * 4096, true, t(9)).unwrap();
+    assert_eq!(size, 10_000, "FALLOC_FL_KEEP_SIZE");
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!((attr.allocated_bytes, attr.mtime), (64 * 4096, t(3)));
+    assert_eq!(
+        osd.debug_block_offset(oid, 0),
+        Some(block0),
+        "written blocks kept"
+    );
+    assert_eq!(read_all(&osd, oid), data);
+    // Blocks past the size survive a reopen (a checkpoint) and a write past the size.
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(allocated(&osd, oid), 64 * 4096);
+    osd.write(oid, 100_000, b"far", t(4)).unwrap();
+    assert_eq!(allocated(&osd, oid), 64 * 4096, "written in place");
+    let mut model = data.clone();
+    model_write(&mut model, 100_000, b"far");
+    assert_eq!(read_all(&osd, oid), model);
+    // A truncate frees the preallocated blocks past the new size.
+    osd.punch(oid, 4096).unwrap();
+    assert_eq!(allocated(&osd, oid), 4096);
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn writes_into_preallocated_blocks_succeed_on_a_full_ost() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let a = osd.precreate(2).unwrap();
+    let b = a + 1;
+    osd.fallocate(a, 0, 4 * MIB, true, t(1)).unwrap();
+    // Fill the OST with another object, to the last block writes may take.
+    let mut at = 0u64;
+    for len in [1 << 20, 4096] {
+        while osd.write(b, at, &pattern(at, len), t(1)).is_ok() {
+            at += len as u64;
+        }
+    }
+    assert_eq!(osd.statfs().free_bytes, 0);
+    assert!(matches!(
+        osd.write(b, 0, b"x", t(1)),
+        Err(OsdError::NoSpace)
+    ));
+    // Every first write into the preallocated range goes in place: partial blocks, whole
+    // blocks, 1 MiB at once, at the end of the range.
+    let mut model = Vec::new();
+    let writes: [(u64, usize); 5] = [
+        (10, 100),
+        (4096, 8192),
+        (MIB, 1 << 20),
+        (40_000, 5000),
+        (4 * MIB - 3, 3),
+    ];
+    for (i, (offset, len)) in writes.into_iter().enumerate() {
+        let data = pattern(i as u64, len);
+        osd.write(a, offset, &data, t(2)).unwrap();
+        model_write(&mut model, usize::try_from(offset).unwrap(), &data);
+    }
+    assert_eq!(read_all(&osd, a), model);
+    assert_eq!(allocated(&osd, a), 4 * MIB);
+    // An overwrite of a written block is copy-on-write again: no space for it.
+    assert!(matches!(
+        osd.write(a, 10, b"again", t(3)),
+        Err(OsdError::NoSpace)
+    ));
+    // Nor for writes outside the range.
+    assert!(matches!(
+        osd.write(a, 4 * MIB, b"x", t(3)),
+        Err(OsdError::NoSpace)
+    ));
+    assert_no_leak(&osd);
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(read_all(&osd, a), model);
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn fallocate_without_enough_space_allocates_nothing() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, b"data", t(1)).unwrap();
+    let before = (osd.statfs(), osd.getattr(oid).unwrap());
+    // Block 0 is allocated already: one block more than the free ones past it.
+    let too_big = before.0.free_bytes + 2 * 4096;
+    for keep_size in [false, true] {
+        let err = osd.fallocate(oid, 0, too_big, keep_size, t(2)).unwrap_err();
+        assert!(matches!(err, OsdError::NoSpace), "{err}");
+        assert_eq!(err.errno(), Errno::ENOSPC);
+    }
+    assert!(matches!(
+        osd.fallocate_fits(oid, 0, too_big),
+        Err(OsdError::NoSpace)
+    ));
+    assert_eq!((osd.statfs(), osd.getattr(oid).unwrap()), before);
+    // What is already allocated does not count: the whole free space past block 0 fits.
+    osd.fallocate_fits(oid, 0, before.0.free_bytes + 4096)
+        .unwrap();
+    osd.fallocate(oid, 0, before.0.free_bytes + 4096, true, t(2))
+        .unwrap();
+    assert_eq!(osd.statfs().free_bytes, 0);
+    assert_eq!(
+        osd.fallocate(oid, 0, 1, false, t(3)).unwrap(),
+        4,
+        "nothing to do"
+    );
+    // Bad arguments.
+    assert!(matches!(
+        osd.fallocate(oid, 0, 0, false, t(1)),
+        Err(OsdError::Invalid(_))
+    ));
+    assert!(matches!(
+        osd.fallocate(oid, MAX_OBJECT_BYTES, 1, false, t(1)),
+        Err(OsdError::TooBig { .. })
+    ));
+    assert!(matches!(
+        osd.fallocate(99, 0, 1, false, t(1)),
+        Err(OsdError::NotFound(99))
+    ));
+    assert!(matches!(
+        osd.punch_hole(oid, 0, 0, t(1)),
+        Err(OsdError::Invalid(_))
+    ));
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn a_large_fragmented_fallocate_takes_several_records() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    // Every other block written: the holes between are more extents than one record holds.
+    let n = u64::from(PREALLOC_RECORD_MAX_EXTENTS) + 100;
+    for i in 0..n {
+        osd.write(oid, 2 * i * 4096, &[1], t(1)).unwrap();
+    }
+    let size = osd.fallocate(oid, 0, 2 * n * 4096, false, t(2)).unwrap();
+    assert_eq!(size, 2 * n * 4096);
+    assert_eq!(allocated(&osd, oid), 2 * n * 4096);
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(allocated(&osd, oid), 2 * n * 4096);
+    let got = read_all(&osd, oid);
+    for (i, byte) in got.iter().enumerate() {
+        let want = u8::from(i % 8192 == 0);
+        assert_eq!(*byte, want, "byte {i}");
+    }
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn punch_hole_frees_whole_blocks_and_zeroes_the_edges() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    let data = pattern(7, 6 * 4096);
+    osd.write(oid, 0, &data, t(1)).unwrap();
+    // Blocks 1 and 2 wholly inside; 0 and 3 partly.
+    osd.punch_hole(oid, 1000, 3 * 4096 + 500, t(5)).unwrap();
+    let mut model = data.clone();
+    model[1000..1000 + 3 * 4096 + 500].fill(0);
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!((attr.size, attr.allocated_bytes), (6 * 4096, 4 * 4096));
+    assert_eq!(attr.mtime, t(5));
+    assert_eq!(read_all(&osd, oid), model);
+    // Inside one block; past the size (preallocated blocks there are freed too).
+    osd.punch_hole(oid, 5 * 4096 + 10, 20, t(6)).unwrap();
+    model[5 * 4096 + 10..5 * 4096 + 30].fill(0);
+    osd.fallocate(oid, 6 * 4096, 10 * 4096, true, t(6)).unwrap();
+    assert_eq!(allocated(&osd, oid), 14 * 4096);
+    osd.punch_hole(oid, 5 * 4096, 1 << 30, t(7)).unwrap();
+    model[5 * 4096..].fill(0);
+    let attr = osd.getattr(oid).unwrap();
+    assert_eq!((attr.size, attr.allocated_bytes), (6 * 4096, 3 * 4096));
+    assert_eq!(read_all(&osd, oid), model);
+    // A hole over preallocated blocks, and over a hole.
+    osd.fallocate(oid, 0, 6 * 4096, true, t(7)).unwrap();
+    osd.punch_hole(oid, 4096, 4096, t(7)).unwrap();
+    osd.punch_hole(oid, 4096, 4096, t(7)).unwrap();
+    assert_eq!(allocated(&osd, oid), 5 * 4096);
+    assert_no_leak(&osd);
+    drop(osd);
+    let osd = open_mem(&dev);
+    assert_eq!(read_all(&osd, oid), model);
+    assert_eq!(allocated(&osd, oid), 5 * 4096);
+    assert_no_leak(&osd);
+}
+
+#[test]
+fn crash_before_an_in_place_write_commits_reads_zeros() {
+    // Base: the blocks hold stale bytes of a destroyed object, now preallocated by `oid`.
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let old = osd.precreate(1).unwrap();
+    osd.write(old, 0, &[0xee; 1 << 20], t(1)).unwrap();
+    osd.destroy(old).unwrap();
+    let oid = osd.precreate(1).unwrap();
+    osd.fallocate(oid, 0, 64 * 4096, false, t(1)).unwrap();
+    drop(osd);
+    let base = dev.image();
+    let new = pattern(3, 10 * 4096 + 5);
+    let run = |arm: Option<u64>| {
+        let crash = Arc::new(CrashDev::new(base.clone()));
+        let osd = open_with(crash.clone(), Box::new(IdentityCipher));
+        let start = crash.events_done();
+        if let Some(n) = arm {
+            crash.arm(n);
+        }
+        let acked = osd.write(oid, 3000, &new, t(2)).is_ok();
+        let events = crash.events_done() - start;
+        drop(osd);
+        (crash, acked, events)
+    };
+    let (_, acked, total) = run(None);
+    assert!(acked && total >= 3, "{total} events");
+    let mut written = vec![0u8; 64 * 4096];
+    model_write(&mut written, 3000, &new);
+    for n in 0..total {
+        for survivors in [
+            Survivors::SyncedOnly,
+            Survivors::SomeUnsynced(n),
+            Survivors::SomeUnsynced(n + 100),
+        ] {
+            let (crash, acked, _) = run(Some(n));
+            let what = format!("crash at event {n}, {survivors:?}");
+            let osd = open_with(
+                Arc::new(MemDev::from_image(crash.crash_image(survivors))),
+                Box::new(IdentityCipher),
+            );
+            let now = read_all(&osd, oid);
+            let zeros = now.iter().all(|&b| b == 0);
+            assert!(
+                zeros || now == written,
+                "{what}: neither zeros nor the write"
+            );
+            if acked {
+                assert_eq!(now, written, "{what}: acknowledged write lost");
+            }
+            assert_eq!(allocated(&osd, oid), 64 * 4096, "{what}");
+            assert_no_leak(&osd);
+            // Still preallocated where the write did not commit: it goes in place again.
+            let free = osd.statfs().free_bytes;
+            osd.write(oid, 3000, &new, t(3)).unwrap();
+            assert_eq!(osd.statfs().free_bytes, free, "{what}");
+            assert_eq!(read_all(&osd, oid), written, "{what}");
+        }
+    }
+}
+
+#[test]
+fn random_fallocates_match_a_model_and_survive_reopen() {
+    let dev = mem_dev(64 * MIB, Some(LOG_MIN_BYTES));
+    let osd = open_mem(&dev);
+    let first = osd.precreate(3).unwrap();
+    let oids: Vec<ObjId> = (first..first + 3).collect();
+    let mut models: Vec<Vec<u8>> = vec![Vec::new(); 3];
+    let seed = 0xfa11_0c8e_u64;
+    let mut rng = Rng(seed);
+    for step in 0..500u64 {
+        let k = usize::try_from(rng.below(3)).unwrap();
+        let (oid, m) = (oids[k], &mut models[k]);
+        let offset = rng.below(400_000);
+        let len = 1 + rng.below(100_000);
+        let end = usize::try_from(offset + len).unwrap();
+        let what = format!("seed {seed:#x} step {step}");
+        match rng.below(10) {
+            0..=3 => {
+                let data = pattern(step, usize::try_from(len % 30_000 + 1).unwrap());
+                osd.write(oid, offset, &data, t(1)).unwrap();
+                model_write(m, usize::try_from(offset).unwrap(), &data);
+            }
+            4 | 5 => {
+                let keep_size = rng.below(2) == 0;
+                let size = osd.fallocate(oid, offset, len, keep_size, t(1)).unwrap();
+                if !keep_size && m.len() < end {
+                    m.resize(end, 0);
+                }
+                assert_eq!(size, m.len() as u64, "{what}");
+                // Nothing in the range is left to allocate: a write inside takes no space.
+                let free = osd.statfs().free_bytes;
+                let inner = pattern(step + 1, usize::try_from(len.min(5000)).unwrap());
+                osd.write(oid, offset, &inner, t(1)).unwrap();
+                model_write(m, usize::try_from(offset).unwrap(), &inner);
+                assert_eq!(osd.statfs().free_bytes, free, "{what}: in place");
+            }
+            6 => {
+                osd.punch_hole(oid, offset, len, t(1)).unwrap();
+                let stop = end.min(m.len());
+                let start = usize::try_from(offset).unwrap().min(stop);
+                m[start..stop].fill(0);
+            }
+            7 => {
+                let size = rng.below(450_000);
+                osd.punch(oid, size).unwrap();
+                m.resize(usize::try_from(size).unwrap(), 0);
+            }
+            _ => {
+                let len = u32::try_from(len).unwrap();
+                let got = osd.read(oid, offset, len).unwrap();
+                let start = usize::try_from(offset).unwrap().min(m.len());
+                let stop = end.min(m.len());
+                assert_eq!(&got[..], &m[start..stop], "{what}");
+            }
+        }
+        assert_eq!(osd.getattr(oid).unwrap().size, m.len() as u64, "{what}");
+    }
+    assert_no_leak(&osd);
+    drop(osd);
+    let osd = open_mem(&dev);
+    for (k, oid) in oids.iter().enumerate() {
+        assert_eq!(read_all(&osd, *oid), models[k], "object {oid} after reopen");
+    }
+    assert_no_leak(&osd);
+}

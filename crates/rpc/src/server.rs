@@ -129,6 +129,7 @@ pub trait Service: Send + Sync + 'static {
                 | Opcode::OstDestroy
                 | Opcode::OstWrite
                 | Opcode::OstPunch
+                | Opcode::OstFallocate
                 | Opcode::OstSetattr
                 | Opcode::MgsTargetReg
         )

@@ -141,6 +141,10 @@ pub fn body(data: &[u8]) {
             GetattrLockReq,
             GetattrLockReply,
             ReintCancelReq,
+            ReaddirPlusReq,
+            DirEntryPlus,
+            ReaddirPlusReply,
+            OstFallocateReq,
         ]
     )
 }
@@ -207,7 +211,90 @@ pub fn body_seeds() -> Vec<Vec<u8>> {
                 message: "no".to_owned(),
             }),
         ),
+        tagged(
+            62,
+            encode(&ReaddirPlusReq {
+                fid: Fid::ROOT,
+                cookie: 12,
+                max_entries: 128,
+                mode: LockMode::Pr,
+                bits: vec![crate::ibits::LOOKUP, crate::ibits::UPDATE],
+                lock_entries: 64,
+            }),
+        ),
+        tagged(64, encode(&readdir_plus_reply_seed())),
+        tagged(
+            65,
+            encode(&OstFallocateReq {
+                oid: 7,
+                offset: 1 << 20,
+                len: 3 << 20,
+                mode: falloc::KEEP_SIZE,
+                mtime: Timespec { sec: 5, nsec: 6 },
+                check_only: false,
+            }),
+        ),
     ]
+}
+
+/// A readdirplus page of one regular file with a two-stripe layout and a lock.
+fn readdir_plus_reply_seed() -> ReaddirPlusReply {
+    let object = |ost_idx| OstObject {
+        ost_idx,
+        oid: 7,
+        seq: 0,
+    };
+    let desc = LockDesc {
+        resource: ResourceId::fid(Fid::ROOT),
+        mode: LockMode::Pr,
+        policy: LockPolicy::Ibits {
+            bits: crate::ibits::LOOKUP,
+        },
+    };
+    ReaddirPlusReply {
+        entries: vec![DirEntryPlus {
+            entry: DirEntry {
+                name: b"file".to_vec(),
+                fid: Fid::ROOT,
+                file_type: 0o100000,
+                next_cookie: 99,
+            },
+            attr: Attr {
+                fid: Fid::ROOT,
+                mode: 0o100644,
+                nlink: 1,
+                uid: 1,
+                gid: 2,
+                rdev: 0,
+                size: 4096,
+                blocks: 8,
+                atime: Timespec::default(),
+                mtime: Timespec::default(),
+                ctime: Timespec::default(),
+                btime: Timespec::default(),
+                layout_gen: 1,
+                hsm_state: 0,
+                flags: 0,
+            },
+            layout: Some(Layout::plain(StripeLayout {
+                pattern: pattern::RAID0,
+                stripe_size: 1 << 20,
+                stripe_count: 2,
+                stripe_offset: 0,
+                pool: String::new(),
+                objects: vec![object(0), object(1)],
+            })),
+            writers: 1,
+            locks: vec![EnqueueReply {
+                handle: LockHandle { cookie: 5 },
+                desc,
+                granted: true,
+                lvb: None,
+            }],
+            locked: true,
+        }],
+        eof: true,
+    }
 }
 
 /// NID parsing, as done for every NID in a configuration or on a command line.
@@ -357,5 +444,12 @@ mod tests {
         assert!(decode::<ConnectReq>(&s[1..]).is_ok());
         let s = &body_seeds()[5];
         assert!(decode::<ErrorReply>(&s[1..]).is_ok());
+        let s = &body_seeds()[6];
+        assert!(decode::<ReaddirPlusReq>(&s[1..]).is_ok());
+        let s = &body_seeds()[7];
+        assert!(decode::<ReaddirPlusReply>(&s[1..]).is_ok());
+        let seeds = body_seeds();
+        let s = seeds.last().unwrap();
+        assert!(decode::<OstFallocateReq>(&s[1..]).is_ok());
     }
 }

@@ -25,6 +25,15 @@ pub const FSNAME_MAX_CHARS: usize = 8;
 pub const POOL_NAME_MAX_CHARS: usize = 15;
 /// Most directory entries returned by one readdir RPC.
 pub const READDIR_MAX_ENTRIES: u32 = 1024;
+/// Largest page of one MDS_READDIR_PLUS reply, its entries counted with
+/// [`crate::msg::DirEntryPlus::wire_bytes_bound`]. A page ends before the entry that would
+/// pass it (a group of entries sharing a cookie is never split, so one such group may).
+pub const READDIRPLUS_MAX_BYTES: usize = 1 << 20;
+/// Most entries of one MDS_READDIR_PLUS page that get locks.
+pub const READDIRPLUS_LOCKED_ENTRIES_MAX: u32 = 1024;
+/// Most sets of inode bits one request asks locks for, per inode (MDS_GETATTR_LOCK,
+/// MDS_READDIR_PLUS).
+pub const IBITS_SETS_MAX: usize = 4;
 /// Most objects created by one OST_CREATE (precreate batch).
 pub const PRECREATE_MAX: u32 = 4096;
 /// The TCP port Lustre's acceptor listens on; a NID without a port means this one.
@@ -32,3 +41,5 @@ pub const DEFAULT_PORT: u16 = 988;
 
 const _: () = assert!(BULK_FRAME_BYTES as u64 <= MAX_BULK_BYTES);
 const _: () = assert!(STRIPE_SIZE_MIN_BYTES.is_power_of_two());
+const _: () = assert!(READDIRPLUS_MAX_BYTES * 2 <= MAX_BODY_BYTES as usize);
+const _: () = assert!(READDIRPLUS_LOCKED_ENTRIES_MAX <= READDIR_MAX_ENTRIES);

@@ -479,6 +479,47 @@ wire_type! {
 }
 
 wire_type! {
+    /// fallocate(2) on `[offset, offset + len)` of an object (OST_FALLOCATE); `mode` is
+    /// Linux's flags ([`falloc`]): 0 allocates the range ahead and extends the object to its
+    /// end, `KEEP_SIZE` allocates without extending, `PUNCH_HOLE | KEEP_SIZE` frees it. The
+    /// mtime is the client's time of the call, which the object takes (as for a write) when
+    /// its size grows or a hole is punched. With `check_only` nothing changes: the OST only
+    /// answers ENOSPC when it does not have the blocks the allocation needs, so that a client
+    /// spreading one fallocate over several OSTs can fail before any of them allocates.
+    /// The reply is an [`OstWriteReply`] with the object's size.
+    pub struct OstFallocateReq {
+        pub oid: ObjId,
+        pub offset: u64,
+        pub len: u64,
+        pub mode: u32,
+        pub mtime: Timespec,
+        pub check_only: bool,
+    }
+}
+
+/// Modes of fallocate (`OstFallocateReq::mode`): Linux's `FALLOC_FL_*` values.
+pub mod falloc {
+    /// Allocate without changing the size (`FALLOC_FL_KEEP_SIZE`).
+    pub const KEEP_SIZE: u32 = 0x01;
+    /// Free the range; only with `KEEP_SIZE` (`FALLOC_FL_PUNCH_HOLE`).
+    pub const PUNCH_HOLE: u32 = 0x02;
+    /// `FALLOC_FL_COLLAPSE_RANGE`: not supported.
+    pub const COLLAPSE_RANGE: u32 = 0x08;
+    /// `FALLOC_FL_ZERO_RANGE`: not supported.
+    pub const ZERO_RANGE: u32 = 0x10;
+    /// `FALLOC_FL_INSERT_RANGE`: not supported.
+    pub const INSERT_RANGE: u32 = 0x20;
+    /// `FALLOC_FL_UNSHARE_RANGE`: not supported.
+    pub const UNSHARE_RANGE: u32 = 0x40;
+
+    /// Whether Sheen does this mode: 0 (allocate, extending the size), `KEEP_SIZE`, and
+    /// `PUNCH_HOLE | KEEP_SIZE`. Everything else is EOPNOTSUPP.
+    pub fn is_supported(mode: u32) -> bool {
+        matches!(mode, 0 | KEEP_SIZE) || mode == PUNCH_HOLE | KEEP_SIZE
+    }
+}
+
+wire_type! {
     /// Lists the object index from `start` on (OST_GET_INFO).
     pub struct OstListReq { pub start: ObjId, pub max: u32 }
 }
@@ -546,6 +587,37 @@ mod tests {
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&b);
         assert_eq!(decode::<ReintReq>(&shifted[1..]).unwrap(), req);
+    }
+
+    #[test]
+    fn fallocate_request_and_modes() {
+        let req = OstFallocateReq {
+            oid: 3,
+            offset: 4096,
+            len: 1 << 30,
+            mode: falloc::PUNCH_HOLE | falloc::KEEP_SIZE,
+            mtime: Timespec { sec: 1, nsec: 2 },
+            check_only: true,
+        };
+        assert_eq!(decode::<OstFallocateReq>(&encode(&req)).unwrap(), req);
+        // Linux's numbers (linux/falloc.h).
+        assert_eq!(falloc::KEEP_SIZE, libc::FALLOC_FL_KEEP_SIZE as u32);
+        assert_eq!(falloc::PUNCH_HOLE, libc::FALLOC_FL_PUNCH_HOLE as u32);
+        assert_eq!(falloc::ZERO_RANGE, libc::FALLOC_FL_ZERO_RANGE as u32);
+        assert_eq!(
+            falloc::COLLAPSE_RANGE,
+            libc::FALLOC_FL_COLLAPSE_RANGE as u32
+        );
+        assert_eq!(falloc::INSERT_RANGE, libc::FALLOC_FL_INSERT_RANGE as u32);
+        assert_eq!(falloc::UNSHARE_RANGE, libc::FALLOC_FL_UNSHARE_RANGE as u32);
+        let supported = [0, falloc::KEEP_SIZE, falloc::PUNCH_HOLE | falloc::KEEP_SIZE];
+        for mode in 0..0x80 {
+            assert_eq!(
+                falloc::is_supported(mode),
+                supported.contains(&mode),
+                "{mode:#x}"
+            );
+        }
     }
 
     #[test]
@@ -887,6 +959,206 @@ wire_type! {
 wire_type! {
     /// MDS_CLOSE: the client's last use of an open of `fid` ended. Replied with `Empty`.
     pub struct CloseReq { pub fid: Fid }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readdir with attributes
+
+wire_type! {
+    /// MDS_READDIR_PLUS: a page of directory `fid` from `cookie` on, paged as MDS_READPAGE
+    /// pages (same cookies), each entry with what a getattr of it returns, read together with
+    /// the names. For at most `lock_entries` entries the MDS also grants, without waiting,
+    /// one lock in `mode` on the entry's inode for each set of inode bits in `bits` (as
+    /// MDS_GETATTR_LOCK does): an entry gets all of them or none. Entries whose locks the
+    /// client holds already (and that are not being called back) are read under those,
+    /// whatever `lock_entries` says.
+    pub struct ReaddirPlusReq {
+        pub fid: Fid,
+        pub cookie: u64,
+        pub max_entries: u32,
+        pub mode: LockMode,
+        pub bits: Vec<u64>,
+        pub lock_entries: u32,
+    }
+}
+
+wire_type! {
+    /// One entry of an MDS_READDIR_PLUS page.
+    pub struct DirEntryPlus {
+        pub entry: DirEntry,
+        pub attr: Attr,
+        /// A regular file's layout.
+        pub layout: Option<Layout>,
+        /// Opens for writing of the file over all clients, as in `GetattrLockReply`.
+        pub writers: u32,
+        /// The locks granted for this entry; empty when `locked` is false.
+        pub locks: Vec<EnqueueReply>,
+        /// `attr`, and the name's binding to the inode, were read while the client held a
+        /// lock for every set of bits asked for: granted in `locks`, or held already (the
+        /// client finds those in its cache). When false, `attr` is good for this answer only.
+        pub locked: bool,
+    }
+}
+
+wire_type! {
+    pub struct ReaddirPlusReply { pub entries: Vec<DirEntryPlus>, pub eof: bool }
+}
+
+/// Bytes an encoded [`DirEntryPlus`] takes besides its name, layout and locks (checked
+/// against rkyv's encoding by a test).
+const DIR_ENTRY_PLUS_FIXED_BYTES: usize = 256;
+/// Bytes one [`EnqueueReply`] takes in an encoded [`DirEntryPlus`].
+const ENQUEUE_REPLY_BYTES: usize = 192;
+/// Bytes an encoded [`Layout`] takes besides its components.
+const LAYOUT_FIXED_BYTES: usize = 32;
+/// Bytes one [`LayoutComponent`] takes besides its pool name and objects.
+const LAYOUT_COMPONENT_BYTES: usize = 96;
+/// Bytes one [`OstObject`] takes in an encoded layout.
+const OST_OBJECT_BYTES: usize = 24;
+
+impl Layout {
+    /// At least the bytes this layout takes encoded inside another body (alignment
+    /// included).
+    pub fn wire_bytes_bound(&self) -> usize {
+        let components: usize = self
+            .components
+            .iter()
+            .map(|c| {
+                LAYOUT_COMPONENT_BYTES
+                    + c.stripe.pool.len().next_multiple_of(8)
+                    + c.stripe.objects.len() * OST_OBJECT_BYTES
+            })
+            .sum();
+        LAYOUT_FIXED_BYTES + components
+    }
+}
+
+impl DirEntryPlus {
+    /// At least the bytes one entry named with `name_len` bytes, with `layout` and at most
+    /// [`crate::limits::IBITS_SETS_MAX`] locks takes in an encoded [`ReaddirPlusReply`]:
+    /// what a page is measured in against [`crate::limits::READDIRPLUS_MAX_BYTES`].
+    pub fn wire_bytes_bound(name_len: usize, layout: Option<&Layout>) -> usize {
+        DIR_ENTRY_PLUS_FIXED_BYTES
+            + name_len.next_multiple_of(8)
+            + crate::limits::IBITS_SETS_MAX * ENQUEUE_REPLY_BYTES
+            + layout.map_or(0, Layout::wire_bytes_bound)
+    }
+}
+
+#[cfg(test)]
+mod readdir_plus_tests {
+    use super::*;
+    use crate::limits::{IBITS_SETS_MAX, NAME_MAX_BYTES, STRIPE_COUNT_MAX};
+    use crate::{decode, encode};
+
+    /// Bytes an encoded reply takes besides its entries.
+    const REPLY_FIXED_BYTES: usize = 64;
+
+    fn layout(components: usize, objects: u32, pool: &str) -> Layout {
+        let stripe = StripeLayout {
+            pattern: pattern::RAID0,
+            stripe_size: 1 << 20,
+            stripe_count: objects,
+            stripe_offset: 0,
+            pool: pool.to_owned(),
+            objects: (0..objects)
+                .map(|i| OstObject {
+                    ost_idx: i,
+                    oid: u64::MAX - u64::from(i),
+                    seq: u64::MAX,
+                })
+                .collect(),
+        };
+        let mut l = Layout::plain(stripe);
+        let first = l.components[0].clone();
+        l.components = (0..components).map(|_| first.clone()).collect();
+        l
+    }
+
+    fn entry(name_len: usize, layout: Option<Layout>, n_locks: usize) -> DirEntryPlus {
+        let lock = EnqueueReply {
+            handle: LockHandle { cookie: u64::MAX },
+            desc: LockDesc {
+                resource: ResourceId::fid(Fid::ROOT),
+                mode: LockMode::Pr,
+                policy: LockPolicy::Ibits { bits: ibits::ALL },
+            },
+            granted: true,
+            lvb: Some(Lvb::default()),
+        };
+        let t = Timespec {
+            sec: i64::MIN,
+            nsec: u32::MAX,
+        };
+        DirEntryPlus {
+            entry: DirEntry {
+                name: vec![b'n'; name_len],
+                fid: Fid::ROOT,
+                file_type: libc::S_IFREG,
+                next_cookie: u64::MAX,
+            },
+            attr: Attr {
+                fid: Fid::ROOT,
+                mode: u32::MAX,
+                nlink: u32::MAX,
+                uid: u32::MAX,
+                gid: u32::MAX,
+                rdev: u32::MAX,
+                size: u64::MAX,
+                blocks: u64::MAX,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                btime: t,
+                layout_gen: u32::MAX,
+                hsm_state: u32::MAX,
+                flags: u32::MAX,
+            },
+            layout,
+            writers: u32::MAX,
+            locks: vec![lock; n_locks],
+            locked: true,
+        }
+    }
+
+    #[test]
+    fn entry_size_bound_covers_the_encoding() {
+        let layouts = [
+            None,
+            Some(layout(1, 0, "")),
+            Some(layout(1, 1, "")),
+            Some(layout(1, 2, "pool")),
+            Some(layout(3, 7, "fifteen-chars-p")),
+            Some(layout(1, STRIPE_COUNT_MAX, "")),
+        ];
+        let mut page = Vec::new();
+        for name_len in [1, 7, 8, 9, 100, NAME_MAX_BYTES] {
+            for l in &layouts {
+                for n_locks in [0, 1, IBITS_SETS_MAX] {
+                    let e = entry(name_len, l.clone(), n_locks);
+                    let bound = DirEntryPlus::wire_bytes_bound(name_len, l.as_ref());
+                    let one = ReaddirPlusReply {
+                        entries: vec![e.clone()],
+                        eof: true,
+                    };
+                    let len = encode(&one).len();
+                    assert!(
+                        len <= bound + REPLY_FIXED_BYTES,
+                        "name {name_len}, {n_locks} locks: {len} bytes, bound {bound}"
+                    );
+                    page.push((e, bound));
+                }
+            }
+        }
+        let bound: usize = page.iter().map(|(_, b)| b).sum();
+        let reply = ReaddirPlusReply {
+            entries: page.into_iter().map(|(e, _)| e).collect(),
+            eof: false,
+        };
+        let encoded = encode(&reply);
+        assert!(encoded.len() <= bound + REPLY_FIXED_BYTES);
+        assert_eq!(decode::<ReaddirPlusReply>(&encoded).unwrap(), reply);
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub enum Opcode {
     OstPunch = 10,
     OstStatfs = 13,
     OstSync = 16,
+    /// fallocate(2) on a range of an object: allocate ahead, or punch a hole.
+    OstFallocate = 22,
 
     MdsGetattr = 33,
     /// Lookup of a name in a directory.
@@ -61,6 +63,10 @@ pub enum Opcode {
     /// MDS_REINT with the client's own locks to cancel first (Lustre packs these early lock
     /// cancels into the same request).
     MdsReintCancel = 2002,
+    /// Directory listing whose entries carry what a getattr of each returns, with inode-bits
+    /// locks on some of them granted without waiting (Lustre's statahead and readdirplus do
+    /// this with a getattr intent per entry).
+    MdsReaddirPlus = 2003,
 }
 
 impl Opcode {
@@ -79,6 +85,7 @@ impl Opcode {
             10 => OstPunch,
             13 => OstStatfs,
             16 => OstSync,
+            22 => OstFallocate,
             33 => MdsGetattr,
             34 => MdsGetattrName,
             35 => MdsClose,
@@ -104,6 +111,7 @@ impl Opcode {
             2000 => MdsOpen,
             2001 => MdsGetattrLock,
             2002 => MdsReintCancel,
+            2003 => MdsReaddirPlus,
             _ => return None,
         })
     }
@@ -128,6 +136,7 @@ impl Opcode {
             OstPunch => "ost_punch",
             OstStatfs => "ost_statfs",
             OstSync => "ost_sync",
+            OstFallocate => "ost_fallocate",
             MdsGetattr => "mds_getattr",
             MdsGetattrName => "mds_getattr_name",
             MdsClose => "mds_close",
@@ -153,6 +162,7 @@ impl Opcode {
             MdsOpen => "mds_open",
             MdsGetattrLock => "mds_getattr_lock",
             MdsReintCancel => "mds_reint_cancel",
+            MdsReaddirPlus => "mds_readdir_plus",
         }
     }
 }
@@ -171,6 +181,9 @@ mod tests {
         assert_eq!(Opcode::from_u32(104), Some(Opcode::LdlmBlCallback));
         assert_eq!(Opcode::LdlmCpCallback.name(), "ldlm_cp_callback");
         assert_eq!(Opcode::ObdPing.as_u32(), 400);
+        assert_eq!(Opcode::from_u32(22), Some(Opcode::OstFallocate));
+        assert_eq!(Opcode::OstFallocate.name(), "ost_fallocate");
+        assert_eq!(Opcode::from_u32(2003), Some(Opcode::MdsReaddirPlus));
         for v in 0..3000 {
             if let Some(op) = Opcode::from_u32(v) {
                 assert_eq!(op.as_u32(), v);
