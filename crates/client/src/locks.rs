@@ -57,6 +57,9 @@ pub const INVALIDATE_WAIT: Duration = Duration::from_secs(1);
 /// their LOOKUP caching: the lock is not taken for them).
 const MAX_NAMES_PER_INODE: usize = 8;
 
+/// Most locks named in one LDLM_CANCEL of locks pushed out of the LRU.
+const LRU_CANCEL_BATCH: usize = 256;
+
 /// The inode bits of the attribute lock a client takes.
 pub const ATTR_BITS: u64 = ibits::UPDATE | ibits::PERM | ibits::XATTR;
 
@@ -114,6 +117,19 @@ pub(crate) struct Locks {
     state: Mutex<State>,
     imports: OnceLock<HashMap<Target, Import>>,
     invalidator: OnceLock<Arc<dyn CacheInvalidator>>,
+    /// Locks pushed out of the LRU, dropped here and waiting to be cancelled at their server
+    /// together (nobody waits for these cancels).
+    lru_cancels: Mutex<LruCancels>,
+}
+
+/// Cancels of LRU victims, sent in batches: while one batch is on the wire the next
+/// gathers, so a steady stream of new locks (a listing, a stat of every file of a large
+/// directory) costs one LDLM_CANCEL per batch instead of one per lock.
+#[derive(Default)]
+struct LruCancels {
+    pending: HashMap<Target, Vec<LockHandle>>,
+    /// A task is sending them.
+    sending: bool,
 }
 
 /// The inode a MDT lock resource names (the inverse of [`ResourceId::fid`]).
@@ -158,6 +174,7 @@ impl Locks {
             }),
             imports: OnceLock::new(),
             invalidator: OnceLock::new(),
+            lru_cancels: Mutex::new(LruCancels::default()),
         })
     }
 
@@ -481,7 +498,51 @@ impl Locks {
         };
         for handle in due {
             let me = Arc::clone(self);
-            tokio::spawn(async move { me.invalidate_and_cancel(held.target, handle).await });
+            // The lock just released was called back while in use: its server is waiting.
+            // The others were pushed out of the LRU: their cancels go in batches.
+            let urgent = handle == held.handle;
+            tokio::spawn(async move {
+                if me.invalidate_and_drop(held.target, handle).await {
+                    if urgent {
+                        me.send_cancel(held.target, handle).await;
+                    } else {
+                        me.queue_lru_cancel(held.target, handle);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Queues the cancel of an LRU victim already dropped here; starts a sender unless one
+    /// is running.
+    fn queue_lru_cancel(self: &Arc<Self>, target: Target, handle: LockHandle) {
+        let start = {
+            let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
+            q.pending.entry(target).or_default().push(handle);
+            !std::mem::replace(&mut q.sending, true)
+        };
+        if start {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.send_lru_cancels().await });
+        }
+    }
+
+    /// Sends the queued LRU cancels, one LDLM_CANCEL per target and batch, until none wait.
+    async fn send_lru_cancels(&self) {
+        loop {
+            let batch = {
+                let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
+                if q.pending.is_empty() {
+                    q.sending = false;
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            for (target, handles) in batch {
+                for chunk in handles.chunks(LRU_CANCEL_BATCH) {
+                    self.send_cancels(target, chunk.to_vec()).await;
+                }
+            }
         }
     }
 
@@ -517,6 +578,14 @@ impl Locks {
 
     /// Drops the cache under a lock, then cancels it at its server.
     async fn invalidate_and_cancel(&self, target: Target, handle: LockHandle) {
+        if self.invalidate_and_drop(target, handle).await {
+            self.send_cancel(target, handle).await;
+        }
+    }
+
+    /// Drops the cache under a lock and forgets the lock here; whether it was still known
+    /// (and so is to be cancelled at its server).
+    async fn invalidate_and_drop(&self, target: Target, handle: LockHandle) -> bool {
         let what = {
             let st = self.state();
             match st.caches.get(&target).and_then(|c| c.desc(handle)) {
@@ -525,7 +594,7 @@ impl Locks {
             }
         };
         self.invalidate(what).await;
-        let removed = {
+        {
             let mut st = self.state();
             let cache = st.caches.get_mut(&target);
             let (desc, lookup_left) = match cache {
@@ -548,9 +617,6 @@ impl Locks {
                 }
             }
             desc.is_some()
-        };
-        if removed {
-            self.send_cancel(target, handle).await;
         }
     }
 
@@ -810,6 +876,81 @@ mod tests {
         locks.on_blocking(Target::Mdt(MDT), &ast);
         assert!(!locks.all_held(MDT, &held));
         assert!(locks.all_held(MDT, &held[..1]));
+    }
+
+    /// Counts the LDLM_CANCEL requests it gets and the locks they name.
+    #[derive(Default)]
+    struct CancelCounter {
+        requests: std::sync::atomic::AtomicUsize,
+        handles: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl sheen_rpc::Service for CancelCounter {
+        fn name(&self) -> String {
+            "cancel-counter".into()
+        }
+        fn instance(&self) -> u64 {
+            1
+        }
+        async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            match req.opcode {
+                Opcode::LdlmCancel => {
+                    let c: CancelReq = req.decode()?;
+                    self.requests.fetch_add(1, SeqCst);
+                    self.handles.fetch_add(c.handles.len(), SeqCst);
+                    Ok(Response::new(&Empty {}))
+                }
+                _ => Err(Errno::EOPNOTSUPP.into()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn locks_pushed_out_of_the_lru_are_cancelled_in_batches() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let t = sheen_transport::TcpTransport::default();
+        let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+        let listener = sheen_transport::Transport::listen(&t, &any).await.unwrap();
+        let nid = listener.local_nid();
+        let counter = Arc::new(CancelCounter::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(sheen_rpc::serve(listener, counter.clone(), stop.clone()));
+        let cfg = sheen_rpc::ImportConfig::new("lru-client", Opcode::MdsConnect);
+        let import = Import::new(sheen_transport::for_nid(&nid).unwrap(), nid, cfg);
+        let locks = Locks::new();
+        locks.set_imports(HashMap::from([(Target::Mdt(MDT), import)]));
+        let keep = 2;
+        let victims = {
+            let mut st = locks.state();
+            let cache = st.caches.entry(Target::Mdt(MDT)).or_default();
+            cache.set_max_unused(keep)
+        };
+        assert!(victims.is_empty());
+        // Fifty inodes looked up: every lock beyond the two the LRU keeps is cancelled.
+        let n = 50u32;
+        for i in 0..n {
+            let f = fid(100 + i);
+            locks.add_inode_locks(MDT, f, None, &[grant(1000 + u64::from(i), f, ATTR_BITS)]);
+        }
+        let want = usize::try_from(n).unwrap() - keep;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counter.handles.load(SeqCst) < want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cancels not all sent"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(counter.handles.load(SeqCst), want);
+        let requests = counter.requests.load(SeqCst);
+        assert!(
+            requests < want / 4,
+            "{requests} LDLM_CANCEL requests for {want} locks"
+        );
+        assert_eq!(locks.room(MDT), 0);
+        stop.cancel();
     }
 
     #[tokio::test]
