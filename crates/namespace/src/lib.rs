@@ -104,6 +104,8 @@ pub struct NsStatfs {
 }
 
 thread_local! {
+    /// The transno the transactions of this thread take at least ([`Namespace::with_transno`]).
+    static AT_LEAST_TRANSNO: Cell<u64> = const { Cell::new(0) };
     static LAST_OP_TRANSNO: Cell<u64> = const { Cell::new(0) };
     /// The client request the operations of this thread are executing for, if any
     /// ([`Namespace::with_client_record`]).
@@ -147,10 +149,26 @@ impl Namespace {
         Self::open_with_hash(dir, codec::name_hash)
     }
 
+    /// Opens the namespace without sled's own periodic flush: only [`Namespace::flush`] makes
+    /// changes durable (an MDS that commits on its own schedule, so that what it reports
+    /// committed is what is on disk, and no more is flushed than it asked for).
+    pub fn open_flushed_by_caller(dir: &Path) -> Result<Namespace, NsError> {
+        Self::open_with(dir, codec::name_hash, None)
+    }
+
     fn open_with_hash(dir: &Path, hash: fn(&[u8]) -> u64) -> Result<Namespace, NsError> {
+        Self::open_with(dir, hash, Some(limits::SLED_FLUSH_EVERY_MS))
+    }
+
+    fn open_with(
+        dir: &Path,
+        hash: fn(&[u8]) -> u64,
+        flush_every_ms: Option<u64>,
+    ) -> Result<Namespace, NsError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(limits::DB_CACHE_BYTES)
+            .flush_every_ms(flush_every_ms)
             .open()?;
         let ns = Namespace {
             inodes: db.open_tree(codec::TREE_INODES)?,
@@ -360,7 +378,7 @@ impl Namespace {
             let res = trees.transaction(|views: &Views| {
                 let mut tx = Tx::new(views, self.hash, &xattr_keys, now);
                 let out = op(&mut tx)?;
-                let transno = tx.finish()?;
+                let transno = tx.finish(AT_LEAST_TRANSNO.with(Cell::get))?;
                 let record = CLIENT_RECORD.with(|r| r.borrow().clone());
                 if let Some((client, xid)) = record {
                     txn::record_client(&views.4, &client, xid, transno)?;
@@ -599,6 +617,59 @@ impl Namespace {
             self.prune_client_records(client)?;
         }
         out
+    }
+
+    /// Runs `f` so that its transactions take transno `transno` (if it is above the last
+    /// one): a replayed change keeps the number its first execution got.
+    pub fn with_transno<T>(
+        &self,
+        transno: u64,
+        f: impl FnOnce(&Namespace) -> Result<T, NsError>,
+    ) -> Result<T, NsError> {
+        AT_LEAST_TRANSNO.with(|t| t.set(transno));
+        let out = f(self);
+        AT_LEAST_TRANSNO.with(|t| t.set(0));
+        out
+    }
+
+    /// Records that `client` makes changes (it is waited for in recovery); durable with the
+    /// next flush.
+    pub fn register_client(&self, client: &[u8]) -> Result<(), NsError> {
+        self.meta.insert(codec::client_key(client), &[][..])?;
+        Ok(())
+    }
+
+    /// Forgets `client`: its registration and its reply records (it said goodbye or was
+    /// evicted, and will not replay or resend).
+    pub fn forget_client(&self, client: &[u8]) -> Result<(), NsError> {
+        self.meta.remove(codec::client_key(client))?;
+        let keys: Vec<IVec> = self
+            .meta
+            .scan_prefix(codec::rcvd_prefix(client))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            self.meta.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// The clients registered ([`Namespace::register_client`]) or with reply records.
+    pub fn known_clients(&self) -> Result<Vec<Vec<u8>>, NsError> {
+        let mut out = std::collections::BTreeSet::new();
+        for k in self.meta.scan_prefix(codec::META_CLIENT).keys() {
+            let k = k?;
+            if let Some(uuid) = k.get(codec::META_CLIENT.len()..) {
+                out.insert(uuid.to_vec());
+            }
+        }
+        for k in self.meta.scan_prefix(codec::META_RCVD).keys() {
+            let k = k?;
+            if let Some(uuid) = codec::rcvd_client(&k) {
+                out.insert(uuid.to_vec());
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The transno of the change request `xid` of `client` made, if it was executed (and
