@@ -37,6 +37,11 @@ struct Args {
     /// after their connection ended) before what they held open is released.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=3600))]
     recovery_window: u64,
+    /// Milliseconds between background commits; 0 (default) commits every change before its
+    /// reply. Above 0 the MDS replies once a change is applied and clients replay what a
+    /// crash lost, within the recovery window.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    commit_interval_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +63,7 @@ fn main() -> anyhow::Result<()> {
             failnodes: args.failnodes,
             callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
             recovery_window: std::time::Duration::from_secs(args.recovery_window),
+            commit_interval: std::time::Duration::from_millis(args.commit_interval_ms),
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

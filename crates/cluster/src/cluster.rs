@@ -614,6 +614,10 @@ impl Cluster {
                     let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
                     args.extend(["--recovery-window".to_owned(), secs.to_string()]);
                 }
+                if let Some(i) = spec.mds_commit_interval {
+                    let ms = i.as_millis().max(1);
+                    args.extend(["--commit-interval-ms".to_owned(), ms.to_string()]);
+                }
             }
             Daemon::Oss => {
                 args.extend(["--mgs".to_owned(), self.mgs_nid()]);

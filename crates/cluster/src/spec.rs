@@ -44,6 +44,10 @@ pub struct ClusterSpec {
     /// releases what they held open: `--recovery-window SECS` (whole seconds, rounded up).
     /// `None` (default) passes nothing.
     pub recovery_window: Option<Duration>,
+    /// The MDS commits asynchronously, at most this often, and clients replay what a crash
+    /// lost: `--commit-interval-ms MS`. `None` (default) passes nothing (commit before
+    /// every reply).
+    pub mds_commit_interval: Option<Duration>,
     /// The IPv4 address every daemon listens on (default `127.0.0.1`): a test that puts its
     /// clients in network namespaces gives the address of the bridge it made.
     pub host: std::net::Ipv4Addr,
@@ -67,6 +71,7 @@ impl ClusterSpec {
             mds_failnode: false,
             callback_timeout: None,
             recovery_window: None,
+            mds_commit_interval: None,
             host: std::net::Ipv4Addr::LOCALHOST,
         }
     }

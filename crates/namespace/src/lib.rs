@@ -597,6 +597,12 @@ impl Namespace {
         LAST_OP_TRANSNO.with(Cell::get)
     }
 
+    /// Forgets the transaction number [`Namespace::last_op_transno`] reports for this thread,
+    /// so that a call making no transaction is seen as such.
+    pub fn clear_last_op_transno(&self) {
+        LAST_OP_TRANSNO.with(|t| t.set(0));
+    }
+
     /// Runs `f` (the namespace change a client's request asks for) so that every transaction
     /// it makes also records, atomically with the change, that request `xid` of `client`
     /// was executed (Lustre's last_rcvd): after a restart, a resend of the request is

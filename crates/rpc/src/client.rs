@@ -1,6 +1,7 @@
 //! The client side of RPC: an import per (client, service) pair.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -581,12 +582,21 @@ impl Import {
         });
         let mut receiver = conn.receiver;
         let weak = Arc::downgrade(&live);
+        let weak_import = Arc::downgrade(&self.inner);
         let callbacks = cfg.callbacks.clone();
         let reader = tokio::spawn(async move {
             let ended = |live: &Live| {
                 live.close();
                 if let Some(cb) = &callbacks {
                     cb.0.connection_ended(nid);
+                }
+                // Uncommitted changes are replayed as soon as the server is back, not at
+                // the next call: a server in recovery waits for its clients.
+                if let Some(inner) = weak_import.upgrade() {
+                    let kept = inner.replay.lock().map(|l| l.len()).unwrap_or(0);
+                    if kept > 0 {
+                        tokio::spawn(Import { inner }.reconnect_to_replay());
+                    }
                 }
             };
             loop {
@@ -686,6 +696,35 @@ impl Import {
             cb.0.connected(nid);
         }
         Ok(live)
+    }
+
+    /// Reconnects (for `retry_for`) so that the kept requests are replayed. Boxed: it is
+    /// spawned from the reader task that [`Import::connect`] itself spawns.
+    fn reconnect_to_replay(self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.reconnect_to_replay_inner())
+    }
+
+    async fn reconnect_to_replay_inner(self) {
+        let give_up = Instant::now() + self.inner.config.retry_for;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.live().await {
+                Ok(_) => return,
+                Err(e) if Instant::now() < give_up => {
+                    debug!(nid = %self.nid(), "reconnect to replay failed, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    warn!(
+                        nid = %self.nid(),
+                        kept = self.replay_len(),
+                        "could not reconnect to replay uncommitted requests: {e}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// Sends every kept request again, in transno order, with `FLAG_REPLAY` (see

@@ -26,7 +26,7 @@ mod reply_cache;
 mod server;
 
 pub use client::{CallbackHandler, Callbacks, Import, ImportConfig, Reply};
-pub use export::{ExportId, Exports, GoneHook};
+pub use export::{EvictHook, ExportId, Exports, GoneHook};
 pub use reply_cache::{
     MAX_CLIENTS, MAX_CLIENT_UUID_BYTES, MAX_IN_PROGRESS_PER_CLIENT, MAX_REPLIES_PER_CLIENT,
     MAX_SAVED_BYTES_PER_CLIENT,
