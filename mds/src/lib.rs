@@ -72,6 +72,9 @@ pub struct MdsConfig {
     /// recovers uncommitted changes from its clients' replays after a restart
     /// (`--commit-interval-ms`, docs/RECOVERY.md).
     pub commit_interval: Duration,
+    /// Fault injection for tests (`--crash-image-dir`): after every commit, a copy of the
+    /// namespace as it is on disk (what a power loss would leave) is kept here.
+    pub crash_image: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +121,8 @@ struct GroupCommit {
     flushing: Mutex<()>,
     /// The last transno known durable, for those waiting for a commit.
     watch: watch::Sender<u64>,
+    /// See [`MdsConfig::crash_image`].
+    crash_image: Option<PathBuf>,
 }
 
 impl GroupCommit {
@@ -126,6 +131,7 @@ impl GroupCommit {
             committed: AtomicU64::new(committed),
             flushing: Mutex::new(()),
             watch: watch::Sender::new(committed),
+            crash_image: None,
         }
     }
 
@@ -143,18 +149,31 @@ impl GroupCommit {
     /// Makes every transaction up to `target` durable; returns the committed transno (at
     /// least `target`). Blocks: call on the blocking pool.
     fn commit(&self, ns: &Namespace, target: u64) -> Result<u64, NsError> {
+        self.commit_inner(ns, target, false)
+    }
+
+    /// Flushes even when every transno is committed: for what is written outside
+    /// transactions (client registrations). Blocks: call on the blocking pool.
+    fn flush_now(&self, ns: &Namespace) -> Result<u64, NsError> {
+        self.commit_inner(ns, ns.last_transno(), true)
+    }
+
+    fn commit_inner(&self, ns: &Namespace, target: u64, force: bool) -> Result<u64, NsError> {
         let done = self.committed();
-        if done >= target {
+        if done >= target && !force {
             return Ok(done);
         }
         // A panic while flushing leaves nothing behind that the next flush would not redo.
         let _turn = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let done = self.committed();
-        if done >= target {
+        if done >= target && !force {
             return Ok(done);
         }
         // `flush` reads the last transno before flushing, so it covers `target`.
-        let transno = ns.flush()?.transno;
+        let transno = match &self.crash_image {
+            Some(dir) => ns.flush_and_copy(dir)?.transno,
+            None => ns.flush()?.transno,
+        };
         self.committed.fetch_max(transno, Ordering::AcqRel);
         self.watch.send_if_modified(|c| {
             let raised = transno > *c;
@@ -258,7 +277,10 @@ impl Mds {
             }
             for (fid, counts) in self.opens.take_export(id) {
                 for _ in 0..counts.total() {
-                    match self.ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno()))).await {
+                    match self
+                        .ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno())))
+                        .await
+                    {
                         Ok((removed, transno)) => self.destroy_removed(removed.as_ref(), transno),
                         Err(e) => warn!(%fid, "releasing an open of a gone client: {}", e.message),
                     }
@@ -827,8 +849,12 @@ impl Mds {
             return Ok(());
         }
         let c = Arc::clone(client);
-        self.ns(move |ns| ns.register_client(c.as_bytes())).await?;
-        self.commit().await?;
+        let commits = Arc::clone(&self.commits);
+        self.ns(move |ns| {
+            ns.register_client(c.as_bytes())?;
+            commits.flush_now(ns)
+        })
+        .await?;
         if let Ok(mut r) = self.registered.lock() {
             r.insert(Arc::clone(client));
         }
@@ -844,12 +870,18 @@ impl Mds {
         }
         if commit_first {
             if let Err(e) = self.commit().await {
-                warn!(client, "commit before forgetting a client failed: {}", e.message);
+                warn!(
+                    client,
+                    "commit before forgetting a client failed: {}", e.message
+                );
             }
         }
         let c = client.to_owned();
         if let Err(e) = self.ns(move |ns| ns.forget_client(c.as_bytes())).await {
-            warn!(client, "forgetting a client's records failed: {}", e.message);
+            warn!(
+                client,
+                "forgetting a client's records failed: {}", e.message
+            );
         }
     }
 
@@ -901,10 +933,7 @@ impl Mds {
             "replaying"
         );
         REPLAY
-            .scope(
-                (replay.transno, original_reply),
-                self.reint_request(req, r),
-            )
+            .scope((replay.transno, original_reply), self.reint_request(req, r))
             .await
     }
 
@@ -1339,7 +1368,16 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     };
     let name = TargetKind::Mdt.target_name(&cfg.fsname, cfg.index);
     info!(nid = %listener.local_nid(), target = %name, "MDS ready");
-    let commits = Arc::new(GroupCommit::new(ns.last_transno()));
+    let commits = {
+        let mut c = GroupCommit::new(ns.last_transno());
+        c.crash_image = cfg.crash_image.clone();
+        if let Some(dir) = c.crash_image.clone() {
+            warn!(dir = %dir.display(), "fault injection: keeping crash images of the MDT");
+            let ns = Arc::clone(&ns);
+            tokio::task::spawn_blocking(move || ns.flush_and_copy(&dir)).await??;
+        }
+        Arc::new(c)
+    };
     info!(
         commit_interval_ms = cfg.commit_interval.as_millis() as u64,
         "commit mode: {}",

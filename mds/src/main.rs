@@ -42,6 +42,10 @@ struct Args {
     /// crash lost, within the recovery window.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     commit_interval_ms: u64,
+    /// Fault injection for tests: after every commit, copy the namespace as it is on disk
+    /// (what a power loss would leave) to this directory.
+    #[arg(long, hide = true)]
+    crash_image_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
             recovery_window: std::time::Duration::from_secs(args.recovery_window),
             commit_interval: std::time::Duration::from_millis(args.commit_interval_ms),
+            crash_image: args.crash_image_dir,
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

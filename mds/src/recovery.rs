@@ -195,9 +195,7 @@ impl Recovery {
                     .iter()
                     .all(|c| st.queued.values().any(|q| q == c));
                 let next = st.last.checked_add(1) == Some(transno);
-                if lowest == Some(transno)
-                    && !st.running
-                    && (next || everyone_queued || st.expired)
+                if lowest == Some(transno) && !st.running && (next || everyone_queued || st.expired)
                 {
                     st.queued.remove(&transno);
                     st.running = true;

@@ -48,6 +48,9 @@ pub struct ClusterSpec {
     /// lost: `--commit-interval-ms MS`. `None` (default) passes nothing (commit before
     /// every reply).
     pub mds_commit_interval: Option<Duration>,
+    /// Fault injection: the MDS keeps, after every commit, the image of its MDT a power loss
+    /// would leave (`--crash-image-dir`), for [`Cluster::power_fail_mds`](crate::Cluster::power_fail_mds).
+    pub mds_crash_image: bool,
     /// The IPv4 address every daemon listens on (default `127.0.0.1`): a test that puts its
     /// clients in network namespaces gives the address of the bridge it made.
     pub host: std::net::Ipv4Addr,
@@ -72,6 +75,7 @@ impl ClusterSpec {
             callback_timeout: None,
             recovery_window: None,
             mds_commit_interval: None,
+            mds_crash_image: false,
             host: std::net::Ipv4Addr::LOCALHOST,
         }
     }

@@ -137,6 +137,8 @@ pub struct Namespace {
     pins: std::sync::Mutex<HashMap<Fid, u32>>,
     /// Calls of [`Namespace::with_client_record`], to prune the records now and then.
     record_calls: AtomicU64,
+    /// The database directory.
+    dir: std::path::PathBuf,
     /// Tests set this to make every transaction abort after it wrote everything.
     #[cfg(test)]
     inject_abort: std::sync::atomic::AtomicBool,
@@ -182,6 +184,7 @@ impl Namespace {
             writer: std::sync::Mutex::new(()),
             pins: std::sync::Mutex::new(HashMap::new()),
             record_calls: AtomicU64::new(0),
+            dir: dir.to_path_buf(),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
         };
@@ -711,6 +714,26 @@ impl Namespace {
         Ok(())
     }
 
+    /// Fault injection for tests: [`Namespace::flush`], then, with no transaction running,
+    /// copies the database files as they are on disk to `to` (replacing it). Opening the
+    /// copy gives what a power loss right after this flush would leave: everything up to the
+    /// returned transno, nothing after it.
+    pub fn flush_and_copy(&self, to: &Path) -> Result<Committed, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = self.flush()?;
+        let tmp = to.with_extension("tmp");
+        let io = |e: std::io::Error| NsError::Db(sled::Error::Io(e));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        copy_dir(&self.dir, &tmp).map_err(io)?;
+        if to.exists() {
+            std::fs::remove_dir_all(to).map_err(io)?;
+        }
+        std::fs::rename(&tmp, to).map_err(io)?;
+        Ok(committed)
+    }
+
     /// Makes everything committed so far durable and returns the last transaction number
     /// that is now on disk.
     pub fn flush(&self) -> Result<Committed, NsError> {
@@ -718,6 +741,21 @@ impl Namespace {
         self.db.flush()?;
         Ok(Committed { transno })
     }
+}
+
+/// Copies the files under `from` to `to` (created), recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks a name a new entry would get: 1 to NAME_MAX bytes, not `.` or `..`, no `/` or

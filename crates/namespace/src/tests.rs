@@ -1736,3 +1736,19 @@ fn known_clients_are_registered_or_recorded_and_forgotten() {
     assert_eq!(ns.client_record(b"busy", 3).unwrap(), None);
     assert_eq!(ns.known_clients().unwrap(), vec![b"quiet".to_vec()]);
 }
+
+#[test]
+fn flush_and_copy_is_the_image_of_that_flush() {
+    let (dir, ns) = open();
+    mkfile(&ns, Fid::ROOT, "committed");
+    let image = dir.path().with_extension("image");
+    let committed = ns.flush_and_copy(&image).unwrap();
+    assert_eq!(committed.transno, ns.last_transno());
+    mkfile(&ns, Fid::ROOT, "after");
+    let copy = Namespace::open(&image).unwrap();
+    assert_eq!(copy.last_transno(), committed.transno);
+    assert!(copy.lookup(Fid::ROOT, b"committed").is_ok());
+    assert!(copy.lookup(Fid::ROOT, b"after").is_err());
+    drop(copy);
+    std::fs::remove_dir_all(&image).unwrap();
+}

@@ -27,11 +27,11 @@ mod server;
 
 pub use client::{CallbackHandler, Callbacks, Import, ImportConfig, Reply};
 pub use export::{EvictHook, ExportId, Exports, GoneHook};
+pub use replay::ReplayInfo;
 pub use reply_cache::{
     MAX_CLIENTS, MAX_CLIENT_UUID_BYTES, MAX_IN_PROGRESS_PER_CLIENT, MAX_REPLIES_PER_CLIENT,
     MAX_SAVED_BYTES_PER_CLIENT,
 };
-pub use replay::ReplayInfo;
 pub use server::{serve, serve_with_exports, Request, Response, Service, ServiceError};
 
 use sheen_transport::TransportError;

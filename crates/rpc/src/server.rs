@@ -420,27 +420,25 @@ async fn handle_one(
             }
             Ok(Response::empty())
         }
-        Some(opcode) if req_header.flags & FLAG_REPLAY != 0 => {
-            match decode_envelope(&msg.bulk) {
-                Ok((bulk, reply)) => {
-                    let req = Request {
-                        header: req_header,
-                        opcode,
-                        body: msg.body,
-                        bulk,
-                        peer,
-                        export: export.as_ref().map(|(id, _)| *id),
-                        client: export.map(|(_, uuid)| uuid),
-                        replay: Some(ReplayInfo {
-                            transno: req_header.transno,
-                            reply,
-                        }),
-                    };
-                    service.handle(req).await
-                }
-                Err(e) => Err(ServiceError::new(Errno::EPROTO, e)),
+        Some(opcode) if req_header.flags & FLAG_REPLAY != 0 => match decode_envelope(&msg.bulk) {
+            Ok((bulk, reply)) => {
+                let req = Request {
+                    header: req_header,
+                    opcode,
+                    body: msg.body,
+                    bulk,
+                    peer,
+                    export: export.as_ref().map(|(id, _)| *id),
+                    client: export.map(|(_, uuid)| uuid),
+                    replay: Some(ReplayInfo {
+                        transno: req_header.transno,
+                        reply,
+                    }),
+                };
+                service.handle(req).await
             }
-        }
+            Err(e) => Err(ServiceError::new(Errno::EPROTO, e)),
+        },
         Some(opcode) => {
             let req = Request {
                 header: req_header,

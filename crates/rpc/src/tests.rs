@@ -980,7 +980,11 @@ async fn uncommitted_requests_are_replayed_in_order_to_a_restarted_server() {
         .unwrap();
     assert_eq!(r.header.transno, 100);
     let seen = second.seen();
-    assert_eq!(seen.len(), 5, "three replays, done, the new request: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        5,
+        "three replays, done, the new request: {seen:?}"
+    );
     for (i, (transno, body, bulk, reply)) in originals.iter().enumerate() {
         let expected = Seen::Create {
             xid: xids[i],
@@ -996,7 +1000,14 @@ async fn uncommitted_requests_are_replayed_in_order_to_a_restarted_server() {
     }
     assert_eq!(seen[3], Seen::ReplayDone("resending-client".into()));
     assert!(
-        matches!(&seen[4], Seen::Create { replay: None, flags: 0, .. }),
+        matches!(
+            &seen[4],
+            Seen::Create {
+                replay: None,
+                flags: 0,
+                ..
+            }
+        ),
         "the new request comes after the replays: {:?}",
         seen[4]
     );
