@@ -49,7 +49,8 @@ pub struct ClusterSpec {
     /// every reply).
     pub mds_commit_interval: Option<Duration>,
     /// Fault injection: the MDS keeps, after every commit, the image of its MDT a power loss
-    /// would leave (`--crash-image-dir`), for [`Cluster::power_fail_mds`](crate::Cluster::power_fail_mds).
+    /// would leave (`--crash-image-dir`), for
+    /// [`Cluster::power_fail_mds`](crate::Cluster::power_fail_mds).
     pub mds_crash_image: bool,
     /// The IPv4 address every daemon listens on (default `127.0.0.1`): a test that puts its
     /// clients in network namespaces gives the address of the bridge it made.

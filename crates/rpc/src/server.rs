@@ -415,7 +415,7 @@ async fn handle_one(
         }
         Some(Opcode::ObdPing) => {
             if let (true, Some((_, uuid))) = (req_header.flags & FLAG_REPLAY != 0, &export) {
-                info!(client = %uuid, "client finished replaying");
+                debug!(client = %uuid, "client finished replaying");
                 service.replay_done(uuid).await;
             }
             Ok(Response::empty())
