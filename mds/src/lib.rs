@@ -39,7 +39,7 @@ use sheen_wire::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 pub use objects::ObjectAllocator;
 use recovery::Recovery;
@@ -597,11 +597,14 @@ impl Mds {
         }
         let commits = Arc::clone(&self.commits);
         let objects = Arc::clone(&self.objects);
-        tokio::spawn(async move {
-            if commits.wait_for(transno).await {
-                objects.destroy_layout_later(layout);
+        tokio::spawn(
+            async move {
+                if commits.wait_for(transno).await {
+                    objects.destroy_layout_later(layout);
+                }
             }
-        });
+            .instrument(tracing::debug_span!("destroy_after_commit", transno)),
+        );
     }
 
     async fn reint(&self, req: ReintReq) -> Result<ReintReply, ServiceError> {
@@ -1208,24 +1211,28 @@ fn spawn_committer(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            if ns.last_transno() <= commits.committed() {
-                continue;
-            }
-            let (ns, commits) = (Arc::clone(&ns), Arc::clone(&commits));
-            let done = tokio::task::spawn_blocking(move || commits.commit(&ns, ns.last_transno()));
-            match done.await {
-                Ok(Ok(transno)) => tracing::debug!(transno, "committed"),
-                Ok(Err(e)) => warn!("background commit failed: {e}"),
-                Err(e) => warn!("background commit failed: {e}"),
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if ns.last_transno() <= commits.committed() {
+                    continue;
+                }
+                let (ns, commits) = (Arc::clone(&ns), Arc::clone(&commits));
+                let done =
+                    tokio::task::spawn_blocking(move || commits.commit(&ns, ns.last_transno()));
+                match done.await {
+                    Ok(Ok(transno)) => tracing::debug!(transno, "committed"),
+                    Ok(Err(e)) => warn!("background commit failed: {e}"),
+                    Err(e) => warn!("background commit failed: {e}"),
+                }
             }
         }
-    });
+        .instrument(tracing::info_span!("committer")),
+    );
 }
 
 async fn register(cfg: &MdsConfig, nid: Nid, mgs: &Import) -> Result<(), MdsError> {

@@ -17,7 +17,7 @@ use sheen_rpc::ServiceError;
 use sheen_wire::Errno;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 pub(crate) struct Recovery {
     /// The last transno on disk at start: replays up to it are answered, not executed.
@@ -94,15 +94,18 @@ impl Recovery {
             ended: watch::Sender::new(false),
         });
         let timer = Arc::clone(&r);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(window) => {}
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(window) => {}
+                }
+                let mut st = timer.lock();
+                st.expired = true;
+                timer.after_change(st);
             }
-            let mut st = timer.lock();
-            st.expired = true;
-            timer.after_change(st);
-        });
+            .instrument(tracing::info_span!("recovery_window")),
+        );
         let st = r.lock();
         r.after_change(st);
         r

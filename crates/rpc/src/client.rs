@@ -595,7 +595,8 @@ impl Import {
                 if let Some(inner) = weak_import.upgrade() {
                     let kept = inner.replay.lock().map(|l| l.len()).unwrap_or(0);
                     if kept > 0 {
-                        tokio::spawn(Import { inner }.reconnect_to_replay());
+                        let span = tracing::info_span!("replay_reconnect", %nid, kept);
+                        tokio::spawn(Import { inner }.reconnect_to_replay().instrument(span));
                     }
                 }
             };
