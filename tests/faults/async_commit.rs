@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sheen_cluster::Daemon;
 use sheen_tests::pattern;
@@ -132,4 +133,98 @@ fn uncommitted_changes_are_replayed_after_an_mds_crash() {
     cluster.unmount(&mnt).unwrap();
     cluster.mount(&mnt).unwrap();
     check(&mnt);
+}
+
+/// A process stopped with SIGSTOP, continued when this is dropped (also on panic).
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Stopped {
+        let pid_t = libc::pid_t::try_from(pid).unwrap();
+        // SAFETY: kill(2) with a pid this test started and a valid signal.
+        assert_eq!(unsafe { libc::kill(pid_t, libc::SIGSTOP) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let state = stat.rsplit_once(')').unwrap().1.trim_start().chars().next();
+            if state == Some('T') {
+                return Stopped(pid);
+            }
+            assert!(Instant::now() < deadline, "pid {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.0) {
+            // SAFETY: as in `new`.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+    }
+}
+
+/// Waits (bounded) until the MDS log has `n` "recovery ended" lines.
+fn wait_recovery_ended(log: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(log).unwrap();
+        if text.matches("recovery ended").count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "recovery did not end:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client that does not come back within the recovery window loses its uncommitted
+/// changes, here an unlink of a committed (fsynced) file: the file is back after the crash,
+/// and its data too, since the MDS destroys a removed file's OST objects only once the
+/// removal is committed.
+#[test]
+fn a_client_that_does_not_come_back_loses_its_uncommitted_unlink_not_the_data() {
+    let (tmp, mut cluster, mnt) = crate::mounted_with(2, |spec| {
+        spec.mds_commit_interval = Some(Duration::from_secs(600));
+        spec.recovery_window = Some(Duration::from_secs(3));
+        spec.mds_crash_image = true;
+        // The frozen client holds the file's extent locks on the OSTs: the fresh mount's
+        // read waits for its eviction.
+        spec.callback_timeout = Some(Duration::from_secs(2));
+    });
+    let path = mnt.join("kept.bin");
+    let data = pattern(5, 300 << 10);
+    let mut f = fs::File::create(&path).unwrap();
+    f.write_all(&data).unwrap();
+    // fsync ends with MDS_SYNC: the create and the size are committed.
+    f.sync_all().unwrap();
+    drop(f);
+    fs::remove_file(&path).unwrap();
+    // Time for the objects to be destroyed, were they not held back until the unlink
+    // commits (the destroys run in the background).
+    std::thread::sleep(Duration::from_secs(1));
+    let mds_log = cluster.log_path(Daemon::Mds).to_path_buf();
+    let ended_before = fs::read_to_string(&mds_log)
+        .unwrap()
+        .matches("recovery ended")
+        .count();
+    // The mount is frozen through the crash and the whole recovery window.
+    let frozen = Stopped::new(cluster.mount_pid(&mnt).unwrap());
+    cluster.power_fail_mds().unwrap();
+    cluster.start_mds().unwrap();
+    wait_recovery_ended(&mds_log, ended_before + 1);
+    let log = fs::read_to_string(&mds_log).unwrap();
+    let line = log.lines().rfind(|l| l.contains("recovery ended")).unwrap();
+    assert!(line.contains("never_came=[\"sheen-client"), "{line}");
+    // A fresh mount: the unlink was lost with its client, the file and its data were not.
+    let other = tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    cluster.mount(&other).unwrap();
+    let back = fs::read(other.join("kept.bin")).unwrap();
+    assert!(back == data, "the data of the file whose unlink was lost");
+    // The frozen client comes back too late: its replay is refused, and it goes on.
+    drop(frozen);
+    assert!(names(&mnt).contains("kept.bin"));
+    fs::remove_file(mnt.join("kept.bin")).unwrap();
+    assert!(!other.join("kept.bin").exists());
 }
