@@ -1265,10 +1265,15 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     let ns = Arc::new(ns);
     // Asynchronous mode: the clients the namespace knows replay what it lost.
     let recovery = if async_commit {
-        let known = {
+        let (clean, known) = {
             let ns = Arc::clone(&ns);
-            tokio::task::spawn_blocking(move || ns.known_clients()).await??
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, NsError>((ns.take_clean_shutdown()?, ns.known_clients()?))
+            })
+            .await??
         };
+        // After a clean shutdown every reply was committed: nobody has anything to replay.
+        let known = if clean { Vec::new() } else { known };
         let expected = known
             .iter()
             .map(|c| String::from_utf8_lossy(c).into_owned())
@@ -1457,7 +1462,14 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     serve_with_exports(listener, service, exports, shutdown).await;
     reaper.abort();
     refresher.abort();
-    if let Err(e) = tokio::task::spawn_blocking(move || ns.flush()).await? {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if async_commit {
+            ns.flush_clean_shutdown()
+        } else {
+            ns.flush()
+        }
+    });
+    if let Err(e) = flushed.await? {
         warn!("failed to flush the namespace at shutdown: {e}");
     }
     Ok(())

@@ -47,6 +47,10 @@ pub(crate) const META_RCVD: &[u8] = b"rcvd/";
 /// commits asynchronously waits for in recovery, with those that have `rcvd/` records.
 pub(crate) const META_CLIENT: &[u8] = b"client/";
 
+/// Written at a clean shutdown: the last transno, all of it flushed (`clean_shutdown` → u64
+/// LE); removed at the next open by [`crate::Namespace::take_clean_shutdown`].
+pub(crate) const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+
 pub(crate) fn client_key(client: &[u8]) -> Vec<u8> {
     let mut k = META_CLIENT.to_vec();
     k.extend_from_slice(client);

@@ -641,6 +641,27 @@ impl Namespace {
         out
     }
 
+    /// Flushes everything and records that nothing is uncommitted: the next start needs no
+    /// recovery ([`Namespace::take_clean_shutdown`]). Call last, at a clean shutdown.
+    pub fn flush_clean_shutdown(&self) -> Result<Committed, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let transno = self.last_transno();
+        self.meta
+            .insert(codec::META_CLEAN_SHUTDOWN, &transno.to_le_bytes()[..])?;
+        self.flush()
+    }
+
+    /// Whether the last run ended with [`Namespace::flush_clean_shutdown`] and nothing
+    /// changed after it; removes the record (durably), so that a crash of this run is not
+    /// taken for a clean shutdown.
+    pub fn take_clean_shutdown(&self) -> Result<bool, NsError> {
+        let Some(v) = self.meta.remove(codec::META_CLEAN_SHUTDOWN)? else {
+            return Ok(false);
+        };
+        self.db.flush()?;
+        Ok(codec::decode_u64("clean shutdown", &v)? == self.last_transno())
+    }
+
     /// Records that `client` makes changes (it is waited for in recovery); durable with the
     /// next flush.
     pub fn register_client(&self, client: &[u8]) -> Result<(), NsError> {

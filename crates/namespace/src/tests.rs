@@ -1752,3 +1752,18 @@ fn flush_and_copy_is_the_image_of_that_flush() {
     drop(copy);
     std::fs::remove_dir_all(&image).unwrap();
 }
+
+#[test]
+fn clean_shutdown_is_seen_once_and_only_if_nothing_changed_after_it() {
+    let (dir, ns) = open();
+    assert!(!ns.take_clean_shutdown().unwrap());
+    mkfile(&ns, Fid::ROOT, "a");
+    ns.flush_clean_shutdown().unwrap();
+    drop(ns);
+    let ns = reopen(dir.path());
+    assert!(ns.take_clean_shutdown().unwrap());
+    assert!(!ns.take_clean_shutdown().unwrap(), "taken once");
+    ns.flush_clean_shutdown().unwrap();
+    mkfile(&ns, Fid::ROOT, "b");
+    assert!(!ns.take_clean_shutdown().unwrap(), "a change after it");
+}

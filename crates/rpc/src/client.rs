@@ -103,6 +103,10 @@ struct Inner {
     /// The requests whose changes the server has not committed yet, replayed to a new
     /// instance of the server ([`crate::replay`]).
     replay: std::sync::Mutex<ReplayList>,
+    /// Set once a reply came before its change was committed: the server commits
+    /// asynchronously and waits for its clients after a restart, so a lost connection is
+    /// made again at once (and the import says it is done replaying).
+    server_replies_early: AtomicBool,
     server_instance: AtomicU64,
     /// Bumped on every successful connect: a new connection is a new export at the server,
     /// so what the server kept for the previous one (locks) is gone.
@@ -206,6 +210,7 @@ impl Import {
                 live: Mutex::new(None),
                 last_committed: AtomicU64::new(0),
                 replay: std::sync::Mutex::new(ReplayList::default()),
+                server_replies_early: AtomicBool::new(false),
                 server_instance: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
             }),
@@ -438,6 +443,9 @@ impl Import {
 
     /// Keeps a request whose change is not committed yet, for replay.
     fn keep(&self, k: Kept) {
+        self.inner
+            .server_replies_early
+            .store(true, Ordering::Relaxed);
         if let Ok(mut list) = self.inner.replay.lock() {
             // Read under the lock: a prune that raised it first has run already.
             let last_committed = self.last_committed();
@@ -594,7 +602,7 @@ impl Import {
                 // the next call: a server in recovery waits for its clients.
                 if let Some(inner) = weak_import.upgrade() {
                     let kept = inner.replay.lock().map(|l| l.len()).unwrap_or(0);
-                    if kept > 0 {
+                    if kept > 0 || inner.server_replies_early.load(Ordering::Relaxed) {
                         let span = tracing::info_span!("replay_reconnect", %nid, kept);
                         tokio::spawn(Import { inner }.reconnect_to_replay().instrument(span));
                     }

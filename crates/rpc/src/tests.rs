@@ -1034,3 +1034,24 @@ async fn a_client_with_nothing_to_replay_still_says_it_is_done() {
     imp.ping().await.unwrap();
     assert_eq!(second.seen(), [Seen::ReplayDone("resending-client".into())]);
 }
+
+#[tokio::test]
+async fn an_idle_client_of_a_server_that_replies_early_reconnects_and_says_it_is_done() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let first = Journal::new(1, 1, 0);
+    let (nid, stop_first) = start_journal(any, Arc::clone(&first)).await;
+    let imp = patient_import(nid);
+    imp.call_raw(Opcode::OstCreate, 0, create_body(1), Bytes::new())
+        .await
+        .unwrap();
+    first.committed.store(1, Ordering::SeqCst);
+    imp.ping().await.unwrap();
+    assert_eq!(imp.replay_len(), 0, "committed");
+    stop_first.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = Journal::new(2, 1, 0);
+    let (_, _stop) = start_journal(nid, Arc::clone(&second)).await;
+    // No call: the import reconnects by itself, as the server waits for it.
+    let done = Seen::ReplayDone("resending-client".into());
+    eventually("the done ping", || second.seen() == [done.clone()]).await;
+}
