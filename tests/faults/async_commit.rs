@@ -228,3 +228,42 @@ fn a_client_that_does_not_come_back_loses_its_uncommitted_unlink_not_the_data() 
     fs::remove_file(mnt.join("kept.bin")).unwrap();
     assert!(!other.join("kept.bin").exists());
 }
+
+/// Two mounts whose changes depend on each other (one creates in the other's new
+/// directory, renames the other's file): their replays interleave in transno order.
+#[test]
+fn replays_of_two_mounts_interleave_in_transno_order() {
+    let (tmp, mut cluster, a) = crate::mounted_with(2, |spec| {
+        spec.mds_commit_interval = Some(Duration::from_secs(600));
+        spec.recovery_window = Some(Duration::from_secs(30));
+        spec.mds_crash_image = true;
+    });
+    let b = tmp.path().join("b");
+    fs::create_dir_all(&b).unwrap();
+    cluster.mount(&b).unwrap();
+    fs::create_dir(a.join("shared")).unwrap();
+    fs::write(b.join("shared/from-b"), pattern(1, 5000)).unwrap();
+    fs::rename(a.join("shared/from-b"), a.join("shared/renamed-by-a")).unwrap();
+    fs::create_dir(b.join("shared/dir-b")).unwrap();
+    fs::write(a.join("shared/dir-b/from-a"), pattern(2, 7000)).unwrap();
+    fs::remove_dir(b.join("shared/dir-b")).unwrap_err();
+    fs::remove_file(b.join("shared/dir-b/from-a")).unwrap();
+    fs::remove_dir(b.join("shared/dir-b")).unwrap();
+    let mds_log = cluster.log_path(Daemon::Mds).to_path_buf();
+    let ended_before = fs::read_to_string(&mds_log)
+        .unwrap()
+        .matches("recovery ended")
+        .count();
+    cluster.power_fail_mds().unwrap();
+    cluster.start_mds().unwrap();
+    wait_recovery_ended(&mds_log, ended_before + 1);
+    let log = fs::read_to_string(&mds_log).unwrap();
+    let line = log.lines().rfind(|l| l.contains("recovery ended")).unwrap();
+    assert!(line.contains("never_came=[]"), "{line}");
+    assert!(replays_applied(&log) >= 6, "{line}");
+    for m in [&a, &b] {
+        assert_eq!(names(&m.join("shared")), set(&["renamed-by-a"]));
+        let data = fs::read(m.join("shared/renamed-by-a")).unwrap();
+        assert!(data == pattern(1, 5000), "the renamed file's data");
+    }
+}
