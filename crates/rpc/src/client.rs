@@ -741,42 +741,30 @@ impl Import {
     /// `FLAG_REPLAY`). A replay the server refuses is dropped with a warning; a connection
     /// that breaks fails the connect (it is retried, and replays everything still kept).
     async fn replay(&self, live: &Arc<Live>) -> Result<(), RpcError> {
-        let kept = match self.inner.replay.lock() {
-            Ok(list) => list.snapshot(),
-            Err(_) => Vec::new(),
-        };
         let lost = |opcode: Opcode| RpcError::ConnectionLost {
             opcode: opcode.name(),
             nid: live.nid.to_string(),
         };
-        if !kept.is_empty() {
-            info!(nid = %live.nid, n = kept.len(), "replaying uncommitted requests");
-        }
-        for k in kept {
-            let mut header = MsgHeader::request(k.opcode.as_u32(), k.xid, k.target_idx);
-            header.flags |= FLAG_REPLAY;
-            header.transno = k.transno;
-            let bulk = encode_envelope(&k.bulk, &k.reply);
-            let reply = self
-                .round_trip(live, header, k.body.clone(), bulk, k.opcode)
-                .await
-                .map_err(|_| lost(k.opcode))?;
-            if let Some(errno) = Errno::from_status(reply.header.status) {
-                let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
-                    .map(|e| e.message)
-                    .unwrap_or_default();
-                warn!(
-                    xid = k.xid,
-                    transno = k.transno,
-                    op = k.opcode.name(),
-                    %errno,
-                    "replay refused, its change is lost: {message}"
-                );
-                if let Ok(mut list) = self.inner.replay.lock() {
-                    list.remove(k.transno);
-                }
+        // A call whose reply came just before the connection broke may keep its request
+        // while the first pass runs: passes go on until one finds nothing new.
+        let mut replayed = std::collections::HashSet::new();
+        loop {
+            let kept: Vec<Kept> = match self.inner.replay.lock() {
+                Ok(list) => list.snapshot(),
+                Err(_) => Vec::new(),
+            };
+            let kept: Vec<Kept> = kept
+                .into_iter()
+                .filter(|k| !replayed.contains(&k.transno))
+                .collect();
+            if kept.is_empty() {
+                break;
             }
-            self.committed(reply.header.last_committed);
+            info!(nid = %live.nid, n = kept.len(), "replaying uncommitted requests");
+            for k in kept {
+                replayed.insert(k.transno);
+                self.replay_one(live, k).await.map_err(lost)?;
+            }
         }
         let mut header = MsgHeader::request(Opcode::ObdPing.as_u32(), self.xid(), NO_TARGET);
         header.flags |= FLAG_REPLAY;
@@ -785,6 +773,36 @@ impl Import {
             .round_trip(live, header, body, Bytes::new(), Opcode::ObdPing)
             .await
             .map_err(|_| lost(Opcode::ObdPing))?;
+        self.committed(reply.header.last_committed);
+        Ok(())
+    }
+
+    /// Replays one kept request; a refused one is dropped. `Err(opcode)`: the connection
+    /// broke.
+    async fn replay_one(&self, live: &Arc<Live>, k: Kept) -> Result<(), Opcode> {
+        let mut header = MsgHeader::request(k.opcode.as_u32(), k.xid, k.target_idx);
+        header.flags |= FLAG_REPLAY;
+        header.transno = k.transno;
+        let bulk = encode_envelope(&k.bulk, &k.reply);
+        let reply = self
+            .round_trip(live, header, k.body.clone(), bulk, k.opcode)
+            .await
+            .map_err(|_| k.opcode)?;
+        if let Some(errno) = Errno::from_status(reply.header.status) {
+            let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
+                .map(|e| e.message)
+                .unwrap_or_default();
+            warn!(
+                xid = k.xid,
+                transno = k.transno,
+                op = k.opcode.name(),
+                %errno,
+                "replay refused, its change is lost: {message}"
+            );
+            if let Ok(mut list) = self.inner.replay.lock() {
+                list.remove(k.transno);
+            }
+        }
         self.committed(reply.header.last_committed);
         Ok(())
     }
