@@ -918,7 +918,7 @@ impl Mds {
         }
         let r = self.decode_reint(req)?;
         let original_reply = ReintReply::from_wire(&replay.reply).ok();
-        let _turn = recovery.turn(&client, replay.transno).await?;
+        let mut turn = recovery.turn(&client, replay.transno).await?;
         // A create whose very inode is there already has been redone (counts as done).
         if let (ReintReq::Create { parent, name, .. }, Some(ReintReply { attr: Some(a), .. })) =
             (&r, &original_reply)
@@ -926,6 +926,7 @@ impl Mds {
             let (parent, name, fid) = (*parent, name.clone(), a.fid);
             let found = self.ns(move |ns| Ok(ns.lookup(parent, &name).ok())).await?;
             if found.is_some_and(|f| f.fid == fid) {
+                turn.succeeded();
                 return Ok(original);
             }
         }
@@ -935,9 +936,20 @@ impl Mds {
             client = %client,
             "replaying"
         );
-        REPLAY
+        let out = REPLAY
             .scope((replay.transno, original_reply), self.reint_request(req, r))
-            .await
+            .await;
+        match &out {
+            Ok(_) => turn.succeeded(),
+            Err(e) => warn!(
+                xid = req.header.xid,
+                transno = replay.transno,
+                client = %client,
+                "replay failed: {}",
+                e.message
+            ),
+        }
+        out
     }
 
     /// `setxattr lustre.lov`: a directory's default layout, or a new layout for an empty

@@ -42,6 +42,7 @@ struct State {
     expired: bool,
     ended: bool,
     applied: u64,
+    failed: u64,
     skipped: u64,
 }
 
@@ -49,6 +50,14 @@ struct State {
 pub(crate) struct Turn {
     recovery: Arc<Recovery>,
     transno: u64,
+    succeeded: bool,
+}
+
+impl Turn {
+    /// The replay did what it asked for (else it counts as failed).
+    pub(crate) fn succeeded(&mut self) {
+        self.succeeded = true;
+    }
 }
 
 impl Drop for Turn {
@@ -56,7 +65,11 @@ impl Drop for Turn {
         let mut st = self.recovery.lock();
         st.running = false;
         st.last = st.last.max(self.transno);
-        st.applied += 1;
+        if self.succeeded {
+            st.applied += 1;
+        } else {
+            st.failed += 1;
+        }
         self.recovery.after_change(st);
     }
 }
@@ -88,6 +101,7 @@ impl Recovery {
                 expired: false,
                 ended: false,
                 applied: 0,
+                failed: 0,
                 skipped: 0,
             }),
             changed: watch::Sender::new(0),
@@ -127,6 +141,7 @@ impl Recovery {
                 .collect();
             info!(
                 applied = st.applied,
+                failed = st.failed,
                 skipped = st.skipped,
                 last_transno = st.last,
                 never_came = ?never_came,
@@ -206,6 +221,7 @@ impl Recovery {
                     return Ok(Turn {
                         recovery: Arc::clone(self),
                         transno,
+                        succeeded: false,
                     });
                 }
             }
@@ -247,8 +263,9 @@ mod tests {
             let r = Arc::clone(&r);
             let order = Arc::clone(&order);
             tasks.push(tokio::spawn(async move {
-                let turn = r.turn(client, transno).await.unwrap();
+                let mut turn = r.turn(client, transno).await.unwrap();
                 order.lock().unwrap().push(transno);
+                turn.succeeded();
                 drop(turn);
             }));
             tokio::task::yield_now().await;

@@ -26,7 +26,8 @@ fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-/// The `applied=N` of the MDS's last "recovery ended" line.
+/// The `applied=N` of the MDS's last "recovery ended" line, which must have no failed
+/// replay.
 fn replays_applied(log: &str) -> u64 {
     let line = log
         .lines()
@@ -36,6 +37,8 @@ fn replays_applied(log: &str) -> u64 {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("applied="))
         .expect("applied= in the recovery line");
+    eprintln!("MDS: {line}");
+    assert!(line.contains(" failed=0 "), "a replay failed: {line}");
     applied.parse().unwrap()
 }
 
