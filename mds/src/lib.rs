@@ -11,7 +11,10 @@
 
 mod objects;
 mod opens;
+mod recovery;
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,8 +24,8 @@ use async_trait::async_trait;
 use sheen_lock_server::{LockServer, ServerLock, TryEnqueued};
 use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
 use sheen_rpc::{
-    serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
-    ServiceError,
+    serve_with_exports, ExportId, Exports, Import, ImportConfig, ReplayInfo, Request, Response,
+    Service, ServiceError,
 };
 use sheen_wire::limits::{
     IBITS_SETS_MAX, READDIRPLUS_LOCKED_ENTRIES_MAX, READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
@@ -37,10 +40,12 @@ use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
     ResourceId, TargetKind, WireDecode, WireEncode,
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 pub use objects::ObjectAllocator;
+use recovery::Recovery;
 
 /// How often the MDS re-reads the configuration from the MGS (new OSTs, changed NIDs).
 const CONFIG_REFRESH: Duration = Duration::from_secs(2);
@@ -65,6 +70,14 @@ pub struct MdsConfig {
     /// after their connection ended, before what they held open is released
     /// (`--recovery-window`).
     pub recovery_window: Duration,
+    /// Zero: every change is committed before its reply (the default). Otherwise the MDS
+    /// replies once a change is applied, commits in the background at most this often, and
+    /// recovers uncommitted changes from its clients' replays after a restart
+    /// (`--commit-interval-ms`, docs/RECOVERY.md).
+    pub commit_interval: Duration,
+    /// Fault injection for tests (`--crash-image-dir`): after every commit, a copy of the
+    /// namespace as it is on disk (what a power loss would leave) is kept here.
+    pub crash_image: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +105,13 @@ struct Mds {
     instance: u64,
     commits: Arc<GroupCommit>,
     data_dir: PathBuf,
+    /// Commits asynchronously (see [`MdsConfig::commit_interval`]).
+    async_commit: bool,
+    /// Recovery after a start in asynchronous mode; `None` in the default mode.
+    recovery: Option<Arc<Recovery>>,
+    /// The clients whose registration ([`Namespace::register_client`]) is durable in this
+    /// run (asynchronous mode).
+    registered: Mutex<HashSet<Arc<str>>>,
 }
 
 /// Group commit of the namespace: one sled flush at a time, and a request whose changes a
@@ -102,6 +122,10 @@ struct GroupCommit {
     committed: AtomicU64,
     /// Held while a flush runs (by a thread of the blocking pool).
     flushing: Mutex<()>,
+    /// The last transno known durable, for those waiting for a commit.
+    watch: watch::Sender<u64>,
+    /// See [`MdsConfig::crash_image`].
+    crash_image: Option<PathBuf>,
 }
 
 impl GroupCommit {
@@ -109,7 +133,16 @@ impl GroupCommit {
         GroupCommit {
             committed: AtomicU64::new(committed),
             flushing: Mutex::new(()),
+            watch: watch::Sender::new(committed),
+            crash_image: None,
         }
+    }
+
+    /// Waits until `transno` is durable; false if the MDS stops first.
+    async fn wait_for(&self, transno: u64) -> bool {
+        let mut rx = self.watch.subscribe();
+        let reached = rx.wait_for(|c| *c >= transno).await.is_ok();
+        reached
     }
 
     fn committed(&self) -> u64 {
@@ -119,19 +152,37 @@ impl GroupCommit {
     /// Makes every transaction up to `target` durable; returns the committed transno (at
     /// least `target`). Blocks: call on the blocking pool.
     fn commit(&self, ns: &Namespace, target: u64) -> Result<u64, NsError> {
+        self.commit_inner(ns, target, false)
+    }
+
+    /// Flushes even when every transno is committed: for what is written outside
+    /// transactions (client registrations). Blocks: call on the blocking pool.
+    fn flush_now(&self, ns: &Namespace) -> Result<u64, NsError> {
+        self.commit_inner(ns, ns.last_transno(), true)
+    }
+
+    fn commit_inner(&self, ns: &Namespace, target: u64, force: bool) -> Result<u64, NsError> {
         let done = self.committed();
-        if done >= target {
+        if done >= target && !force {
             return Ok(done);
         }
         // A panic while flushing leaves nothing behind that the next flush would not redo.
         let _turn = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let done = self.committed();
-        if done >= target {
+        if done >= target && !force {
             return Ok(done);
         }
         // `flush` reads the last transno before flushing, so it covers `target`.
-        let transno = ns.flush()?.transno;
+        let transno = match &self.crash_image {
+            Some(dir) => ns.flush_and_copy(dir)?.transno,
+            None => ns.flush()?.transno,
+        };
         self.committed.fetch_max(transno, Ordering::AcqRel);
+        self.watch.send_if_modified(|c| {
+            let raised = transno > *c;
+            *c = (*c).max(transno);
+            raised
+        });
         Ok(transno.max(target))
     }
 }
@@ -189,6 +240,10 @@ tokio::task_local! {
     /// The client (uuid) and xid of the request a handler runs for: the namespace changes
     /// it makes are recorded with it (Lustre's last_rcvd), in the same transaction.
     static REQUEST: (Arc<str>, u64);
+    /// The transno of the change the handler made (set by [`Mds::ns_commit`]).
+    static OP_TRANSNO: Cell<u64>;
+    /// Set while a replay executes: its original transno and reply.
+    static REPLAY: (u64, Option<ReintReply>);
 }
 
 /// How many times a namespace change re-resolves its names when they changed while it was
@@ -225,8 +280,11 @@ impl Mds {
             }
             for (fid, counts) in self.opens.take_export(id) {
                 for _ in 0..counts.total() {
-                    match self.ns(move |ns| ns.unpin(fid)).await {
-                        Ok(removed) => self.destroy_removed(removed.as_ref()),
+                    match self
+                        .ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno())))
+                        .await
+                    {
+                        Ok((removed, transno)) => self.destroy_removed(removed.as_ref(), transno),
                         Err(e) => warn!(%fid, "releasing an open of a gone client: {}", e.message),
                     }
                 }
@@ -614,15 +672,29 @@ impl Mds {
     {
         let commits = Arc::clone(&self.commits);
         let record = REQUEST.try_with(Clone::clone).ok();
-        self.ns(move |ns| {
-            let out = match record {
-                Some((client, xid)) => ns.with_client_record(client.as_bytes(), xid, f)?,
-                None => f(ns)?,
-            };
-            commits.commit(ns, ns.last_transno())?;
-            Ok(out)
-        })
-        .await
+        let replay_transno = REPLAY.try_with(|r| r.0).unwrap_or(0);
+        let sync = !self.async_commit;
+        let (out, transno) = self
+            .ns(move |ns| {
+                ns.clear_last_op_transno();
+                let out = ns.with_transno(replay_transno, |ns| match record {
+                    Some((client, xid)) => ns.with_client_record(client.as_bytes(), xid, f),
+                    None => f(ns),
+                })?;
+                let transno = ns.last_op_transno();
+                if sync {
+                    commits.commit(ns, ns.last_transno())?;
+                }
+                Ok((out, transno))
+            })
+            .await?;
+        let _ = OP_TRANSNO.try_with(|t| t.set(transno));
+        Ok(out)
+    }
+
+    /// The transno of the change made last by this handler ([`Mds::ns_commit`]).
+    fn op_transno() -> u64 {
+        OP_TRANSNO.try_with(Cell::get).unwrap_or(0)
     }
 
     /// The reply to a change this client's request already made (a resend after a restart,
@@ -681,16 +753,36 @@ impl Mds {
             .await
     }
 
-    /// Destroys the OST objects of inodes whose last link went away.
-    fn destroy_removed(&self, removed: Option<&Removed>) {
+    /// Destroys the OST objects of inodes whose last link went away, once the change that
+    /// removed them (numbered `transno` or below) is durable.
+    fn destroy_removed(&self, removed: Option<&Removed>, transno: u64) {
         if let Some(Removed {
             destroyed: true,
             layout: Some(layout),
             ..
         }) = removed
         {
-            self.objects.destroy_layout_later(layout.clone());
+            self.destroy_layout_after(transno, layout.clone());
         }
+    }
+
+    /// Destroys the OST objects of `layout` once transno `transno` is durable: until then
+    /// a crash could bring the file back.
+    fn destroy_layout_after(&self, transno: u64, layout: Layout) {
+        if self.commits.committed() >= transno {
+            self.objects.destroy_layout_later(layout);
+            return;
+        }
+        let commits = Arc::clone(&self.commits);
+        let objects = Arc::clone(&self.objects);
+        tokio::spawn(
+            async move {
+                if commits.wait_for(transno).await {
+                    objects.destroy_layout_later(layout);
+                }
+            }
+            .instrument(tracing::debug_span!("destroy_after_commit", transno)),
+        );
     }
 
     async fn reint(&self, req: ReintReq) -> Result<ReintReply, ServiceError> {
@@ -727,7 +819,18 @@ impl Mds {
                 open,
             } => {
                 let is_reg = mode & libc::S_IFMT == libc::S_IFREG;
-                let file_layout = if is_reg {
+                // A replay creates what the original reply named: its FID, and for a regular
+                // file its layout (the same OST objects, which hold its data).
+                let original = REPLAY
+                    .try_with(|r| r.1.clone())
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.attr.map(|a| (a.fid, r.layout)));
+                let replayed_fid = original.as_ref().map(|(fid, _)| *fid);
+                let replayed_layout = original.and_then(|(_, l)| l);
+                let file_layout = if let (true, Some(l)) = (is_reg, replayed_layout) {
+                    Some(l)
+                } else if is_reg {
                     let template = match layout {
                         Some(l) => Some(l),
                         None => self.ns(move |ns| ns.inherited_layout(parent)).await?,
@@ -748,8 +851,12 @@ impl Mds {
                     layout: file_layout.clone(),
                 };
                 let create = move |ns: &Namespace| {
-                    let attr = ns.create(args)?;
-                    if open && is_reg {
+                    let attr = match replayed_fid {
+                        Some(fid) => ns.create_with_fid(args, fid)?,
+                        None => ns.create(args)?,
+                    };
+                    // A replayed open is reopened by the client after its replays.
+                    if open && is_reg && replayed_fid.is_none() {
                         ns.pin(attr.fid)?;
                     }
                     Ok(attr)
@@ -760,7 +867,8 @@ impl Mds {
                         layout: file_layout,
                     }),
                     Err(e) => {
-                        if let Some(l) = file_layout {
+                        // A replay's objects are the original's: left to the start-up cleanup.
+                        if let (Some(l), None) = (file_layout, replayed_fid) {
                             self.objects.destroy_layout_later(l);
                         }
                         Err(e)
@@ -778,7 +886,7 @@ impl Mds {
             }
             ReintReq::Unlink { parent, name } => {
                 let r = self.ns_commit(move |ns| ns.unlink(parent, &name)).await?;
-                self.destroy_removed(Some(&r));
+                self.destroy_removed(Some(&r), Self::op_transno());
                 Ok(ReintReply {
                     attr: Some(r.attr),
                     layout: None,
@@ -803,7 +911,7 @@ impl Mds {
                         ns.rename(src_parent, &src_name, dst_parent, &dst_name, flags)
                     })
                     .await?;
-                self.destroy_removed(r.as_ref());
+                self.destroy_removed(r.as_ref(), Self::op_transno());
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
@@ -850,6 +958,178 @@ impl Mds {
         }
     }
 
+    /// The change an MDS_REINT or MDS_REINT_CANCEL asks for (the cancels are done here).
+    fn decode_reint(&self, req: &Request) -> Result<ReintReq, ServiceError> {
+        if req.opcode == Opcode::MdsReint {
+            return req.decode::<ReintReq>();
+        }
+        let rc: ReintCancelReq = req.decode()?;
+        if let Some(export) = req.export {
+            self.locks.cancel(export, &rc.cancels);
+        }
+        Ok(rc.reint)
+    }
+
+    /// Executes a namespace change a client asked for; the reply carries its transno.
+    async fn reint_request(&self, req: &Request, r: ReintReq) -> Result<Response, ServiceError> {
+        let resent = req.header.flags & sheen_wire::frame::FLAG_RESENT != 0;
+        if let (true, Some(client)) = (resent, req.client.clone()) {
+            // Executed before a restart (the reply cache went with the process)?
+            let xid = req.header.xid;
+            let done = self
+                .ns(move |ns| ns.client_record(client.as_bytes(), xid))
+                .await?;
+            if let Some(transno) = done {
+                info!(
+                    xid,
+                    "resent request already executed: reconstructing its reply"
+                );
+                let reply = self.reconstruct(&r).await?;
+                return Ok(Response::new(&reply).with_transno(transno));
+            }
+        }
+        if let (true, None, Some(client)) = (self.async_commit, &req.replay, &req.client) {
+            self.register(client).await?;
+        }
+        // Clients caching what changes are called back first; the locks are held until the
+        // change is applied (and, by default, committed).
+        let _locks = self.lock_touched(&r).await?;
+        let opened = matches!(r, ReintReq::Create { open: true, mode, .. }
+            if mode & libc::S_IFMT == libc::S_IFREG)
+            && req.replay.is_none();
+        // Each modifying step is recorded with the request (`ns_commit`) and, by default,
+        // committed before it returns.
+        let (reply, transno) = OP_TRANSNO
+            .scope(Cell::new(0), async {
+                let reply = match req.client.clone() {
+                    Some(client) => {
+                        REQUEST
+                            .scope((client, req.header.xid), self.reint(r))
+                            .await?
+                    }
+                    None => self.reint(r).await?,
+                };
+                Ok::<_, ServiceError>((reply, Self::op_transno()))
+            })
+            .await?;
+        if let (true, Some(export), Some(attr)) = (opened, req.export, &reply.attr) {
+            self.opens.open(export, attr.fid, true);
+        }
+        Ok(Response::new(&reply).with_transno(transno))
+    }
+
+    /// Makes `client` known durably before its first change of this run (asynchronous
+    /// mode): after a crash, recovery waits for the clients the namespace knows.
+    async fn register(&self, client: &Arc<str>) -> Result<(), ServiceError> {
+        let known = self
+            .registered
+            .lock()
+            .map(|r| r.contains(client))
+            .unwrap_or(false);
+        if known {
+            return Ok(());
+        }
+        let c = Arc::clone(client);
+        let commits = Arc::clone(&self.commits);
+        self.ns(move |ns| {
+            ns.register_client(c.as_bytes())?;
+            commits.flush_now(ns)
+        })
+        .await?;
+        if let Ok(mut r) = self.registered.lock() {
+            r.insert(Arc::clone(client));
+        }
+        Ok(())
+    }
+
+    /// Forgets `client` (it said goodbye, was evicted, or never came back): recovery will
+    /// not wait for it. With `commit_first`, what it changed is committed first (nobody
+    /// would replay it).
+    async fn forget_client(&self, client: &str, commit_first: bool) {
+        if let Ok(mut r) = self.registered.lock() {
+            r.remove(client);
+        }
+        if commit_first {
+            if let Err(e) = self.commit().await {
+                warn!(
+                    client,
+                    "commit before forgetting a client failed: {}", e.message
+                );
+            }
+        }
+        let c = client.to_owned();
+        if let Err(e) = self.ns(move |ns| ns.forget_client(c.as_bytes())).await {
+            warn!(
+                client,
+                "forgetting a client's records failed: {}", e.message
+            );
+        }
+    }
+
+    /// A replayed request (asynchronous mode, during recovery): answered with its original
+    /// reply if its change is on disk, else executed again in transno order across clients,
+    /// to the same effect as the first time.
+    async fn replay(
+        &self,
+        recovery: &Arc<Recovery>,
+        req: &Request,
+        replay: ReplayInfo,
+    ) -> Result<Response, ServiceError> {
+        let original = Response {
+            body: replay.reply.clone(),
+            bulk: bytes::Bytes::new(),
+            transno: replay.transno,
+        };
+        if replay.transno <= recovery.durable_at_start {
+            recovery.note_skipped();
+            return Ok(original);
+        }
+        let client = req
+            .client
+            .clone()
+            .ok_or_else(|| ServiceError::new(Errno::ENOTCONN, "replay before connect"))?;
+        if !matches!(req.opcode, Opcode::MdsReint | Opcode::MdsReintCancel) {
+            return Err(ServiceError::new(
+                Errno::EOPNOTSUPP,
+                format!("{} is not replayed", req.opcode.name()),
+            ));
+        }
+        let r = self.decode_reint(req)?;
+        let original_reply = ReintReply::from_wire(&replay.reply).ok();
+        let mut turn = recovery.turn(&client, replay.transno).await?;
+        // A create whose very inode is there already has been redone (counts as done).
+        if let (ReintReq::Create { parent, name, .. }, Some(ReintReply { attr: Some(a), .. })) =
+            (&r, &original_reply)
+        {
+            let (parent, name, fid) = (*parent, name.clone(), a.fid);
+            let found = self.ns(move |ns| Ok(ns.lookup(parent, &name).ok())).await?;
+            if found.is_some_and(|f| f.fid == fid) {
+                turn.succeeded();
+                return Ok(original);
+            }
+        }
+        info!(
+            xid = req.header.xid,
+            transno = replay.transno,
+            client = %client,
+            "replaying"
+        );
+        let out = REPLAY
+            .scope((replay.transno, original_reply), self.reint_request(req, r))
+            .await;
+        match &out {
+            Ok(_) => turn.succeeded(),
+            Err(e) => warn!(
+                xid = req.header.xid,
+                transno = replay.transno,
+                client = %client,
+                "replay failed: {}",
+                e.message
+            ),
+        }
+        out
+    }
+
     /// `setxattr lustre.lov`: a directory's default layout, or a new layout for an empty
     /// regular file (new objects are allocated, the old ones destroyed).
     async fn set_layout(&self, fid: Fid, value: &[u8]) -> Result<ReintReply, ServiceError> {
@@ -883,7 +1163,15 @@ impl Mds {
                 "stripe already set (file has data)",
             ));
         }
-        let new = self.objects.instantiate(Some(&template)).await?;
+        let replayed = REPLAY
+            .try_with(|r| r.1.as_ref().and_then(|r| r.layout.clone()))
+            .ok()
+            .flatten();
+        let is_replay = replayed.is_some();
+        let new = match replayed {
+            Some(l) => l,
+            None => self.objects.instantiate(Some(&template)).await?,
+        };
         let stored = new.clone();
         match self
             .ns_commit(move |ns| ns.set_layout(fid, Some(stored)))
@@ -891,7 +1179,7 @@ impl Mds {
         {
             Ok((attr, old)) => {
                 if let Some(old) = old {
-                    self.objects.destroy_layout_later(old);
+                    self.destroy_layout_after(Self::op_transno(), old);
                 }
                 let layout = self.ns(move |ns| ns.layout(fid)).await?;
                 Ok(ReintReply {
@@ -900,7 +1188,9 @@ impl Mds {
                 })
             }
             Err(e) => {
-                self.objects.destroy_layout_later(new);
+                if !is_replay {
+                    self.objects.destroy_layout_later(new);
+                }
                 Err(e)
             }
         }
@@ -921,7 +1211,32 @@ impl Service for Mds {
         self.commits.committed()
     }
 
+    async fn replay_done(&self, client: &str) {
+        if let Some(recovery) = &self.recovery {
+            recovery.done(client);
+        }
+    }
+
+    async fn client_disconnected(&self, client: &str) {
+        if self.async_commit {
+            self.forget_client(client, true).await;
+        }
+    }
+
     async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        match (&self.recovery, req.replay.clone()) {
+            (Some(recovery), Some(replay)) => return self.replay(recovery, &req, replay).await,
+            (None, Some(_)) => {
+                return Err(ServiceError::new(
+                    Errno::ESTALE,
+                    "this MDS commits before it replies: nothing to replay",
+                ))
+            }
+            // Everything else waits until the changes replayed are back in place.
+            (Some(recovery), None) if !recovery.is_over() => recovery.wait_end().await,
+            (Some(_), None) => {}
+            (None, None) => {}
+        }
         match req.opcode {
             Opcode::MdsGetRoot => {
                 let reply = self.attr_of(|ns| ns.getattr(Fid::ROOT), false).await?;
@@ -974,51 +1289,8 @@ impl Service for Mds {
                 Ok(Response::new(&reply))
             }
             Opcode::MdsReint | Opcode::MdsReintCancel => {
-                let r = if req.opcode == Opcode::MdsReint {
-                    req.decode::<ReintReq>()?
-                } else {
-                    let rc: ReintCancelReq = req.decode()?;
-                    if let Some(export) = req.export {
-                        self.locks.cancel(export, &rc.cancels);
-                    }
-                    rc.reint
-                };
-                let resent = req.header.flags & sheen_wire::frame::FLAG_RESENT != 0;
-                if let (true, Some(client)) = (resent, req.client.clone()) {
-                    // Executed before a restart (the reply cache went with the process)?
-                    let xid = req.header.xid;
-                    let done = self
-                        .ns(move |ns| ns.client_record(client.as_bytes(), xid))
-                        .await?;
-                    if let Some(transno) = done {
-                        info!(
-                            xid,
-                            "resent request already executed: reconstructing its reply"
-                        );
-                        let reply = self.reconstruct(&r).await?;
-                        return Ok(Response::new(&reply).with_transno(transno));
-                    }
-                }
-                // Clients caching what changes are called back first; the locks are held
-                // until the change is committed.
-                let _locks = self.lock_touched(&r).await?;
-                let opened = matches!(r, ReintReq::Create { open: true, mode, .. }
-                    if mode & libc::S_IFMT == libc::S_IFREG);
-                // Each modifying step commits before it returns (`ns_commit`), recorded with
-                // the request.
-                let reply = match req.client.clone() {
-                    Some(client) => {
-                        REQUEST
-                            .scope((client, req.header.xid), self.reint(r))
-                            .await?
-                    }
-                    None => self.reint(r).await?,
-                };
-                if let (true, Some(export), Some(attr)) = (opened, req.export, &reply.attr) {
-                    self.opens.open(export, attr.fid, true);
-                }
-                let transno = self.commits.committed();
-                Ok(Response::new(&reply).with_transno(transno))
+                let r = self.decode_reint(&req)?;
+                self.reint_request(&req, r).await
             }
             Opcode::MdsReadpage => {
                 let r: ReaddirReq = req.decode()?;
@@ -1111,8 +1383,10 @@ impl Service for Mds {
                 // of a connection that ended are released with it.
                 let known = req.export.is_some_and(|e| self.opens.close(e, fid));
                 if known {
-                    let removed = self.ns(move |ns| ns.unpin(fid)).await?;
-                    self.destroy_removed(removed.as_ref());
+                    let (removed, transno) = self
+                        .ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno())))
+                        .await?;
+                    self.destroy_removed(removed.as_ref(), transno);
                 }
                 Ok(Response::empty())
             }
@@ -1122,6 +1396,38 @@ impl Service for Mds {
             )),
         }
     }
+}
+
+/// Asynchronous mode: commits (flushes) the namespace at most every `interval` when there is
+/// something new, until `shutdown`.
+fn spawn_committer(
+    ns: Arc<Namespace>,
+    commits: Arc<GroupCommit>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if ns.last_transno() <= commits.committed() {
+                    continue;
+                }
+                let (ns, commits) = (Arc::clone(&ns), Arc::clone(&commits));
+                let done =
+                    tokio::task::spawn_blocking(move || commits.commit(&ns, ns.last_transno()));
+                match done.await {
+                    Ok(Ok(transno)) => tracing::debug!(transno, "committed"),
+                    Ok(Err(e)) => warn!("background commit failed: {e}"),
+                    Err(e) => warn!("background commit failed: {e}"),
+                }
+            }
+        }
+        .instrument(tracing::info_span!("committer")),
+    );
 }
 
 async fn register(cfg: &MdsConfig, nid: Nid, mgs: &Import) -> Result<(), MdsError> {
@@ -1138,11 +1444,44 @@ async fn register(cfg: &MdsConfig, nid: Nid, mgs: &Import) -> Result<(), MdsErro
 
 /// Opens the namespace, registers with the MGS, listens and serves until `shutdown`.
 pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsError> {
+    let async_commit = !cfg.commit_interval.is_zero();
     let ns = {
         let dir = cfg.data_dir.join("namespace");
-        tokio::task::spawn_blocking(move || Namespace::open(&dir)).await??
+        tokio::task::spawn_blocking(move || {
+            if async_commit {
+                // Only the MDS's commits flush, so what it reports committed is on disk.
+                Namespace::open_flushed_by_caller(&dir)
+            } else {
+                Namespace::open(&dir)
+            }
+        })
+        .await??
     };
     let ns = Arc::new(ns);
+    // Asynchronous mode: the clients the namespace knows replay what it lost.
+    let recovery = if async_commit {
+        let (clean, known) = {
+            let ns = Arc::clone(&ns);
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, NsError>((ns.take_clean_shutdown()?, ns.known_clients()?))
+            })
+            .await??
+        };
+        // After a clean shutdown every reply was committed: nobody has anything to replay.
+        let known = if clean { Vec::new() } else { known };
+        let expected = known
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        Some(Recovery::start(
+            expected,
+            ns.last_transno(),
+            cfg.recovery_window,
+            shutdown.clone(),
+        ))
+    } else {
+        None
+    };
     let mut icfg = ImportConfig::new(format!("MDT{:04x}", cfg.index), Opcode::MgsConnect);
     icfg.retry_for = Duration::from_secs(60);
     let mgs = Import::new(sheen_transport::for_nid(&cfg.mgs)?, cfg.mgs, icfg);
@@ -1158,19 +1497,36 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     let objects = Arc::new(ObjectAllocator::new(cfg.fsname.clone(), mgs));
     objects.refresh_config().await;
     // Files unlinked while open when the MDS last stopped: clients that still have them
-    // open reopen them when they reconnect; the others are removed after the window.
+    // open reopen them when they reconnect; the others are removed after the window (after
+    // recovery: reopens come after the replays).
     {
         let ns = Arc::clone(&ns);
         let objects = Arc::clone(&objects);
         let shutdown = shutdown.clone();
         let window = cfg.recovery_window;
+        let recovery = recovery.clone();
         tokio::spawn(async move {
+            if let Some(r) = &recovery {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = r.wait_end() => {}
+                }
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(window) => {}
             }
-            match tokio::task::spawn_blocking(move || ns.remove_orphans()).await {
+            let removing = Arc::clone(&ns);
+            match tokio::task::spawn_blocking(move || removing.remove_orphans()).await {
                 Ok(Ok(orphans)) => {
+                    if !orphans.is_empty() {
+                        // The objects go once the removals are durable.
+                        match tokio::task::spawn_blocking(move || ns.flush()).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => warn!("committing the orphan removals failed: {e}"),
+                            Err(e) => warn!("committing the orphan removals failed: {e}"),
+                        }
+                    }
                     for removed in orphans {
                         info!(fid = %removed.attr.fid, "removed an orphan nobody reopened");
                         if let Some(layout) = removed.layout {
@@ -1184,14 +1540,26 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         });
     }
     // OST objects a previous run precreated (or handed to a create that never committed)
-    // and no layout uses: destroyed in the background, without holding up the start.
-    let watermarks = {
-        let ns = Arc::clone(&ns);
-        tokio::task::spawn_blocking(move || ns.ost_watermarks()).await??
-    };
+    // and no layout uses: destroyed in the background, without holding up the start; after
+    // recovery, since replayed creates use them.
     {
         let objects = Arc::clone(&objects);
-        tokio::spawn(async move { objects.destroy_unused(&watermarks).await });
+        let ns = Arc::clone(&ns);
+        let recovery = recovery.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Some(r) = &recovery {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = r.wait_end() => {}
+                }
+            }
+            match tokio::task::spawn_blocking(move || ns.ost_watermarks()).await {
+                Ok(Ok(watermarks)) => objects.destroy_unused(&watermarks).await,
+                Ok(Err(e)) => warn!("reading the OST watermarks failed: {e}"),
+                Err(e) => warn!("reading the OST watermarks failed: {e}"),
+            }
+        });
     }
     let refresher = {
         let objects = Arc::clone(&objects);
@@ -1207,7 +1575,25 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     };
     let name = TargetKind::Mdt.target_name(&cfg.fsname, cfg.index);
     info!(nid = %listener.local_nid(), target = %name, "MDS ready");
-    let commits = Arc::new(GroupCommit::new(ns.last_transno()));
+    let commits = {
+        let mut c = GroupCommit::new(ns.last_transno());
+        c.crash_image = cfg.crash_image.clone();
+        if let Some(dir) = c.crash_image.clone() {
+            warn!(dir = %dir.display(), "fault injection: keeping crash images of the MDT");
+            let ns = Arc::clone(&ns);
+            tokio::task::spawn_blocking(move || ns.flush_and_copy(&dir)).await??;
+        }
+        Arc::new(c)
+    };
+    info!(
+        commit_interval_ms = cfg.commit_interval.as_millis() as u64,
+        "commit mode: {}",
+        if async_commit {
+            "asynchronous (replies before commit, clients replay)"
+        } else {
+            "synchronous (commit before reply)"
+        }
+    );
     let instance = sheen_daemon::instance_id();
     let exports = Exports::new();
     let lock_config = sheen_dlm::Config {
@@ -1226,8 +1612,11 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         objects,
         name,
         instance,
-        commits,
+        commits: Arc::clone(&commits),
         data_dir: cfg.data_dir.clone(),
+        async_commit,
+        recovery: recovery.clone(),
+        registered: Mutex::new(HashSet::new()),
     });
     {
         let mds = Arc::downgrade(&service);
@@ -1238,10 +1627,44 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
             }
         }));
     }
+    if async_commit {
+        spawn_committer(
+            Arc::clone(&ns),
+            Arc::clone(&commits),
+            cfg.commit_interval,
+            shutdown.clone(),
+        );
+        // An evicted client is not waited for after a crash.
+        let mds = Arc::downgrade(&service);
+        exports.set_evict_hook(Arc::new(move |uuid| {
+            if let Some(mds) = mds.upgrade() {
+                let uuid = uuid.to_owned();
+                tokio::spawn(async move { mds.forget_client(&uuid, true).await });
+            }
+        }));
+    }
+    // Clients that never came back are forgotten: the next recovery does not wait for them.
+    if let Some(r) = recovery {
+        let mds = Arc::downgrade(&service);
+        tokio::spawn(async move {
+            r.wait_end().await;
+            let Some(mds) = mds.upgrade() else { return };
+            for client in r.never_came() {
+                mds.forget_client(&client, false).await;
+            }
+        });
+    }
     serve_with_exports(listener, service, exports, shutdown).await;
     reaper.abort();
     refresher.abort();
-    if let Err(e) = tokio::task::spawn_blocking(move || ns.flush()).await? {
+    let flushed = tokio::task::spawn_blocking(move || {
+        if async_commit {
+            ns.flush_clean_shutdown()
+        } else {
+            ns.flush()
+        }
+    });
+    if let Err(e) = flushed.await? {
         warn!("failed to flush the namespace at shutdown: {e}");
     }
     Ok(())

@@ -37,6 +37,15 @@ struct Args {
     /// after their connection ended) before what they held open is released.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=3600))]
     recovery_window: u64,
+    /// Milliseconds between background commits; 0 (default) commits every change before its
+    /// reply. Above 0 the MDS replies once a change is applied and clients replay what a
+    /// crash lost, within the recovery window.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    commit_interval_ms: u64,
+    /// Fault injection for tests: after every commit, copy the namespace as it is on disk
+    /// (what a power loss would leave) to this directory.
+    #[arg(long, hide = true)]
+    crash_image_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +67,8 @@ fn main() -> anyhow::Result<()> {
             failnodes: args.failnodes,
             callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
             recovery_window: std::time::Duration::from_secs(args.recovery_window),
+            commit_interval: std::time::Duration::from_millis(args.commit_interval_ms),
+            crash_image: args.crash_image_dir,
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")
     })

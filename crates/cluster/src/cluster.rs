@@ -18,6 +18,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// The FUSE mount helper.
 const MOUNT_BINARY: &str = "sheen-mount";
 
+/// Where the MDS keeps its crash image (`--crash-image-dir`), under the cluster directory.
+const MDS_CRASH_IMAGE: &str = "mdt0-crash-image";
+
 /// One of the cluster's daemons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Daemon {
@@ -547,6 +550,25 @@ impl Cluster {
         self.kill_daemon(Daemon::Mds)
     }
 
+    /// Kills the MDS with SIGKILL and leaves its MDT as a power loss at that moment would:
+    /// only what it committed (the crash image it kept, see
+    /// [`ClusterSpec::mds_crash_image`]). A SIGKILL alone loses nothing the MDS wrote, as
+    /// the kernel keeps it.
+    pub fn power_fail_mds(&mut self) -> Result<(), ClusterError> {
+        self.kill_daemon(Daemon::Mds)?;
+        let image = self.spec.dir.join(MDS_CRASH_IMAGE);
+        let namespace = self.spec.dir.join("mdt0").join("namespace");
+        let io = |what: String| move |source| ClusterError::Io { what, source };
+        std::fs::remove_dir_all(&namespace)
+            .map_err(io(format!("remove {}", namespace.display())))?;
+        std::fs::rename(&image, &namespace).map_err(io(format!(
+            "move {} to {}",
+            image.display(),
+            namespace.display()
+        )))?;
+        Ok(())
+    }
+
     /// Unmounts every mount, then stops OSS, MDS and MGS; removes the state file of a
     /// detached cluster. Goes on after an error and returns the first one.
     pub fn stop(mut self) -> Result<(), ClusterError> {
@@ -613,6 +635,13 @@ impl Cluster {
                 if let Some(w) = spec.recovery_window {
                     let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
                     args.extend(["--recovery-window".to_owned(), secs.to_string()]);
+                }
+                if let Some(i) = spec.mds_commit_interval {
+                    let ms = i.as_millis().max(1);
+                    args.extend(["--commit-interval-ms".to_owned(), ms.to_string()]);
+                }
+                if spec.mds_crash_image {
+                    args.extend(["--crash-image-dir".to_owned(), path(MDS_CRASH_IMAGE)]);
                 }
             }
             Daemon::Oss => {

@@ -44,6 +44,14 @@ pub struct ClusterSpec {
     /// releases what they held open: `--recovery-window SECS` (whole seconds, rounded up).
     /// `None` (default) passes nothing.
     pub recovery_window: Option<Duration>,
+    /// The MDS commits asynchronously, at most this often, and clients replay what a crash
+    /// lost: `--commit-interval-ms MS`. `None` (default) passes nothing (commit before
+    /// every reply).
+    pub mds_commit_interval: Option<Duration>,
+    /// Fault injection: the MDS keeps, after every commit, the image of its MDT a power loss
+    /// would leave (`--crash-image-dir`), for
+    /// [`Cluster::power_fail_mds`](crate::Cluster::power_fail_mds).
+    pub mds_crash_image: bool,
     /// The IPv4 address every daemon listens on (default `127.0.0.1`): a test that puts its
     /// clients in network namespaces gives the address of the bridge it made.
     pub host: std::net::Ipv4Addr,
@@ -67,6 +75,8 @@ impl ClusterSpec {
             mds_failnode: false,
             callback_timeout: None,
             recovery_window: None,
+            mds_commit_interval: None,
+            mds_crash_image: false,
             host: std::net::Ipv4Addr::LOCALHOST,
         }
     }

@@ -43,6 +43,28 @@ pub(crate) const META_OST_LAST_OID: &[u8] = b"ost_last_oid/";
 /// change's own transaction; see [`crate::Namespace::with_client_record`].
 pub(crate) const META_RCVD: &[u8] = b"rcvd/";
 
+/// Clients known to have made changes (`client/` + uuid → empty): the clients an MDS that
+/// commits asynchronously waits for in recovery, with those that have `rcvd/` records.
+pub(crate) const META_CLIENT: &[u8] = b"client/";
+
+/// Written at a clean shutdown: the last transno, all of it flushed (`clean_shutdown` → u64
+/// LE); removed at the next open by [`crate::Namespace::take_clean_shutdown`].
+pub(crate) const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
+
+pub(crate) fn client_key(client: &[u8]) -> Vec<u8> {
+    let mut k = META_CLIENT.to_vec();
+    k.extend_from_slice(client);
+    k
+}
+
+/// The client uuid of a `rcvd/` key, if it is one.
+pub(crate) fn rcvd_client(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(META_RCVD)?;
+    let uuid_len = rest.len().checked_sub(1 + 8)?;
+    let (uuid, tail) = rest.split_at(uuid_len);
+    (tail.first() == Some(&0)).then_some(uuid)
+}
+
 pub(crate) fn rcvd_prefix(client: &[u8]) -> Vec<u8> {
     let mut k = META_RCVD.to_vec();
     k.extend_from_slice(client);

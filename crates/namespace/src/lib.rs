@@ -136,6 +136,8 @@ pub struct NsStatfs {
 }
 
 thread_local! {
+    /// The transno the transactions of this thread take at least ([`Namespace::with_transno`]).
+    static AT_LEAST_TRANSNO: Cell<u64> = const { Cell::new(0) };
     static LAST_OP_TRANSNO: Cell<u64> = const { Cell::new(0) };
     /// The client request the operations of this thread are executing for, if any
     /// ([`Namespace::with_client_record`]).
@@ -167,6 +169,8 @@ pub struct Namespace {
     pins: std::sync::Mutex<HashMap<Fid, u32>>,
     /// Calls of [`Namespace::with_client_record`], to prune the records now and then.
     record_calls: AtomicU64,
+    /// The database directory.
+    dir: std::path::PathBuf,
     /// Tests set this to make every transaction abort after it wrote everything.
     #[cfg(test)]
     inject_abort: std::sync::atomic::AtomicBool,
@@ -179,10 +183,26 @@ impl Namespace {
         Self::open_with_hash(dir, codec::name_hash)
     }
 
+    /// Opens the namespace without sled's own periodic flush: only [`Namespace::flush`] makes
+    /// changes durable (an MDS that commits on its own schedule, so that what it reports
+    /// committed is what is on disk, and no more is flushed than it asked for).
+    pub fn open_flushed_by_caller(dir: &Path) -> Result<Namespace, NsError> {
+        Self::open_with(dir, codec::name_hash, None)
+    }
+
     fn open_with_hash(dir: &Path, hash: fn(&[u8]) -> u64) -> Result<Namespace, NsError> {
+        Self::open_with(dir, hash, Some(limits::SLED_FLUSH_EVERY_MS))
+    }
+
+    fn open_with(
+        dir: &Path,
+        hash: fn(&[u8]) -> u64,
+        flush_every_ms: Option<u64>,
+    ) -> Result<Namespace, NsError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(limits::DB_CACHE_BYTES)
+            .flush_every_ms(flush_every_ms)
             .open()?;
         let ns = Namespace {
             inodes: db.open_tree(codec::TREE_INODES)?,
@@ -196,6 +216,7 @@ impl Namespace {
             writer: std::sync::Mutex::new(()),
             pins: std::sync::Mutex::new(HashMap::new()),
             record_calls: AtomicU64::new(0),
+            dir: dir.to_path_buf(),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
         };
@@ -392,7 +413,7 @@ impl Namespace {
             let res = trees.transaction(|views: &Views| {
                 let mut tx = Tx::new(views, self.hash, &xattr_keys, now);
                 let out = op(&mut tx)?;
-                let transno = tx.finish()?;
+                let transno = tx.finish(AT_LEAST_TRANSNO.with(Cell::get))?;
                 let record = CLIENT_RECORD.with(|r| r.borrow().clone());
                 if let Some((client, xid)) = record {
                     txn::record_client(&views.4, &client, xid, transno)?;
@@ -728,6 +749,12 @@ impl Namespace {
         LAST_OP_TRANSNO.with(Cell::get)
     }
 
+    /// Forgets the transaction number [`Namespace::last_op_transno`] reports for this thread,
+    /// so that a call making no transaction is seen as such.
+    pub fn clear_last_op_transno(&self) {
+        LAST_OP_TRANSNO.with(|t| t.set(0));
+    }
+
     /// Runs `f` (the namespace change a client's request asks for) so that every transaction
     /// it makes also records, atomically with the change, that request `xid` of `client`
     /// was executed (Lustre's last_rcvd): after a restart, a resend of the request is
@@ -748,6 +775,80 @@ impl Namespace {
             self.prune_client_records(client)?;
         }
         out
+    }
+
+    /// Runs `f` so that its transactions take transno `transno` (if it is above the last
+    /// one): a replayed change keeps the number its first execution got.
+    pub fn with_transno<T>(
+        &self,
+        transno: u64,
+        f: impl FnOnce(&Namespace) -> Result<T, NsError>,
+    ) -> Result<T, NsError> {
+        AT_LEAST_TRANSNO.with(|t| t.set(transno));
+        let out = f(self);
+        AT_LEAST_TRANSNO.with(|t| t.set(0));
+        out
+    }
+
+    /// Flushes everything and records that nothing is uncommitted: the next start needs no
+    /// recovery ([`Namespace::take_clean_shutdown`]). Call last, at a clean shutdown.
+    pub fn flush_clean_shutdown(&self) -> Result<Committed, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let transno = self.last_transno();
+        self.meta
+            .insert(codec::META_CLEAN_SHUTDOWN, &transno.to_le_bytes()[..])?;
+        self.flush()
+    }
+
+    /// Whether the last run ended with [`Namespace::flush_clean_shutdown`] and nothing
+    /// changed after it; removes the record (durably), so that a crash of this run is not
+    /// taken for a clean shutdown.
+    pub fn take_clean_shutdown(&self) -> Result<bool, NsError> {
+        let Some(v) = self.meta.remove(codec::META_CLEAN_SHUTDOWN)? else {
+            return Ok(false);
+        };
+        self.db.flush()?;
+        Ok(codec::decode_u64("clean shutdown", &v)? == self.last_transno())
+    }
+
+    /// Records that `client` makes changes (it is waited for in recovery); durable with the
+    /// next flush.
+    pub fn register_client(&self, client: &[u8]) -> Result<(), NsError> {
+        self.meta.insert(codec::client_key(client), &[][..])?;
+        Ok(())
+    }
+
+    /// Forgets `client`: its registration and its reply records (it said goodbye or was
+    /// evicted, and will not replay or resend).
+    pub fn forget_client(&self, client: &[u8]) -> Result<(), NsError> {
+        self.meta.remove(codec::client_key(client))?;
+        let keys: Vec<IVec> = self
+            .meta
+            .scan_prefix(codec::rcvd_prefix(client))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            self.meta.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// The clients registered ([`Namespace::register_client`]) or with reply records.
+    pub fn known_clients(&self) -> Result<Vec<Vec<u8>>, NsError> {
+        let mut out = std::collections::BTreeSet::new();
+        for k in self.meta.scan_prefix(codec::META_CLIENT).keys() {
+            let k = k?;
+            if let Some(uuid) = k.get(codec::META_CLIENT.len()..) {
+                out.insert(uuid.to_vec());
+            }
+        }
+        for k in self.meta.scan_prefix(codec::META_RCVD).keys() {
+            let k = k?;
+            if let Some(uuid) = codec::rcvd_client(&k) {
+                out.insert(uuid.to_vec());
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The transno of the change request `xid` of `client` made, if it was executed (and
@@ -783,6 +884,26 @@ impl Namespace {
         Ok(())
     }
 
+    /// Fault injection for tests: [`Namespace::flush`], then, with no transaction running,
+    /// copies the database files as they are on disk to `to` (replacing it). Opening the
+    /// copy gives what a power loss right after this flush would leave: everything up to the
+    /// returned transno, nothing after it.
+    pub fn flush_and_copy(&self, to: &Path) -> Result<Committed, NsError> {
+        let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = self.flush()?;
+        let tmp = to.with_extension("tmp");
+        let io = |e: std::io::Error| NsError::Db(sled::Error::Io(e));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io)?;
+        }
+        copy_dir(&self.dir, &tmp).map_err(io)?;
+        if to.exists() {
+            std::fs::remove_dir_all(to).map_err(io)?;
+        }
+        std::fs::rename(&tmp, to).map_err(io)?;
+        Ok(committed)
+    }
+
     /// Makes everything committed so far durable and returns the last transaction number
     /// that is now on disk.
     pub fn flush(&self) -> Result<Committed, NsError> {
@@ -801,6 +922,21 @@ fn entry_of(name: &[u8], value: &[u8]) -> Result<DirEntry, NsError> {
         file_type,
         next_cookie: COOKIE_EOF,
     })
+}
+
+/// Copies the files under `from` to `to` (created), recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks a name a new entry would get: 1 to NAME_MAX bytes, not `.` or `..`, no `/` or

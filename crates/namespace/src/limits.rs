@@ -15,6 +15,9 @@ pub const READDIR_MAX_ENTRIES: u32 = 4096;
 /// Memory sled may use for its page cache. This bounds the MDS's memory whatever the number of
 /// files (sled's default is 1 GiB); the rest of the namespace stays on disk.
 pub const DB_CACHE_BYTES: u64 = 256 << 20;
+/// sled's own periodic flush (its default), unless the caller flushes
+/// ([`crate::Namespace::open_flushed_by_caller`]).
+pub(crate) const SLED_FLUSH_EVERY_MS: u64 = 500;
 /// The inode count statfs reports as the maximum.
 pub const INODES_MAX: u64 = u32::MAX as u64;
 /// Deepest directory tree the rename loop check walks before it calls the tree corrupt.

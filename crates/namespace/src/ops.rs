@@ -167,6 +167,16 @@ fn touch_ctime(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Inode> {
 impl Namespace {
     /// Creates a file, directory, symlink, FIFO, socket or device node in `args.parent`.
     pub fn create(&self, args: CreateArgs) -> Result<Attr, NsError> {
+        self.create_as(args, None)
+    }
+
+    /// [`Namespace::create`] giving the new inode `fid` (a replayed create keeps the FID it
+    /// first got); EEXIST if an inode has that FID. The FID allocator moves past it.
+    pub fn create_with_fid(&self, args: CreateArgs, fid: Fid) -> Result<Attr, NsError> {
+        self.create_as(args, Some(fid))
+    }
+
+    fn create_as(&self, args: CreateArgs, given: Option<Fid>) -> Result<Attr, NsError> {
         check_name(&args.name)?;
         let file_type = match args.mode & mode::S_IFMT {
             0 => mode::S_IFREG,
@@ -218,7 +228,10 @@ impl Namespace {
             if is_dir && parent.attr.nlink >= DIR_NLINK_MAX {
                 return fail(NsError::TooManyLinks);
             }
-            let fid = tx.alloc_fid()?;
+            let fid = match given {
+                Some(fid) => tx.take_fid(fid)?,
+                None => tx.alloc_fid()?,
+            };
             let now = tx.now;
             let layout_gen = match &args.layout {
                 Some(l) if !is_dir => l.layout_gen,

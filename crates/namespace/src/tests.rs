@@ -1995,3 +1995,119 @@ fn entry_attrs_follow_names() {
     assert_eq!(now.entries[3], Some((h, None)));
     assert_eq!(asked(&[]).entries, vec![]);
 }
+
+#[test]
+fn create_with_fid_keeps_the_fid_and_moves_the_allocator_past_it() {
+    let (dir, ns) = open();
+    let first = mkfile(&ns, Fid::ROOT, "first").fid;
+    // A FID well ahead of the allocator, as a replayed create brings.
+    let given = Fid {
+        oid: first.oid + 10,
+        ..first
+    };
+    let dir_fid = Fid {
+        oid: first.oid + 5,
+        ..first
+    };
+    let a = ns
+        .create_with_fid(args(Fid::ROOT, "replayed", S_IFREG | 0o600), given)
+        .unwrap();
+    assert_eq!(a.fid, given);
+    assert_eq!(lookup_fid(&ns, Fid::ROOT, "replayed"), given);
+    let d = ns
+        .create_with_fid(args(Fid::ROOT, "dir", S_IFDIR | 0o755), dir_fid)
+        .unwrap();
+    assert_eq!(d.fid, dir_fid);
+    let mut link = args(d.fid, "link", S_IFLNK | 0o777);
+    link.symlink = Some(b"../replayed".to_vec());
+    let l_fid = Fid {
+        oid: first.oid + 11,
+        ..first
+    };
+    assert_eq!(ns.create_with_fid(link, l_fid).unwrap().fid, l_fid);
+    assert_eq!(ns.readlink(l_fid).unwrap(), b"../replayed");
+    // A FID some inode has is refused, and nothing changes.
+    let dup = ns.create_with_fid(args(Fid::ROOT, "dup", S_IFREG | 0o600), given);
+    assert_eq!(errno(dup), Errno::EEXIST);
+    assert!(ns.lookup(Fid::ROOT, b"dup").is_err());
+    // New creates come after the highest FID taken.
+    let next = mkfile(&ns, Fid::ROOT, "next").fid;
+    assert!(next > l_fid, "{next} after {l_fid}");
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(dir.path());
+    assert_eq!(lookup_fid(&ns, d.fid, "link"), l_fid);
+    assert!(mkfile(&ns, Fid::ROOT, "after-reopen").fid > next);
+}
+
+#[test]
+fn with_transno_gives_a_change_its_original_number() {
+    let (_dir, ns) = open();
+    mkfile(&ns, Fid::ROOT, "a");
+    let before = ns.last_transno();
+    ns.with_transno(before + 7, |ns| {
+        ns.create(args(Fid::ROOT, "b", S_IFREG | 0o644))
+    })
+    .unwrap();
+    assert_eq!(ns.last_op_transno(), before + 7);
+    assert_eq!(ns.last_transno(), before + 7);
+    // A number at or below the last one is not reused; and the next change counts on.
+    ns.with_transno(1, |ns| ns.create(args(Fid::ROOT, "c", S_IFREG | 0o644)))
+        .unwrap();
+    assert_eq!(ns.last_op_transno(), before + 8);
+    mkfile(&ns, Fid::ROOT, "d");
+    assert_eq!(ns.last_op_transno(), before + 9);
+}
+
+#[test]
+fn known_clients_are_registered_or_recorded_and_forgotten() {
+    let (dir, ns) = open();
+    ns.register_client(b"quiet").unwrap();
+    ns.with_client_record(b"busy", 3, |ns| {
+        ns.create(args(Fid::ROOT, "a", S_IFREG | 0o644))
+    })
+    .unwrap();
+    ns.register_client(b"busy").unwrap();
+    assert_eq!(
+        ns.known_clients().unwrap(),
+        vec![b"busy".to_vec(), b"quiet".to_vec()]
+    );
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(dir.path());
+    assert_eq!(ns.known_clients().unwrap().len(), 2);
+    ns.forget_client(b"busy").unwrap();
+    assert_eq!(ns.client_record(b"busy", 3).unwrap(), None);
+    assert_eq!(ns.known_clients().unwrap(), vec![b"quiet".to_vec()]);
+}
+
+#[test]
+fn flush_and_copy_is_the_image_of_that_flush() {
+    let (dir, ns) = open();
+    mkfile(&ns, Fid::ROOT, "committed");
+    let image = dir.path().with_extension("image");
+    let committed = ns.flush_and_copy(&image).unwrap();
+    assert_eq!(committed.transno, ns.last_transno());
+    mkfile(&ns, Fid::ROOT, "after");
+    let copy = Namespace::open(&image).unwrap();
+    assert_eq!(copy.last_transno(), committed.transno);
+    assert!(copy.lookup(Fid::ROOT, b"committed").is_ok());
+    assert!(copy.lookup(Fid::ROOT, b"after").is_err());
+    drop(copy);
+    std::fs::remove_dir_all(&image).unwrap();
+}
+
+#[test]
+fn clean_shutdown_is_seen_once_and_only_if_nothing_changed_after_it() {
+    let (dir, ns) = open();
+    assert!(!ns.take_clean_shutdown().unwrap());
+    mkfile(&ns, Fid::ROOT, "a");
+    ns.flush_clean_shutdown().unwrap();
+    drop(ns);
+    let ns = reopen(dir.path());
+    assert!(ns.take_clean_shutdown().unwrap());
+    assert!(!ns.take_clean_shutdown().unwrap(), "taken once");
+    ns.flush_clean_shutdown().unwrap();
+    mkfile(&ns, Fid::ROOT, "b");
+    assert!(!ns.take_clean_shutdown().unwrap(), "a change after it");
+}

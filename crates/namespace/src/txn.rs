@@ -171,6 +171,34 @@ impl<'a> Tx<'a> {
         Ok(layout)
     }
 
+    /// Takes `fid` for a new inode (a replayed create keeps the FID it first got): EEXIST if
+    /// an inode has it; the allocator moves past it.
+    pub fn take_fid(&mut self, fid: Fid) -> TxResult<Fid> {
+        if self.inode_opt(fid)?.is_some() {
+            return fail(NsError::Exists);
+        }
+        let Some(v) = self.meta.get(codec::META_NEXT_FID)? else {
+            return fail(NsError::Corrupt("no fid counter".into()));
+        };
+        let next = lift(codec::decode_next_fid(&v))?;
+        if (fid.seq, fid.oid) >= (next.seq, next.oid) {
+            let after = match fid.oid.checked_add(1) {
+                Some(oid) => Fid { oid, ver: 0, ..fid },
+                None => match fid.seq.checked_add(1) {
+                    Some(seq) => Fid {
+                        seq,
+                        oid: 1,
+                        ver: 0,
+                    },
+                    None => return fail(NsError::NoSpace),
+                },
+            };
+            self.meta
+                .insert(codec::META_NEXT_FID, &codec::encode_next_fid(after)[..])?;
+        }
+        Ok(fid)
+    }
+
     /// Allocates the next FID: oids count up from 1 within a sequence, then the next
     /// sequence starts.
     pub fn alloc_fid(&mut self) -> TxResult<Fid> {
@@ -321,9 +349,9 @@ impl<'a> Tx<'a> {
         fail(NsError::Corrupt(format!("directory loop above {start}")))
     }
 
-    /// Writes the changed inodes, the inode count and the next transaction number; returns
-    /// that number.
-    pub fn finish(self) -> TxResult<u64> {
+    /// Writes the changed inodes, the inode count and the next transaction number (at least
+    /// `at_least`: a replay keeps its original number); returns that number.
+    pub fn finish(self, at_least: u64) -> TxResult<u64> {
         for (fid, slot) in &self.cache {
             let key = &codec::fid_key(*fid)[..];
             match slot {
@@ -352,6 +380,7 @@ impl<'a> Tx<'a> {
         let Some(transno) = last.checked_add(1) else {
             return fail(NsError::Corrupt("transno counter exhausted".into()));
         };
+        let transno = transno.max(at_least);
         self.meta
             .insert(codec::META_TRANSNO, &transno.to_le_bytes()[..])?;
         Ok(transno)

@@ -1,17 +1,19 @@
 //! The client side of RPC: an import per (client, service) pair.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sheen_transport::{MsgSender, Transport};
-use sheen_wire::frame::{MsgKind, FLAG_RESENT};
+use sheen_wire::frame::{MsgKind, FLAG_REPLAY, FLAG_RESENT, NO_TARGET};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{oneshot, Mutex};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::replay::{encode_envelope, Kept, ReplayList};
 use crate::server::reply_to;
 use crate::{Request, Response, RpcError, ServiceError};
 
@@ -98,6 +100,13 @@ struct Inner {
     config: ImportConfig,
     live: Mutex<Option<Arc<Live>>>,
     last_committed: AtomicU64,
+    /// The requests whose changes the server has not committed yet, replayed to a new
+    /// instance of the server ([`crate::replay`]).
+    replay: std::sync::Mutex<ReplayList>,
+    /// Set once a reply came before its change was committed: the server commits
+    /// asynchronously and waits for its clients after a restart, so a lost connection is
+    /// made again at once (and the import says it is done replaying).
+    server_replies_early: AtomicBool,
     server_instance: AtomicU64,
     /// Bumped on every successful connect: a new connection is a new export at the server,
     /// so what the server kept for the previous one (locks) is gone.
@@ -200,6 +209,8 @@ impl Import {
                 config,
                 live: Mutex::new(None),
                 last_committed: AtomicU64::new(0),
+                replay: std::sync::Mutex::new(ReplayList::default()),
+                server_replies_early: AtomicBool::new(false),
                 server_instance: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
             }),
@@ -234,6 +245,11 @@ impl Import {
     /// The highest transno the server has said is durable.
     pub fn last_committed(&self) -> u64 {
         self.inner.last_committed.load(Ordering::Relaxed)
+    }
+
+    /// How many requests are kept for replay (their changes are not committed yet).
+    pub fn replay_len(&self) -> usize {
+        self.inner.replay.lock().map(|l| l.len()).unwrap_or(0)
     }
 
     /// How many connections this import has made; changes on every reconnect.
@@ -290,7 +306,21 @@ impl Import {
                 .round_trip(&live, header, body.clone(), bulk.clone(), opcode)
                 .await
             {
-                Ok(reply) => return self.finish(live.nid, opcode, reply),
+                Ok(reply) => {
+                    let reply = self.finish(live.nid, opcode, reply)?;
+                    if reply.header.transno > self.last_committed() {
+                        self.keep(Kept {
+                            opcode,
+                            target_idx,
+                            xid,
+                            body,
+                            bulk,
+                            reply: reply.body.clone(),
+                            transno: reply.header.transno,
+                        });
+                    }
+                    return Ok(reply);
+                }
                 Err(Attempt::NotSent) if Instant::now() < give_up => {
                     live.close();
                     tokio::time::sleep(backoff).await;
@@ -411,10 +441,33 @@ impl Import {
         next_xid()
     }
 
-    fn finish(&self, nid: Nid, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
+    /// Keeps a request whose change is not committed yet, for replay.
+    fn keep(&self, k: Kept) {
         self.inner
+            .server_replies_early
+            .store(true, Ordering::Relaxed);
+        if let Ok(mut list) = self.inner.replay.lock() {
+            // Read under the lock: a prune that raised it first has run already.
+            let last_committed = self.last_committed();
+            list.keep(k, last_committed);
+        }
+    }
+
+    /// Notes the server's `last_committed` and drops the kept requests it covers.
+    fn committed(&self, last_committed: u64) {
+        let before = self
+            .inner
             .last_committed
-            .fetch_max(reply.header.last_committed, Ordering::Relaxed);
+            .fetch_max(last_committed, Ordering::AcqRel);
+        if last_committed > before {
+            if let Ok(mut list) = self.inner.replay.lock() {
+                list.prune(last_committed);
+            }
+        }
+    }
+
+    fn finish(&self, nid: Nid, opcode: Opcode, reply: Message) -> Result<Reply, RpcError> {
+        self.committed(reply.header.last_committed);
         if let Some(errno) = Errno::from_status(reply.header.status) {
             let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
                 .map(|e| e.message)
@@ -537,12 +590,22 @@ impl Import {
         });
         let mut receiver = conn.receiver;
         let weak = Arc::downgrade(&live);
+        let weak_import = Arc::downgrade(&self.inner);
         let callbacks = cfg.callbacks.clone();
         let reader = tokio::spawn(async move {
             let ended = |live: &Live| {
                 live.close();
                 if let Some(cb) = &callbacks {
                     cb.0.connection_ended(nid);
+                }
+                // Uncommitted changes are replayed as soon as the server is back, not at
+                // the next call: a server in recovery waits for its clients.
+                if let Some(inner) = weak_import.upgrade() {
+                    let kept = inner.replay.lock().map(|l| l.len()).unwrap_or(0);
+                    if kept > 0 || inner.server_replies_early.load(Ordering::Relaxed) {
+                        let span = tracing::info_span!("replay_reconnect", %nid, kept);
+                        tokio::spawn(Import { inner }.reconnect_to_replay().instrument(span));
+                    }
                 }
             };
             loop {
@@ -624,18 +687,124 @@ impl Import {
                 return Err(e);
             }
         };
+        let old = self.inner.server_instance.load(Ordering::Relaxed);
+        if old != 0 && old != connected.instance {
+            debug!(%nid, server = %connected.server_uuid, "server restarted");
+            // Before anyone else uses the connection: the server recovers its uncommitted
+            // state from the replays of its clients, in transno order.
+            if let Err(e) = self.replay(&live).await {
+                live.abort_reader();
+                return Err(e);
+            }
+        }
+        self.inner
+            .server_instance
+            .store(connected.instance, Ordering::Relaxed);
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         if let Some(cb) = &cfg.callbacks {
             cb.0.connected(nid);
         }
-        let old = self
-            .inner
-            .server_instance
-            .swap(connected.instance, Ordering::Relaxed);
-        if old != 0 && old != connected.instance {
-            debug!(%nid, server = %connected.server_uuid, "server restarted");
-        }
         Ok(live)
+    }
+
+    /// Reconnects (for `retry_for`) so that the kept requests are replayed. Boxed: it is
+    /// spawned from the reader task that [`Import::connect`] itself spawns.
+    fn reconnect_to_replay(self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.reconnect_to_replay_inner())
+    }
+
+    async fn reconnect_to_replay_inner(self) {
+        let give_up = Instant::now() + self.inner.config.retry_for;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.live().await {
+                Ok(_) => return,
+                Err(e) if Instant::now() < give_up => {
+                    debug!(nid = %self.nid(), "reconnect to replay failed, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    warn!(
+                        nid = %self.nid(),
+                        kept = self.replay_len(),
+                        "could not reconnect to replay uncommitted requests: {e}"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends every kept request again, in transno order, with `FLAG_REPLAY` (see
+    /// [`crate::replay`]), then tells the server this client is done (OBD_PING with
+    /// `FLAG_REPLAY`). A replay the server refuses is dropped with a warning; a connection
+    /// that breaks fails the connect (it is retried, and replays everything still kept).
+    async fn replay(&self, live: &Arc<Live>) -> Result<(), RpcError> {
+        let lost = |opcode: Opcode| RpcError::ConnectionLost {
+            opcode: opcode.name(),
+            nid: live.nid.to_string(),
+        };
+        // A call whose reply came just before the connection broke may keep its request
+        // while the first pass runs: passes go on until one finds nothing new.
+        let mut replayed = std::collections::HashSet::new();
+        loop {
+            let kept: Vec<Kept> = match self.inner.replay.lock() {
+                Ok(list) => list.snapshot(),
+                Err(_) => Vec::new(),
+            };
+            let kept: Vec<Kept> = kept
+                .into_iter()
+                .filter(|k| !replayed.contains(&k.transno))
+                .collect();
+            if kept.is_empty() {
+                break;
+            }
+            info!(nid = %live.nid, n = kept.len(), "replaying uncommitted requests");
+            for k in kept {
+                replayed.insert(k.transno);
+                self.replay_one(live, k).await.map_err(lost)?;
+            }
+        }
+        let mut header = MsgHeader::request(Opcode::ObdPing.as_u32(), self.xid(), NO_TARGET);
+        header.flags |= FLAG_REPLAY;
+        let body = sheen_wire::encode(&msg::Empty {});
+        let reply = self
+            .round_trip(live, header, body, Bytes::new(), Opcode::ObdPing)
+            .await
+            .map_err(|_| lost(Opcode::ObdPing))?;
+        self.committed(reply.header.last_committed);
+        Ok(())
+    }
+
+    /// Replays one kept request; a refused one is dropped. `Err(opcode)`: the connection
+    /// broke.
+    async fn replay_one(&self, live: &Arc<Live>, k: Kept) -> Result<(), Opcode> {
+        let mut header = MsgHeader::request(k.opcode.as_u32(), k.xid, k.target_idx);
+        header.flags |= FLAG_REPLAY;
+        header.transno = k.transno;
+        let bulk = encode_envelope(&k.bulk, &k.reply);
+        let reply = self
+            .round_trip(live, header, k.body.clone(), bulk, k.opcode)
+            .await
+            .map_err(|_| k.opcode)?;
+        if let Some(errno) = Errno::from_status(reply.header.status) {
+            let message = sheen_wire::decode::<msg::ErrorReply>(&reply.body)
+                .map(|e| e.message)
+                .unwrap_or_default();
+            warn!(
+                xid = k.xid,
+                transno = k.transno,
+                op = k.opcode.name(),
+                %errno,
+                "replay refused, its change is lost: {message}"
+            );
+            if let Ok(mut list) = self.inner.replay.lock() {
+                list.remove(k.transno);
+            }
+        }
+        self.committed(reply.header.last_committed);
+        Ok(())
     }
 }
 
@@ -655,6 +824,7 @@ fn spawn_callback(handler: Arc<dyn CallbackHandler>, live: Arc<Live>, m: Message
                         peer: live.nid,
                         export: None,
                         client: None,
+                        replay: None,
                     };
                     handler.handle(req).await
                 }

@@ -38,11 +38,15 @@ impl std::fmt::Display for ExportId {
 /// Called once for every export that ends (connection closed, evicted, or replaced).
 pub type GoneHook = Arc<dyn Fn(ExportId) + Send + Sync>;
 
+/// Called with the client uuid of every export the server evicts.
+pub type EvictHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Every live export of one server.
 pub struct Exports {
     next_id: AtomicU64,
     live: std::sync::Mutex<HashMap<ExportId, Arc<Export>>>,
     gone_hook: OnceLock<GoneHook>,
+    evict_hook: OnceLock<EvictHook>,
 }
 
 /// One client connection as the server sees it.
@@ -62,6 +66,7 @@ impl Default for Exports {
             next_id: AtomicU64::new(1),
             live: std::sync::Mutex::new(HashMap::new()),
             gone_hook: OnceLock::new(),
+            evict_hook: OnceLock::new(),
         }
     }
 }
@@ -74,6 +79,11 @@ impl Exports {
     /// Sets what to call when an export ends; only the first call has an effect.
     pub fn set_gone_hook(&self, hook: GoneHook) {
         let _ = self.gone_hook.set(hook);
+    }
+
+    /// Sets what to call when an export is evicted; only the first call has an effect.
+    pub fn set_evict_hook(&self, hook: EvictHook) {
+        let _ = self.evict_hook.set(hook);
     }
 
     /// How many exports are live.
@@ -108,6 +118,9 @@ impl Exports {
         if let Some(e) = self.get(id) {
             info!(client = %e.uuid, peer = %e.peer, %id, "evicting client: {why}");
             e.close.cancel();
+            if let Some(hook) = self.evict_hook.get() {
+                hook(&e.uuid);
+            }
         }
     }
 

@@ -15,16 +15,19 @@
 //! Servers send requests to their clients (lock callbacks) on the connection the client
 //! opened: [`Exports`] on the server, a [`CallbackHandler`] in the client's import.
 //!
-//! Room for recovery (a later issue): replies carry `transno` and `last_committed`; the
-//! import keeps both so a replay queue can be added without changing callers.
+//! Recovery: replies carry `transno` and `last_committed`; an import keeps the requests whose
+//! change is not committed yet and replays them, in transno order, to a restarted server
+//! before anything else ([`replay`], docs/RECOVERY.md).
 
 mod client;
 mod export;
+pub mod replay;
 mod reply_cache;
 mod server;
 
 pub use client::{CallbackHandler, Callbacks, Import, ImportConfig, Reply};
-pub use export::{ExportId, Exports, GoneHook};
+pub use export::{EvictHook, ExportId, Exports, GoneHook};
+pub use replay::ReplayInfo;
 pub use reply_cache::{
     MAX_CLIENTS, MAX_CLIENT_UUID_BYTES, MAX_IN_PROGRESS_PER_CLIENT, MAX_REPLIES_PER_CLIENT,
     MAX_SAVED_BYTES_PER_CLIENT,

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sheen_transport::{Connection, Listener, MsgSender, TransportError};
-use sheen_wire::frame::MsgKind;
+use sheen_wire::frame::{MsgKind, FLAG_REPLAY};
 
 use crate::export::{Export, ExportId, Exports};
+use crate::replay::{decode_envelope, ReplayInfo};
 use crate::reply_cache::{CacheLimits, ClientReplies, Lookup, ReplyCache, MAX_CLIENT_UUID_BYTES};
 use sheen_wire::{msg, Errno, Message, MsgHeader, Nid, Opcode, WireDecode, WireEncode};
 use tokio::sync::{Mutex, Semaphore};
@@ -33,6 +34,9 @@ pub struct Request {
     pub export: Option<ExportId>,
     /// The uuid the client named at CONNECT; `None` before CONNECT.
     pub client: Option<Arc<str>>,
+    /// Set for a replay (`FLAG_REPLAY`): the original transno and reply; `bulk` is then the
+    /// original bulk (see [`crate::replay`]).
+    pub replay: Option<ReplayInfo>,
 }
 
 impl Request {
@@ -135,6 +139,11 @@ pub trait Service: Send + Sync + 'static {
         )
     }
     async fn handle(&self, req: Request) -> Result<Response, ServiceError>;
+    /// Client `client` has replayed everything it kept (an OBD_PING with `FLAG_REPLAY`
+    /// after its replays, see [`crate::replay`]).
+    async fn replay_done(&self, _client: &str) {}
+    /// Client `client` said goodbye (a DISCONNECT): it will not replay anything.
+    async fn client_disconnected(&self, _client: &str) {}
 }
 
 /// Accepts connections until `shutdown` is cancelled and serves each on its own task.
@@ -400,9 +409,37 @@ async fn handle_one(
             return connect(service, &msg, op).0;
         }
         Some(Opcode::MgsDisconnect | Opcode::MdsDisconnect | Opcode::OstDisconnect) => {
+            if let Some((_, uuid)) = &export {
+                service.client_disconnected(uuid).await;
+            }
             Ok(Response::empty())
         }
-        Some(Opcode::ObdPing) => Ok(Response::empty()),
+        Some(Opcode::ObdPing) => {
+            if let (true, Some((_, uuid))) = (req_header.flags & FLAG_REPLAY != 0, &export) {
+                debug!(client = %uuid, "client finished replaying");
+                service.replay_done(uuid).await;
+            }
+            Ok(Response::empty())
+        }
+        Some(opcode) if req_header.flags & FLAG_REPLAY != 0 => match decode_envelope(&msg.bulk) {
+            Ok((bulk, reply)) => {
+                let req = Request {
+                    header: req_header,
+                    opcode,
+                    body: msg.body,
+                    bulk,
+                    peer,
+                    export: export.as_ref().map(|(id, _)| *id),
+                    client: export.map(|(_, uuid)| uuid),
+                    replay: Some(ReplayInfo {
+                        transno: req_header.transno,
+                        reply,
+                    }),
+                };
+                service.handle(req).await
+            }
+            Err(e) => Err(ServiceError::new(Errno::EPROTO, e)),
+        },
         Some(opcode) => {
             let req = Request {
                 header: req_header,
@@ -412,6 +449,7 @@ async fn handle_one(
                 peer,
                 export: export.as_ref().map(|(id, _)| *id),
                 client: export.map(|(_, uuid)| uuid),
+                replay: None,
             };
             service.handle(req).await
         }

@@ -813,3 +813,245 @@ async fn a_callback_to_a_client_without_a_handler_fails_and_drops_its_connection
     assert!(matches!(err.errno(), Errno::EIO | Errno::ENOTCONN), "{err}");
     stop.cancel();
 }
+
+/// A service that numbers every OST_CREATE it executes and replies before "committing":
+/// `last_committed` is whatever the test sets. It records what it saw, in order.
+struct Journal {
+    instance: u64,
+    next_transno: AtomicU64,
+    committed: AtomicU64,
+    /// Replays with this transno are refused.
+    refuse: u64,
+    seen: std::sync::Mutex<Vec<Seen>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Create {
+        xid: u64,
+        flags: u8,
+        replay: Option<crate::ReplayInfo>,
+        body: Bytes,
+        bulk: Bytes,
+    },
+    ReplayDone(String),
+}
+
+impl Journal {
+    fn new(instance: u64, first_transno: u64, refuse: u64) -> Arc<Journal> {
+        Arc::new(Journal {
+            instance,
+            next_transno: AtomicU64::new(first_transno),
+            committed: AtomicU64::new(0),
+            refuse,
+            seen: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Service for Journal {
+    fn name(&self) -> String {
+        "journal".into()
+    }
+    fn instance(&self) -> u64 {
+        self.instance
+    }
+    fn last_committed(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+    async fn handle(&self, req: Request) -> Result<Response, ServiceError> {
+        if req.opcode != Opcode::OstCreate {
+            return Err(Errno::EOPNOTSUPP.into());
+        }
+        self.seen.lock().unwrap().push(Seen::Create {
+            xid: req.header.xid,
+            flags: req.header.flags,
+            replay: req.replay.clone(),
+            body: req.body.clone(),
+            bulk: req.bulk.clone(),
+        });
+        if let Some(r) = &req.replay {
+            if r.transno == self.refuse {
+                return Err(ServiceError::new(Errno::EEXIST, "refused replay"));
+            }
+            return Ok(Response {
+                body: r.reply.clone(),
+                bulk: Bytes::new(),
+                transno: r.transno,
+            });
+        }
+        let transno = self.next_transno.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(&msg::OstCreateReply {
+            first_oid: transno * 100,
+            count: 1,
+        })
+        .with_transno(transno))
+    }
+    async fn replay_done(&self, client: &str) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Seen::ReplayDone(client.to_owned()));
+    }
+}
+
+async fn start_journal(at: Nid, journal: Arc<Journal>) -> (Nid, CancellationToken) {
+    let t = sheen_transport::TcpTransport::default();
+    let listener = sheen_transport::Transport::listen(&t, &at).await.unwrap();
+    let nid = listener.local_nid();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, journal, stop.clone()));
+    (nid, stop)
+}
+
+fn create_body(count: u32) -> Bytes {
+    sheen_wire::encode(&msg::OstCreateReq { count })
+}
+
+#[tokio::test]
+async fn kept_requests_are_dropped_once_committed() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let journal = Journal::new(1, 1, 0);
+    let (nid, _stop) = start_journal(any, Arc::clone(&journal)).await;
+    let imp = patient_import(nid);
+    for count in 1..=3 {
+        let r = imp
+            .call_raw(Opcode::OstCreate, 0, create_body(count), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(r.header.transno, u64::from(count));
+    }
+    assert_eq!(imp.replay_len(), 3, "nothing committed: all kept");
+    journal.committed.store(2, Ordering::SeqCst);
+    imp.ping().await.unwrap();
+    assert_eq!(imp.last_committed(), 2);
+    assert_eq!(imp.replay_len(), 1, "transnos 1 and 2 are committed");
+    // A reply already committed when it comes is not kept.
+    journal.committed.store(10, Ordering::SeqCst);
+    imp.call_raw(Opcode::OstCreate, 0, create_body(9), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(imp.replay_len(), 0);
+}
+
+#[tokio::test]
+async fn uncommitted_requests_are_replayed_in_order_to_a_restarted_server() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let first = Journal::new(1, 5, 0);
+    let (nid, stop_first) = start_journal(any, Arc::clone(&first)).await;
+    let imp = patient_import(nid);
+    let mut originals = Vec::new();
+    for count in 1..=3u32 {
+        // The second carries bulk: a replay brings it back as it was.
+        let bulk = if count == 2 {
+            Bytes::from(vec![9u8; 5000])
+        } else {
+            Bytes::new()
+        };
+        let body = create_body(count);
+        let r = imp
+            .call_raw(Opcode::OstCreate, 0, body.clone(), bulk.clone())
+            .await
+            .unwrap();
+        originals.push((r.header.transno, body, bulk, r.body));
+    }
+    let xids: Vec<u64> = first
+        .seen()
+        .iter()
+        .map(|s| match s {
+            Seen::Create { xid, .. } => *xid,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    // The server restarts (a new instance) and refuses the second replay.
+    stop_first.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = Journal::new(2, 100, 6);
+    let (again, _stop) = start_journal(nid, Arc::clone(&second)).await;
+    assert_eq!(again, nid);
+    let r = imp
+        .call_raw(Opcode::OstCreate, 0, create_body(42), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(r.header.transno, 100);
+    let seen = second.seen();
+    assert_eq!(
+        seen.len(),
+        5,
+        "three replays, done, the new request: {seen:?}"
+    );
+    for (i, (transno, body, bulk, reply)) in originals.iter().enumerate() {
+        let expected = Seen::Create {
+            xid: xids[i],
+            flags: sheen_wire::frame::FLAG_REPLAY,
+            replay: Some(crate::ReplayInfo {
+                transno: *transno,
+                reply: reply.clone(),
+            }),
+            body: body.clone(),
+            bulk: bulk.clone(),
+        };
+        assert_eq!(seen[i], expected, "replay {i}");
+    }
+    assert_eq!(seen[3], Seen::ReplayDone("resending-client".into()));
+    assert!(
+        matches!(
+            &seen[4],
+            Seen::Create {
+                replay: None,
+                flags: 0,
+                ..
+            }
+        ),
+        "the new request comes after the replays: {:?}",
+        seen[4]
+    );
+    // The refused replay was dropped; the others and the new one are kept (nothing is
+    // committed at the new server yet).
+    assert_eq!(imp.replay_len(), 3);
+}
+
+#[tokio::test]
+async fn a_client_with_nothing_to_replay_still_says_it_is_done() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let first = Journal::new(1, 1, 0);
+    first.committed.store(u64::MAX, Ordering::SeqCst);
+    let (nid, stop_first) = start_journal(any, Arc::clone(&first)).await;
+    let imp = patient_import(nid);
+    imp.call_raw(Opcode::OstCreate, 0, create_body(1), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(imp.replay_len(), 0);
+    stop_first.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = Journal::new(2, 1, 0);
+    let (_, _stop) = start_journal(nid, Arc::clone(&second)).await;
+    imp.ping().await.unwrap();
+    assert_eq!(second.seen(), [Seen::ReplayDone("resending-client".into())]);
+}
+
+#[tokio::test]
+async fn an_idle_client_of_a_server_that_replies_early_reconnects_and_says_it_is_done() {
+    let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
+    let first = Journal::new(1, 1, 0);
+    let (nid, stop_first) = start_journal(any, Arc::clone(&first)).await;
+    let imp = patient_import(nid);
+    imp.call_raw(Opcode::OstCreate, 0, create_body(1), Bytes::new())
+        .await
+        .unwrap();
+    first.committed.store(1, Ordering::SeqCst);
+    imp.ping().await.unwrap();
+    assert_eq!(imp.replay_len(), 0, "committed");
+    stop_first.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = Journal::new(2, 1, 0);
+    let (_, _stop) = start_journal(nid, Arc::clone(&second)).await;
+    // No call: the import reconnects by itself, as the server waits for it.
+    let done = Seen::ReplayDone("resending-client".into());
+    eventually("the done ping", || second.seen() == [done.clone()]).await;
+}
