@@ -133,6 +133,9 @@ pub struct BenchArgs {
     /// Use debug binaries instead of building in release mode.
     #[arg(long)]
     pub debug: bool,
+    /// The MDS's `--commit-interval-ms` (0: commit before every reply).
+    #[arg(long, default_value_t = 0)]
+    pub mds_commit_interval_ms: u64,
 }
 
 /// Where a workload runs.
@@ -349,6 +352,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     spec.bin_dir = bin_dir.clone();
     spec.n_osts = STRIPE_COUNT;
     spec.ost_size_bytes = sizes.ost_size_bytes();
+    if args.mds_commit_interval_ms > 0 {
+        spec.mds_commit_interval = Some(std::time::Duration::from_millis(
+            args.mds_commit_interval_ms,
+        ));
+    }
     util::step(&format!(
         "start a cluster of {STRIPE_COUNT} OSTs of {} MiB in {}",
         spec.ost_size_bytes / MIB,

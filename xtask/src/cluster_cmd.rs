@@ -1,6 +1,7 @@
 //! `cargo xtask cluster up|down`: a local cluster that outlives the command.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sheen_cluster::{Cluster, ClusterSpec, ClusterState};
@@ -23,6 +24,9 @@ pub fn up(args: &UpArgs) -> Result<()> {
     spec.net = args.net.clone();
     spec.n_osts = args.osts;
     spec.ost_size_bytes = args.ost_size;
+    if args.mds_commit_interval_ms > 0 {
+        spec.mds_commit_interval = Some(Duration::from_millis(args.mds_commit_interval_ms));
+    }
     util::step(&format!("start the cluster in {}", args.dir.display()));
     let mut cluster = Cluster::start_detached(spec).context("cannot start the cluster")?;
     util::step(&format!("mount at {}", args.mount.display()));

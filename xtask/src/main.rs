@@ -89,6 +89,10 @@ struct UpArgs {
     /// Network of every NID: `tcp`, or `rdma` (alias `o2ib`) for the RDMA-emulated transport.
     #[arg(long, default_value = "tcp", value_parser = util::parse_net)]
     net: String,
+    /// The MDS's `--commit-interval-ms`: 0 commits every change before its reply; above 0
+    /// the MDS replies first and clients replay what a crash lost.
+    #[arg(long, default_value_t = 0)]
+    mds_commit_interval_ms: u64,
 }
 
 #[derive(Args)]
