@@ -292,16 +292,55 @@ pub(crate) fn log_tail(path: &Path, n_lines: usize) -> String {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
+            // A daemon that fails prints its error and then a backtrace (RUST_BACKTRACE=1):
+            // the frames would push the error out of the tail, so they are left out.
+            let lines: Vec<&str> = text.lines().filter(|l| !is_backtrace_line(l)).collect();
             lines[lines.len().saturating_sub(n_lines)..].join("\n")
         }
         Err(error) => format!("(cannot read log: {error})"),
     }
 }
 
+/// A frame of a Rust backtrace (`  12: name` or `             at path:line:col`).
+fn is_backtrace_line(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    if trimmed.len() == line.len() {
+        return false;
+    }
+    if trimmed.starts_with("at ") {
+        return true;
+    }
+    trimmed
+        .split_once(": ")
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_tail_leaves_backtrace_frames_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("oss.log");
+        std::fs::write(
+            &log,
+            "2026-11-25T00:00:00Z  INFO sheen_oss: starting\n\
+             Error: cannot listen on 127.0.0.1:7001: Address already in use\n\
+             \n\
+             Stack backtrace:\n\
+             \x20  0: anyhow::error::<impl anyhow::Error>::msg\n\
+             \x20            at /src/anyhow/error.rs:83:36\n\
+             \x20 11: sheen_oss::main\n\
+             \x20            at oss/src/main.rs:62:8\n",
+        )
+        .unwrap();
+        let tail = log_tail(&log, 3);
+        assert_eq!(
+            tail,
+            "Error: cannot listen on 127.0.0.1:7001: Address already in use\n\nStack backtrace:"
+        );
+    }
 
     #[test]
     fn own_process_is_alive_and_named() {
