@@ -19,14 +19,14 @@ use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenAccMode,
     OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use sheen_client::{
     Attr, Bytes, CacheInvalidator, Client, Creds, DirEntry, Fid, Layout, ReaddirPlusEntry, SetAttr,
     TimeSet, Timespec,
 };
-use sheen_wire::xattr_flags;
+use sheen_wire::{xattr_flags, FlockKind, FlockOp, FlockReq, FlockType};
 use tracing::{debug, warn, Instrument};
 
 use crate::convert::{self, errno, fid, file_attr};
@@ -60,6 +60,9 @@ struct Inner {
     marks: Arc<CacheMarks>,
     dirs: Mutex<HashMap<u64, DirHandle>>,
     next_dir_fh: AtomicU64,
+    /// (inode, kernel lock owner) pairs that may hold file locks on the MDS: a close
+    /// (FLUSH, or RELEASE for flock locks) of another costs no RPC.
+    lock_owners: Mutex<HashSet<(u64, u64)>>,
 }
 
 /// An open directory: the entries last fetched, so that the kernel's successive readdir
@@ -147,6 +150,7 @@ impl SheenFs {
                 background: Arc::new(Background::default()),
                 dirs: Mutex::new(HashMap::new()),
                 next_dir_fh: AtomicU64::new(1),
+                lock_owners: Mutex::new(HashSet::new()),
             }),
             runtime,
         }
@@ -172,6 +176,16 @@ impl SheenFs {
         self.runtime
             .spawn(work(Arc::clone(&self.inner)).instrument(span));
     }
+}
+
+/// A lock as the kernel describes it in GETLK and SETLK: inclusive byte range, F_RDLCK,
+/// F_WRLCK or F_UNLCK, and the process asking.
+#[derive(Clone, Copy, Debug)]
+struct LockArgs {
+    start: u64,
+    end: u64,
+    typ: i32,
+    pid: u32,
 }
 
 /// The caller of a request, with the umask it creates with. With FUSE_DONT_MASK the kernel
@@ -842,6 +856,111 @@ impl Inner {
         result
     }
 
+    fn lock_owners(&self) -> MutexGuard<'_, HashSet<(u64, u64)>> {
+        self.lock_owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An MDS_FLOCK body for a lock request of the kernel. fuser 0.18 does not pass the
+    /// kernel's FUSE_LK_FLOCK flag, so a flock(2) lock (the whole file, owned by the open
+    /// file) travels as a POSIX lock of its own owner (docs/POSIX.md says what that means).
+    fn lock_req(ino: INodeNo, owner: LockOwner, lock: LockArgs, op: FlockOp) -> FsResult<FlockReq> {
+        let typ = match lock.typ {
+            libc::F_RDLCK => FlockType::Read,
+            libc::F_WRLCK => FlockType::Write,
+            libc::F_UNLCK => FlockType::Unlock,
+            _ => return Err(Errno::EINVAL),
+        };
+        Ok(FlockReq {
+            fid: fid(ino)?,
+            kind: FlockKind::Posix,
+            op,
+            owner: owner.0,
+            pid: lock.pid,
+            typ,
+            start: lock.start,
+            end: lock.end,
+        })
+    }
+
+    /// F_GETLK: the first conflicting lock as (start, end, type, pid), or the range asked
+    /// about with F_UNLCK.
+    async fn getlk(
+        &self,
+        ino: INodeNo,
+        owner: LockOwner,
+        lock: LockArgs,
+    ) -> FsResult<(u64, u64, i32, u32)> {
+        let req = Self::lock_req(ino, owner, lock, FlockOp::GetLk)?;
+        let reply = self
+            .client
+            .file_lock(req)
+            .await
+            .map_err(|e| errno("getlk", &e))?;
+        // The kernel's offsets are signed.
+        let offset_max = i64::MAX as u64;
+        Ok(match reply.conflict {
+            Some(c) => {
+                let typ = match c.typ {
+                    FlockType::Read => libc::F_RDLCK,
+                    _ => libc::F_WRLCK,
+                };
+                (c.start.min(offset_max), c.end.min(offset_max), typ, c.pid)
+            }
+            None => (lock.start, lock.end, libc::F_UNLCK, 0),
+        })
+    }
+
+    /// F_SETLK and F_SETLKW (`wait`); an F_UNLCK drops the owner's locks on the range.
+    async fn setlk(
+        &self,
+        ino: INodeNo,
+        owner: LockOwner,
+        lock: LockArgs,
+        wait: bool,
+    ) -> FsResult<()> {
+        let op = match (lock.typ, wait) {
+            (libc::F_UNLCK, _) => FlockOp::Unlock,
+            (_, true) => FlockOp::SetLkWait,
+            (_, false) => FlockOp::SetLk,
+        };
+        let req = Self::lock_req(ino, owner, lock, op)?;
+        if op != FlockOp::Unlock {
+            // Before asking: a lock granted whose reply is lost is still released at close.
+            self.lock_owners().insert((ino.0, owner.0));
+        }
+        self.client
+            .file_lock(req)
+            .await
+            .map_err(|e| errno("setlk", &e))?;
+        if op != FlockOp::Unlock {
+            // Again: a close by another thread while this one waited took the mark.
+            self.lock_owners().insert((ino.0, owner.0));
+        }
+        Ok(())
+    }
+
+    /// Drops every lock `owner` may hold on `ino` (at close); no RPC if it never locked.
+    async fn release_lock_owner(&self, ino: INodeNo, owner: LockOwner) -> FsResult<()> {
+        if !self.lock_owners().remove(&(ino.0, owner.0)) {
+            return Ok(());
+        }
+        let req = FlockReq {
+            fid: fid(ino)?,
+            kind: FlockKind::Posix,
+            op: FlockOp::ReleaseOwner,
+            owner: owner.0,
+            pid: 0,
+            typ: FlockType::Unlock,
+            start: 0,
+            end: u64::MAX,
+        };
+        self.client
+            .file_lock(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| errno("release file locks", &e))
+    }
+
     async fn fsync(&self, ino: INodeNo) -> FsResult<()> {
         self.flush_size(ino).await?;
         let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
@@ -1146,6 +1265,9 @@ impl Filesystem for SheenFs {
             InitFlags::FUSE_DONT_MASK,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            // fcntl and flock locks go to the MDS (setlk, getlk), so they hold across clients.
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!(?cap, "kernel does not offer a FUSE capability");
@@ -1427,15 +1549,25 @@ impl Filesystem for SheenFs {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         // Called on every close(2) of every descriptor, including the copies a fork inherits
         // and an exec closes: it must not wait for a server. Writes are on the OSTs when
         // they return, other clients glimpse the size of a file with writers, and the size
-        // goes to the MDS at the last close (release) and at fsync.
-        let _ = ino;
-        reply.ok();
+        // goes to the MDS at the last close (release) and at fsync. The one exception: a
+        // close drops the POSIX locks of the closing owner (the kernel leaves that to
+        // FLUSH), which the MDS must have done before close(2) returns.
+        if !self.inner.lock_owners().contains(&(ino.0, lock_owner.0)) {
+            reply.ok();
+            return;
+        }
+        self.spawn("flush", ino, |fs| async move {
+            match fs.release_lock_owner(ino, lock_owner).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
     }
 
     fn release(
@@ -1444,18 +1576,78 @@ impl Filesystem for SheenFs {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         // Nothing the kernel waits for: answer at once (an unmount does not wait for
         // RELEASE replies), then report the size and the close to the MDS in the background.
         // The mount waits for that work before it disconnects (`Background::wait_idle`).
+        // A flock lock goes with the last close of its open file (`lock_owner` is then the
+        // open file's lock owner).
         reply.ok();
         let guard = self.inner.background.start();
         self.spawn("release", ino, |fs| async move {
+            if let Some(owner) = lock_owner {
+                // Logged by `errno`; a lock the MDS could not be told to drop stays until
+                // this client is gone for good.
+                let _ = fs.release_lock_owner(ino, owner).await;
+            }
             let _ = fs.release(ino, fh).await;
             drop(guard);
+        });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let lock = LockArgs {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        self.spawn("getlk", ino, |fs| async move {
+            match fs.getlk(ino, lock_owner, lock).await {
+                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let lock = LockArgs {
+            start,
+            end,
+            typ,
+            pid,
+        };
+        self.spawn("setlk", ino, |fs| async move {
+            match fs.setlk(ino, lock_owner, lock, sleep).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
         });
     }
 

@@ -9,6 +9,7 @@
 //! Architecture invariant: the MDS never reads or writes file data; it talks to OSSs only
 //! to precreate and destroy objects.
 
+mod flock;
 mod objects;
 mod opens;
 mod recovery;
@@ -28,13 +29,14 @@ use sheen_rpc::{
     Service, ServiceError,
 };
 use sheen_wire::limits::{
-    IBITS_SETS_MAX, READDIRPLUS_LOCKED_ENTRIES_MAX, READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
+    FLOCK_LOCKS_PER_CLIENT_MAX, FLOCK_WAIT_MAX, IBITS_SETS_MAX, READDIRPLUS_LOCKED_ENTRIES_MAX,
+    READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
 };
 use sheen_wire::msg::{
-    AttrReply, CancelReq, CloseReq, DirEntryPlus, EnqueueReply, EnqueueReq, GetattrLockReply,
-    GetattrLockReq, GetattrReq, Layout, LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq,
-    ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, StatfsReply, TargetRegReply,
-    TargetRegReq, XattrReply, XattrReq,
+    AttrReply, CancelReq, CloseReq, DirEntryPlus, EnqueueReply, EnqueueReq, FlockOp, FlockReply,
+    FlockReq, FlockType, GetattrLockReply, GetattrLockReq, GetattrReq, Layout, LookupReq, OpenReq,
+    ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply,
+    ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
@@ -100,6 +102,10 @@ struct Mds {
     recovery_window: Duration,
     /// Inode-bits locks: clients cache attributes and names under them.
     locks: Arc<LockServer>,
+    /// File locks applications take (fcntl, flock), MDS_FLOCK.
+    file_locks: flock::FileLocks,
+    /// The client connections, to tell whether a client came back.
+    exports: Arc<Exports>,
     objects: Arc<ObjectAllocator>,
     name: String,
     instance: u64,
@@ -290,6 +296,84 @@ impl Mds {
                 }
             }
         });
+    }
+
+    /// A connection of `client` ended. Its file locks are the client's, not the
+    /// connection's: they go only when the client has not come back within the recovery
+    /// window (and then the owners waiting for them are granted).
+    fn client_gone(self: Arc<Self>, client: &str, shutdown: CancellationToken) {
+        if !self.file_locks.holds_any(client) {
+            return;
+        }
+        let client = client.to_owned();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.recovery_window) => {}
+            }
+            if !self.exports.has_client(&client) {
+                let n = self.file_locks.release_client(&client);
+                info!(%client, n_locks = n, "released the file locks of a gone client");
+            }
+        });
+    }
+
+    /// MDS_FLOCK: an fcntl or flock lock operation, on the in-memory lock table.
+    #[tracing::instrument(level = "debug", skip_all,
+        fields(fid = %r.fid, kind = ?r.kind, op = ?r.op, typ = ?r.typ, owner = r.owner))]
+    async fn file_lock(&self, req: &Request, r: FlockReq) -> Result<FlockReply, ServiceError> {
+        let Some(client) = req.client.as_ref() else {
+            return Err(ServiceError::new(
+                Errno::ENOTCONN,
+                "file lock before connect",
+            ));
+        };
+        let owner = flock::Owner {
+            client: Arc::clone(client),
+            owner: r.owner,
+        };
+        let want = flock::Want {
+            kind: r.kind,
+            typ: r.typ,
+            start: r.start,
+            end: r.end,
+            pid: r.pid,
+        };
+        let flock_err = |e: flock::FlockError| ServiceError::new(e.errno(), e.to_string());
+        let conflict = match r.op {
+            FlockOp::GetLk => self
+                .file_locks
+                .getlk(r.fid, &owner, &want)
+                .map_err(flock_err)?,
+            FlockOp::SetLk => {
+                self.file_locks
+                    .setlk(r.fid, &owner, &want)
+                    .map_err(flock_err)?;
+                None
+            }
+            FlockOp::SetLkWait => {
+                self.file_locks
+                    .setlk_wait(r.fid, &owner, &want, FLOCK_WAIT_MAX)
+                    .await
+                    .map_err(flock_err)?;
+                None
+            }
+            FlockOp::Unlock => {
+                let want = flock::Want {
+                    typ: FlockType::Unlock,
+                    ..want
+                };
+                self.file_locks
+                    .setlk(r.fid, &owner, &want)
+                    .map_err(flock_err)?;
+                None
+            }
+            FlockOp::ReleaseOwner => {
+                self.file_locks.release_owner(r.fid, r.kind, &owner);
+                None
+            }
+        };
+        Ok(FlockReply { conflict })
     }
 
     /// The inodes a change touches and the inode bits it changes on each: a directory's
@@ -1390,6 +1474,11 @@ impl Service for Mds {
                 }
                 Ok(Response::empty())
             }
+            Opcode::MdsFlock => {
+                let r: FlockReq = req.decode()?;
+                let reply = self.file_lock(&req, r).await?;
+                Ok(Response::new(&reply))
+            }
             other => Err(ServiceError::new(
                 Errno::EOPNOTSUPP,
                 format!("{} is not an MDS operation", other.name()),
@@ -1609,6 +1698,8 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         opens: opens::Opens::default(),
         recovery_window: cfg.recovery_window,
         locks,
+        file_locks: flock::FileLocks::new(FLOCK_LOCKS_PER_CLIENT_MAX),
+        exports: Arc::clone(&exports),
         objects,
         name,
         instance,
@@ -1621,9 +1712,17 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
     {
         let mds = Arc::downgrade(&service);
         let shutdown = shutdown.clone();
-        exports.set_gone_hook(Arc::new(move |id| {
+        exports.set_gone_hook(Arc::new({
+            let (mds, shutdown) = (mds.clone(), shutdown.clone());
+            move |id| {
+                if let Some(mds) = mds.upgrade() {
+                    mds.export_gone(id, shutdown.clone());
+                }
+            }
+        }));
+        exports.set_client_gone_hook(Arc::new(move |client| {
             if let Some(mds) = mds.upgrade() {
-                mds.export_gone(id, shutdown.clone());
+                mds.client_gone(client, shutdown.clone());
             }
         }));
     }

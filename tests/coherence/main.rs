@@ -20,6 +20,7 @@
 
 mod concurrent;
 mod eviction;
+mod locks;
 mod model;
 mod netns;
 mod visibility;

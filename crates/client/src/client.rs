@@ -21,15 +21,16 @@ use sheen_wire::limits::{
 };
 use sheen_wire::msg::{falloc, OstFallocateReq};
 use sheen_wire::msg::{
-    Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FsConfig, GetattrLockReply,
-    GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply,
-    OstListReq, OstObject, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply,
-    OstWriteReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq,
-    ReintReply, ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply,
-    XattrReq,
+    Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FlockOp, FlockReply,
+    FlockReq, FsConfig, GetattrLockReply, GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr,
+    ObjReq, OpenReq, OstListReply, OstListReq, OstObject, OstPunchReq, OstReadReq, OstSetattrReq,
+    OstSyncReq, OstWriteReply, OstWriteReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply,
+    ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr, StatfsReply, StripeLayout,
+    TargetInfo, Timespec, XattrReply, XattrReq,
 };
 use sheen_wire::{
-    Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode, LOCK_EXTENT_EOF,
+    Errno, Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode,
+    LOCK_EXTENT_EOF,
 };
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
@@ -456,6 +457,23 @@ impl Client {
         let reply: AttrReply = self.mds(Opcode::MdsOpen, &OpenReq { fid, flags }).await?;
         self.inner.opens.opened(fid, crate::opens::writes(flags));
         Ok((reply.attr, reply.layout))
+    }
+
+    /// An fcntl or flock lock operation on the MDS (MDS_FLOCK). A waiting one
+    /// (`FlockOp::SetLkWait`) returns once the lock is granted, or with EDEADLK: the MDS
+    /// answers EINPROGRESS after a bounded wait and the request is sent again.
+    #[instrument(level = "debug", skip_all, fields(fid = %req.fid, op = ?req.op))]
+    pub async fn file_lock(&self, req: FlockReq) -> Result<FlockReply, ClientError> {
+        loop {
+            match self.mds(Opcode::MdsFlock, &req).await {
+                Err(ClientError::Rpc(RpcError::Remote { errno, .. }))
+                    if errno == Errno::EINPROGRESS && req.op == FlockOp::SetLkWait =>
+                {
+                    debug!("file lock still waited for; asking again");
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Ends one [`Client::open`] of `fid`; the last close of an unlinked file frees it.

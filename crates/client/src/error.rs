@@ -102,6 +102,9 @@ impl ClientError {
             Errno::EOPNOTSUPP,
             Errno::EMLINK,
             Errno::ELOOP,
+            // A file lock held by another owner, or a wait that would deadlock.
+            Errno::EAGAIN,
+            Errno::EDEADLK,
         ]
         .contains(&e)
     }

@@ -41,12 +41,16 @@ pub type GoneHook = Arc<dyn Fn(ExportId) + Send + Sync>;
 /// Called with the client uuid of every export the server evicts.
 pub type EvictHook = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called with the client uuid of every export that ends, after the [`GoneHook`].
+pub type ClientGoneHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Every live export of one server.
 pub struct Exports {
     next_id: AtomicU64,
     live: std::sync::Mutex<HashMap<ExportId, Arc<Export>>>,
     gone_hook: OnceLock<GoneHook>,
     evict_hook: OnceLock<EvictHook>,
+    client_gone_hook: OnceLock<ClientGoneHook>,
 }
 
 /// One client connection as the server sees it.
@@ -67,6 +71,7 @@ impl Default for Exports {
             live: std::sync::Mutex::new(HashMap::new()),
             gone_hook: OnceLock::new(),
             evict_hook: OnceLock::new(),
+            client_gone_hook: OnceLock::new(),
         }
     }
 }
@@ -81,6 +86,12 @@ impl Exports {
         let _ = self.gone_hook.set(hook);
     }
 
+    /// Sets what to call, with the client's uuid, when an export ends (for what a service
+    /// keeps per client rather than per connection); only the first call has an effect.
+    pub fn set_client_gone_hook(&self, hook: ClientGoneHook) {
+        let _ = self.client_gone_hook.set(hook);
+    }
+
     /// Sets what to call when an export is evicted; only the first call has an effect.
     pub fn set_evict_hook(&self, hook: EvictHook) {
         let _ = self.evict_hook.set(hook);
@@ -93,6 +104,14 @@ impl Exports {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether client `uuid` has a live export (it is connected now).
+    pub fn has_client(&self, uuid: &str) -> bool {
+        self.live
+            .lock()
+            .map(|l| l.values().any(|e| &*e.uuid == uuid))
+            .unwrap_or(false)
     }
 
     /// Sends a request to the client of export `id` on its connection and waits up to
@@ -175,6 +194,9 @@ impl Exports {
             debug!(client = %e.uuid, %id, "export gone");
             if let Some(hook) = self.gone_hook.get() {
                 hook(id);
+            }
+            if let Some(hook) = self.client_gone_hook.get() {
+                hook(&e.uuid);
             }
         }
     }

@@ -41,6 +41,8 @@ impl Errno {
     pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
     pub const ESTALE: Errno = Errno(libc::ESTALE);
     pub const ENODEV: Errno = Errno(libc::ENODEV);
+    pub const EDEADLK: Errno = Errno(libc::EDEADLK);
+    pub const EINPROGRESS: Errno = Errno(libc::EINPROGRESS);
 
     /// The value carried in a message header's status field (negative errno).
     pub fn to_status(self) -> i32 {

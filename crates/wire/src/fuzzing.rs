@@ -145,6 +145,9 @@ pub fn body(data: &[u8]) {
             DirEntryPlus,
             ReaddirPlusReply,
             OstFallocateReq,
+            FlockReq,
+            FlockConflict,
+            FlockReply,
         ]
     )
 }
@@ -232,6 +235,30 @@ pub fn body_seeds() -> Vec<Vec<u8>> {
                 mode: falloc::KEEP_SIZE,
                 mtime: Timespec { sec: 5, nsec: 6 },
                 check_only: false,
+            }),
+        ),
+        tagged(
+            66,
+            encode(&FlockReq {
+                fid: Fid::ROOT,
+                kind: FlockKind::Posix,
+                op: FlockOp::SetLkWait,
+                owner: 0x1234_5678_9abc,
+                pid: 4242,
+                typ: FlockType::Write,
+                start: 100,
+                end: 199,
+            }),
+        ),
+        tagged(
+            68,
+            encode(&FlockReply {
+                conflict: Some(FlockConflict {
+                    typ: FlockType::Read,
+                    start: 0,
+                    end: u64::MAX,
+                    pid: 7,
+                }),
             }),
         ),
     ]
@@ -449,7 +476,8 @@ mod tests {
         let s = &body_seeds()[7];
         assert!(decode::<ReaddirPlusReply>(&s[1..]).is_ok());
         let seeds = body_seeds();
-        let s = seeds.last().unwrap();
-        assert!(decode::<OstFallocateReq>(&s[1..]).is_ok());
+        assert!(decode::<OstFallocateReq>(&seeds[8][1..]).is_ok());
+        assert!(decode::<FlockReq>(&seeds[9][1..]).is_ok());
+        assert!(decode::<FlockReply>(&seeds[10][1..]).is_ok());
     }
 }

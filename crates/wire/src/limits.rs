@@ -43,3 +43,10 @@ const _: () = assert!(BULK_FRAME_BYTES as u64 <= MAX_BULK_BYTES);
 const _: () = assert!(STRIPE_SIZE_MIN_BYTES.is_power_of_two());
 const _: () = assert!(READDIRPLUS_MAX_BYTES * 2 <= MAX_BODY_BYTES as usize);
 const _: () = assert!(READDIRPLUS_LOCKED_ENTRIES_MAX <= READDIR_MAX_ENTRIES);
+
+/// The longest an MDS holds an MDS_FLOCK wait before answering EINPROGRESS (the client then
+/// asks again): well under the client's RPC timeout, so a waiting lock never looks like a
+/// lost reply.
+pub const FLOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+/// File locks (ranges and flock locks) one client may hold on the MDS; more is ENOLCK.
+pub const FLOCK_LOCKS_PER_CLIENT_MAX: usize = 65_536;

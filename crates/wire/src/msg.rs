@@ -962,6 +962,87 @@ wire_type! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// File locks (fcntl record locks and flock)
+
+wire_type! {
+    /// Which family a file lock belongs to: the two do not conflict with each other, as on
+    /// Linux.
+    #[derive(Copy, Hash)]
+    #[repr(u8)]
+    pub enum FlockKind {
+        /// fcntl(2) record locks: byte ranges, per owner (the kernel's lock owner).
+        Posix = 0,
+        /// flock(2) locks: the whole file, per open file description.
+        Flock = 1,
+    }
+}
+
+wire_type! {
+    /// What an MDS_FLOCK request asks for.
+    #[derive(Copy, Hash)]
+    #[repr(u8)]
+    pub enum FlockOp {
+        /// F_GETLK: the first lock that would conflict with the one described.
+        GetLk = 0,
+        /// F_SETLK: take (or change, or with `FlockType::Unlock` drop) the lock, or EAGAIN.
+        SetLk = 1,
+        /// F_SETLKW: as `SetLk`, waiting for the conflicting locks to go; the MDS waits a
+        /// bounded time ([`crate::limits::FLOCK_WAIT_MAX`]) and then answers EINPROGRESS, on
+        /// which the client asks again. EDEADLK for a POSIX lock whose owner is waited for by
+        /// an owner it would wait for.
+        SetLkWait = 2,
+        /// Drops the owner's locks on the range.
+        Unlock = 3,
+        /// Drops every lock of the owner on the file (close).
+        ReleaseOwner = 4,
+    }
+}
+
+wire_type! {
+    #[derive(Copy, Hash)]
+    #[repr(u8)]
+    pub enum FlockType {
+        Read = 0,
+        Write = 1,
+        Unlock = 2,
+    }
+}
+
+wire_type! {
+    /// MDS_FLOCK: a file lock operation on `fid` for `owner` (the client's kernel's lock
+    /// owner, which the MDS scopes by the client's uuid). `start..=end` in bytes (`end` is
+    /// `u64::MAX` or the largest offset for "to the end"); flock locks ignore the range.
+    /// Replied with a [`FlockReply`].
+    pub struct FlockReq {
+        pub fid: Fid,
+        pub kind: FlockKind,
+        pub op: FlockOp,
+        pub owner: u64,
+        /// The process asking, as its client sees it: what F_GETLK reports to others.
+        pub pid: u32,
+        pub typ: FlockType,
+        pub start: u64,
+        pub end: u64,
+    }
+}
+
+wire_type! {
+    /// A lock that conflicts (F_GETLK's answer).
+    pub struct FlockConflict {
+        pub typ: FlockType,
+        pub start: u64,
+        pub end: u64,
+        pub pid: u32,
+    }
+}
+
+wire_type! {
+    /// The answer to MDS_FLOCK: for `GetLk` the first conflicting lock, if any; `None` for
+    /// every other operation (which fail with an errno instead).
+    pub struct FlockReply { pub conflict: Option<FlockConflict> }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Readdir with attributes
 
 wire_type! {

@@ -67,6 +67,9 @@ pub enum Opcode {
     /// locks on some of them granted without waiting (Lustre's statahead and readdirplus do
     /// this with a getattr intent per entry).
     MdsReaddirPlus = 2003,
+    /// A POSIX record lock (fcntl) or flock(2) lock operation on a file, kept by the MDS in
+    /// memory (Lustre does this with LDLM_ENQUEUE of an LDLM_FLOCK lock).
+    MdsFlock = 2004,
 }
 
 impl Opcode {
@@ -112,6 +115,7 @@ impl Opcode {
             2001 => MdsGetattrLock,
             2002 => MdsReintCancel,
             2003 => MdsReaddirPlus,
+            2004 => MdsFlock,
             _ => return None,
         })
     }
@@ -163,6 +167,7 @@ impl Opcode {
             MdsGetattrLock => "mds_getattr_lock",
             MdsReintCancel => "mds_reint_cancel",
             MdsReaddirPlus => "mds_readdir_plus",
+            MdsFlock => "mds_flock",
         }
     }
 }
@@ -184,6 +189,7 @@ mod tests {
         assert_eq!(Opcode::from_u32(22), Some(Opcode::OstFallocate));
         assert_eq!(Opcode::OstFallocate.name(), "ost_fallocate");
         assert_eq!(Opcode::from_u32(2003), Some(Opcode::MdsReaddirPlus));
+        assert_eq!(Opcode::from_u32(2004), Some(Opcode::MdsFlock));
         for v in 0..3000 {
             if let Some(op) = Opcode::from_u32(v) {
                 assert_eq!(op.as_u32(), v);
