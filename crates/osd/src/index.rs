@@ -286,6 +286,26 @@ impl Index {
         let bad = |what: &str| OsdError::Corrupt(format!("log record {rec:?}: {what}"));
         let phys_ok =
             |phys: u64, len: u64| phys.checked_add(len).is_some_and(|e| e <= geo.data_blocks);
+        // One extent of a record's list, in logical order: not empty, no longer than an
+        // extent may be, on data blocks, ending by logical block `limit` (`past` otherwise),
+        // after the previous one (`prev_end`).
+        let check_run = |(logical, phys, len): (u64, u64, u64),
+                         limit: u64,
+                         past: &'static str,
+                         prev_end: &mut Option<u64>|
+         -> Result<(), OsdError> {
+            if len == 0 || len > u64::from(MAX_EXTENT_BLOCKS) || !phys_ok(phys, len) {
+                return Err(bad("extent out of range"));
+            }
+            if logical.checked_add(len).is_none_or(|e| e > limit) {
+                return Err(bad(past));
+            }
+            if prev_end.is_some_and(|p| p > logical) {
+                return Err(bad("extents overlap or are out of order"));
+            }
+            *prev_end = Some(logical + len);
+            Ok(())
+        };
         match rec {
             Record::Precreate { first_oid, count } => {
                 let end = first_oid
@@ -328,19 +348,11 @@ impl Index {
                 let mut prev_end = None;
                 for x in extents {
                     let len = x.len_blocks();
-                    if len == 0 || len > u64::from(MAX_EXTENT_BLOCKS) || !phys_ok(x.phys, len) {
-                        return Err(bad("extent out of range"));
-                    }
-                    if x.logical.checked_add(len).is_none_or(|e| e > limit) {
-                        return Err(bad("extent past the end of the write"));
-                    }
-                    if prev_end.is_some_and(|p| p > x.logical) {
-                        return Err(bad("extents overlap or are out of order"));
-                    }
+                    let past = "extent past the end of the write";
+                    check_run((x.logical, x.phys, len), limit, past, &mut prev_end)?;
                     if x.in_place && !obj.map.is_prealloc_at(x.logical, x.phys, len) {
                         return Err(bad("in-place extent over blocks not preallocated there"));
                     }
-                    prev_end = Some(x.logical + len);
                 }
                 map_new_extents(&mut obj.map, extents, freed);
                 obj.size = obj.size.max(*end);
@@ -364,19 +376,11 @@ impl Index {
                 let mut prev_end = None;
                 for x in extents {
                     let len = u64::from(x.len);
-                    if len == 0 || len > u64::from(MAX_EXTENT_BLOCKS) || !phys_ok(x.phys, len) {
-                        return Err(bad("extent out of range"));
-                    }
-                    if x.logical.checked_add(len).is_none_or(|e| e > limit) {
-                        return Err(bad("extent past the largest object size"));
-                    }
-                    if prev_end.is_some_and(|p| p > x.logical) {
-                        return Err(bad("extents overlap or are out of order"));
-                    }
+                    let past = "extent past the largest object size";
+                    check_run((x.logical, x.phys, len), limit, past, &mut prev_end)?;
                     if !obj.map.lookup(x.logical, x.logical + len).is_empty() {
                         return Err(bad("preallocated extent over mapped blocks"));
                     }
-                    prev_end = Some(x.logical + len);
                 }
                 for x in extents {
                     obj.map.insert_prealloc(x.logical, x.phys, u64::from(x.len));
