@@ -182,16 +182,8 @@ impl<'a> Tx<'a> {
         };
         let next = lift(codec::decode_next_fid(&v))?;
         if (fid.seq, fid.oid) >= (next.seq, next.oid) {
-            let after = match fid.oid.checked_add(1) {
-                Some(oid) => Fid { oid, ver: 0, ..fid },
-                None => match fid.seq.checked_add(1) {
-                    Some(seq) => Fid {
-                        seq,
-                        oid: 1,
-                        ver: 0,
-                    },
-                    None => return fail(NsError::NoSpace),
-                },
+            let Some(after) = fid_after(Fid { ver: 0, ..fid }) else {
+                return fail(NsError::NoSpace);
             };
             self.meta
                 .insert(codec::META_NEXT_FID, &codec::encode_next_fid(after)[..])?;
@@ -206,16 +198,8 @@ impl<'a> Tx<'a> {
             return fail(NsError::Corrupt("no fid counter".into()));
         };
         let fid = lift(codec::decode_next_fid(&v))?;
-        let next = match fid.oid.checked_add(1) {
-            Some(oid) => Fid { oid, ..fid },
-            None => match fid.seq.checked_add(1) {
-                Some(seq) => Fid {
-                    seq,
-                    oid: 1,
-                    ver: 0,
-                },
-                None => return fail(NsError::NoSpace),
-            },
+        let Some(next) = fid_after(fid) else {
+            return fail(NsError::NoSpace);
         };
         self.meta
             .insert(codec::META_NEXT_FID, &codec::encode_next_fid(next)[..])?;
@@ -397,4 +381,17 @@ pub(crate) fn record_client(
 ) -> TxResult<()> {
     meta.insert(codec::rcvd_key(client, xid), &transno.to_le_bytes()[..])?;
     Ok(())
+}
+
+/// The FID allocated after `fid`: oids count up from 1 within a sequence, then the next
+/// sequence starts; `None` when the sequences are used up.
+fn fid_after(fid: Fid) -> Option<Fid> {
+    match fid.oid.checked_add(1) {
+        Some(oid) => Some(Fid { oid, ..fid }),
+        None => Some(Fid {
+            seq: fid.seq.checked_add(1)?,
+            oid: 1,
+            ver: 0,
+        }),
+    }
 }
