@@ -633,13 +633,15 @@ impl Inner {
         mode: u32,
         flags: i32,
         creds: Creds,
-    ) -> FsResult<(FileAttr, u64)> {
+    ) -> FsResult<(FileAttr, u64, Duration)> {
         self.check_writable()?;
-        let (attr, layout) = self
+        let created = self
             .client
             .create_open(fid(parent)?, name, mode, creds, None)
             .await
             .map_err(|e| errno("create", &e))?;
+        let ttl = self.created_ttl(&created);
+        let attr = created.attr;
         let write = OpenFlags(flags).acc_mode() != OpenAccMode::O_RDONLY;
         let handle = Handle {
             ino: attr.fid.to_ino(),
@@ -647,8 +649,21 @@ impl Inner {
             append: flags & libc::O_APPEND != 0,
             atime: self.atime_at_open(&attr, flags),
         };
-        let fh = self.open_files().open(handle, attr.size, layout);
-        Ok((file_attr(&attr, attr.size), fh))
+        let fh = self.open_files().open(handle, attr.size, created.layout);
+        Ok((file_attr(&attr, attr.size), fh, ttl))
+    }
+
+    /// How long the kernel may cache the name and attributes of a file just created (one
+    /// TTL for both in a create reply): as long as the locks granted with the create are
+    /// held, marked as [`Inner::attr_ttl`] marks; else not at all.
+    fn created_ttl(&self, created: &sheen_client::Created) -> Duration {
+        let mut cached = self.marks.attrs();
+        if self.client.created_cacheable(created) {
+            cached.insert(created.attr.fid.to_ino());
+            limits::LOCKED_TTL
+        } else {
+            limits::ATTR_TTL
+        }
     }
 
     /// The layout and size to do I/O with; the layout is fetched again when it is not
@@ -1896,8 +1911,8 @@ impl Filesystem for SheenFs {
         let (name, creds) = (name_bytes(name), creds(req, umask));
         self.spawn("create", parent, |fs| async move {
             match fs.create(parent, &name, mode, flags, creds).await {
-                Ok((attr, fh)) => reply.created(
-                    &limits::ATTR_TTL,
+                Ok((attr, fh, ttl)) => reply.created(
+                    &ttl,
                     &attr,
                     Generation(0),
                     FileHandle(fh),

@@ -788,6 +788,7 @@ impl Mds {
         let none = ReintReply {
             attr: None,
             layout: None,
+            ..Default::default()
         };
         match r {
             ReintReq::Setattr { fid, .. } | ReintReq::Link { fid, .. } => {
@@ -796,6 +797,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(attr),
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Create { parent, name, .. } => {
@@ -806,6 +808,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(reply.attr),
                     layout: reply.layout,
+                    ..Default::default()
                 })
             }
             ReintReq::Setxattr { fid, name, .. } if name == XATTR_LUSTRE_LOV => {
@@ -814,6 +817,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(reply.attr),
                     layout: reply.layout,
+                    ..Default::default()
                 })
             }
             _ => Ok(none),
@@ -890,6 +894,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(a),
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Create {
@@ -949,6 +954,7 @@ impl Mds {
                     Ok(attr) => Ok(ReintReply {
                         attr: Some(attr),
                         layout: file_layout,
+                        ..Default::default()
                     }),
                     Err(e) => {
                         // A replay's objects are the original's: left to the start-up cleanup.
@@ -966,6 +972,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(a),
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Unlink { parent, name } => {
@@ -974,6 +981,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(r.attr),
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Rmdir { parent, name } => {
@@ -981,6 +989,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(r.attr),
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Rename {
@@ -999,6 +1008,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Setxattr {
@@ -1015,6 +1025,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Removexattr { fid, name } => {
@@ -1030,6 +1041,7 @@ impl Mds {
                     return Ok(ReintReply {
                         attr: Some(attr),
                         layout: None,
+                        ..Default::default()
                     });
                 }
                 self.ns_commit(move |ns| ns.remove_xattr(fid, &name))
@@ -1037,6 +1049,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
+                    ..Default::default()
                 })
             }
         }
@@ -1078,9 +1091,19 @@ impl Mds {
         // Clients caching what changes are called back first; the locks are held until the
         // change is applied (and, by default, committed).
         let _locks = self.lock_touched(&r).await?;
-        let opened = matches!(r, ReintReq::Create { open: true, mode, .. }
-            if mode & libc::S_IFMT == libc::S_IFREG)
-            && req.replay.is_none();
+        // A create that opens a regular file: an open intent (not for replays).
+        let intent = match &r {
+            ReintReq::Create {
+                parent,
+                name,
+                mode,
+                open: true,
+                ..
+            } if mode & libc::S_IFMT == libc::S_IFREG && req.replay.is_none() => {
+                Some((*parent, name.clone()))
+            }
+            _ => None,
+        };
         // Each modifying step is recorded with the request (`ns_commit`) and, by default,
         // committed before it returns.
         let (reply, transno) = OP_TRANSNO
@@ -1096,10 +1119,56 @@ impl Mds {
                 Ok::<_, ServiceError>((reply, Self::op_transno()))
             })
             .await?;
-        if let (true, Some(export), Some(attr)) = (opened, req.export, &reply.attr) {
-            self.opens.open(export, attr.fid, true);
+        let mut reply = reply;
+        if let (Some((parent, name)), Some(export)) = (intent, req.export) {
+            if let Some(attr) = &reply.attr {
+                self.opens.open(export, attr.fid, true);
+            }
+            self.open_intent(export, parent, name, transno, &mut reply)
+                .await;
         }
         Ok(Response::new(&reply).with_transno(transno))
+    }
+
+    /// Grants the client that created and opened a file (an open intent) the new file's
+    /// LOOKUP and attribute locks, PR, when they can be had without waiting, so that it may
+    /// cache what it has just made. When anything changed since the create (numbered
+    /// `transno`), the reply's attributes are read again under the locks; when the name no
+    /// longer leads to the file, the locks are given back and none are granted.
+    async fn open_intent(
+        &self,
+        export: ExportId,
+        parent: Fid,
+        name: Vec<u8>,
+        transno: u64,
+        reply: &mut ReintReply,
+    ) {
+        let Some(fid) = reply.attr.as_ref().map(|a| a.fid) else {
+            return;
+        };
+        let bits = [ibits::LOOKUP, ibits::ATTR];
+        let grants = match self.try_lock_entry(export, fid, LockMode::Pr, &bits) {
+            Ok(Some(grants)) if !grants.is_empty() => grants,
+            _ => return,
+        };
+        if self.ns.last_transno() != transno {
+            let now = self
+                .attr_of(move |ns| ns.lookup(parent, &name), false)
+                .await;
+            match now {
+                Ok(now) if now.attr.fid == fid => {
+                    reply.attr = Some(now.attr);
+                    reply.layout = now.layout;
+                }
+                _ => {
+                    let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
+                    self.locks.cancel(export, &handles);
+                    return;
+                }
+            }
+        }
+        reply.writers = self.opens.writers(fid);
+        reply.locks = grants;
     }
 
     /// Makes `client` known durably before its first change of this run (asynchronous
@@ -1233,6 +1302,7 @@ impl Mds {
             return Ok(ReintReply {
                 attr: Some(attr),
                 layout: None,
+                ..Default::default()
             });
         }
         if !attr.is_reg() {
@@ -1269,6 +1339,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(attr),
                     layout,
+                    ..Default::default()
                 })
             }
             Err(e) => {

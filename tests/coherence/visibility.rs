@@ -3,10 +3,13 @@
 //! open (seen through the other client's open descriptor, and its size through `fstat` and
 //! `stat`), truncation down and up (zeros past the old end), renames and unlinks of names
 //! the other client has looked up, and chmod, write, truncate and rename of entries the other
-//! client listed with attributes (readdirplus) and so caches without having looked them up.
+//! client listed with attributes (readdirplus) and so caches without having looked them up,
+//! and writes, chmods, renames and unlinks of files the other client created (and caches
+//! under the locks granted with the create).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
+use std::io;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -310,6 +313,96 @@ pub(crate) fn rename_and_unlink_are_visible(env: &Env) {
         format!("listing of d2 on B: {d2_now:?}, want [\"mover\"]")
     });
     checks.finish("listings on B at the end");
+}
+
+#[test]
+fn what_a_client_created_follows_changes_elsewhere() {
+    run(
+        "what_a_client_created_follows_changes_elsewhere",
+        LIMIT,
+        Logs::Clean,
+        created_follows_changes,
+    );
+}
+
+/// A creates files (and caches their names and attributes under the locks granted with the
+/// create); B then writes, chmods, renames and unlinks them, and A sees each change at once.
+pub(crate) fn created_follows_changes(env: &Env) {
+    let dir_a = env.a.join("made");
+    fs::create_dir(&dir_a).expect("mkdir made on A");
+    let dir_b = env.b.join("made");
+    let mode_of = |m: io::Result<fs::Metadata>| m.map(|m| m.permissions().mode() & 0o7777);
+
+    // Created and kept open for writing on A; B opens it for writing too and writes.
+    let kept = File::create(dir_a.join("kept")).expect("create kept on A");
+    let mut checks = Checks::default();
+    checks.size(
+        "stat kept on A after create",
+        fs::metadata(dir_a.join("kept")),
+        0,
+    );
+    checks.finish("right after A created kept");
+    let b_kept = OpenOptions::new()
+        .write(true)
+        .open(dir_b.join("kept"))
+        .expect("open kept for writing on B");
+    b_kept
+        .write_all_at(&[7u8; 100], 0)
+        .expect("write kept on B");
+    let mut checks = Checks::default();
+    checks.size("stat kept on A", fs::metadata(dir_a.join("kept")), 100);
+    checks.size("fstat kept on A", kept.metadata(), 100);
+    checks.finish("right after B wrote 100 bytes into the file A created and holds open");
+    drop(b_kept);
+    drop(kept);
+
+    // Created and closed on A, then chmod on B.
+    fs::write(dir_a.join("moded"), b"x").expect("create moded on A");
+    let mut checks = Checks::default();
+    checks.expect(
+        matches!(mode_of(fs::metadata(dir_a.join("moded"))), Ok(m) if m != 0o600),
+        || "moded on A starts with another mode than 0600".into(),
+    );
+    fs::set_permissions(dir_b.join("moded"), fs::Permissions::from_mode(0o600))
+        .expect("chmod moded on B");
+    let got = mode_of(fs::metadata(dir_a.join("moded")));
+    checks.expect(matches!(got, Ok(0o600)), || {
+        format!("mode of moded on A after B's chmod 0600: {got:?}")
+    });
+    checks.finish("right after B chmodded the file A created");
+
+    // Created on A, renamed and unlinked on B.
+    let renamed_ino = File::create(dir_a.join("renamed"))
+        .and_then(|f| f.metadata())
+        .expect("create renamed on A")
+        .ino();
+    let doomed = File::create(dir_a.join("doomed")).expect("create doomed on A");
+    fs::rename(dir_b.join("renamed"), dir_b.join("moved")).expect("rename on B");
+    fs::remove_file(dir_b.join("doomed")).expect("unlink doomed on B");
+    let mut checks = Checks::default();
+    checks.gone("stat renamed on A", fs::metadata(dir_a.join("renamed")));
+    match fs::metadata(dir_a.join("moved")) {
+        Ok(meta) => checks.expect(meta.ino() == renamed_ino, || {
+            format!("moved on A is inode {}, want {renamed_ino}", meta.ino())
+        }),
+        Err(e) => checks.expect(false, || format!("stat moved on A: {e}")),
+    }
+    checks.gone("stat doomed on A", fs::metadata(dir_a.join("doomed")));
+    match doomed.metadata() {
+        Ok(meta) => checks.expect(meta.nlink() == 0, || {
+            format!("fstat of doomed on A: nlink {}, want 0", meta.nlink())
+        }),
+        Err(e) => checks.expect(false, || format!("fstat doomed on A: {e}")),
+    }
+    checks.finish("right after B renamed and unlinked files A created");
+
+    // A's own writes into a file it created show in its own stat.
+    let own = File::create(dir_a.join("own")).expect("create own on A");
+    own.write_all_at(&[1u8; 4000], 0).expect("write own on A");
+    let mut checks = Checks::default();
+    checks.size("stat own on A", fs::metadata(dir_a.join("own")), 4000);
+    checks.size("stat own on B", fs::metadata(dir_b.join("own")), 4000);
+    checks.finish("right after A wrote into the file it created and holds open");
 }
 
 /// Sorted names in a directory; a failure to list is a failed test.

@@ -50,6 +50,16 @@ const MDT0_INDEX: u32 = 0;
 /// lookup does.
 const LISTED_LOCK_BITS: [u64; 2] = [sheen_wire::ibits::LOOKUP, ATTR_BITS];
 
+/// A file created and opened by [`Client::create_open`].
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub attr: Attr,
+    pub layout: Option<Layout>,
+    /// Opens for writing of the file over all clients when the MDS granted its locks with
+    /// the create (this one's included), else 0.
+    pub writers: u32,
+}
+
 /// One entry of a listing with attributes ([`Client::readdir_plus`]).
 #[derive(Clone, Debug)]
 pub struct ReaddirPlusEntry {
@@ -597,7 +607,8 @@ impl Client {
         mode: u32,
         creds: Creds,
         layout: Option<Layout>,
-    ) -> Result<(Attr, Option<Layout>), ClientError> {
+    ) -> Result<Created, ClientError> {
+        check_name(name)?;
         let req = ReintReq::Create {
             parent,
             name: name.to_vec(),
@@ -608,10 +619,35 @@ impl Client {
             layout,
             open: true,
         };
-        let created = self.create_with(name, req).await?;
+        let reply = self.reint(&req).await?;
+        let attr = reply
+            .attr
+            .ok_or_else(|| ClientError::protocol("mds_reint", "create without attr"))?;
         // The MDS counts an open with create as one that may write.
-        self.inner.opens.opened(created.0.fid, true);
-        Ok(created)
+        self.inner.opens.opened(attr.fid, true);
+        // The new file's locks, granted with the create (an open intent).
+        self.inner
+            .locks
+            .add_inode_locks(MDT0_INDEX, attr.fid, Some((parent, name)), &reply.locks);
+        Ok(Created {
+            attr,
+            layout: reply.layout,
+            writers: reply.writers,
+        })
+    }
+
+    /// Whether the name and attributes of a file this client has just created and opened
+    /// (`created`) may be cached: its LOOKUP and attribute locks are held and not called
+    /// back, and the only opens for writing are this client's. Another client's open for
+    /// writing calls the attribute lock back first, and this client's own writes go through
+    /// the kernel, which updates the size it caches itself.
+    pub fn created_cacheable(&self, created: &Created) -> bool {
+        let fid = created.attr.fid;
+        self.inner
+            .locks
+            .holds_inode(MDT0_INDEX, fid, sheen_wire::ibits::LOOKUP)
+            && self.inner.locks.holds_inode(MDT0_INDEX, fid, ATTR_BITS)
+            && created.writers <= self.inner.opens.writes(fid)
     }
 
     #[instrument(level = "debug", skip_all, fields(%parent, name = %String::from_utf8_lossy(name)))]

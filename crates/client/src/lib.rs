@@ -22,7 +22,7 @@ pub mod mounts;
 mod opens;
 mod spec;
 
-pub use client::{ping_nid, Client, ClientConfig, ReaddirPlusEntry};
+pub use client::{ping_nid, Client, ClientConfig, Created, ReaddirPlusEntry};
 pub use error::ClientError;
 pub use locks::{CacheInvalidator, ATTR_BITS, INVALIDATE_WAIT};
 pub use spec::{MountSpec, MountSpecError};

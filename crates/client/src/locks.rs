@@ -61,7 +61,7 @@ const MAX_NAMES_PER_INODE: usize = 8;
 const LRU_CANCEL_BATCH: usize = 256;
 
 /// The inode bits of the attribute lock a client takes.
-pub const ATTR_BITS: u64 = ibits::UPDATE | ibits::PERM | ibits::XATTR;
+pub const ATTR_BITS: u64 = ibits::ATTR;
 
 /// Drops what a mount caches; installed by the FUSE client. Each call may block (the kernel
 /// waits for pages or directories in use); it is made on a blocking thread.

@@ -44,6 +44,13 @@ impl OpenFiles {
         }
     }
 
+    /// How many of this client's opens of `fid` may write. Counted up after the MDS's
+    /// reply and down before the MDS hears of the close, so never above the MDS's count of
+    /// this client's.
+    pub(crate) fn writes(&self, fid: Fid) -> u32 {
+        self.files().get(&fid).map_or(0, |c| c.writes)
+    }
+
     /// One open of `fid` ended; counted against the read-only opens first, as the MDS does.
     pub(crate) fn closed(&self, fid: Fid) {
         let mut f = self.files();

@@ -169,6 +169,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(a),
                     layout,
+                    ..Default::default()
                 })
             }
             ReintReq::Setattr { fid, attr } => {
@@ -185,6 +186,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: Some(i.attr.clone()),
                     layout: i.layout.clone(),
+                    ..Default::default()
                 })
             }
             ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name } => {
@@ -194,6 +196,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
+                    ..Default::default()
                 })
             }
             ReintReq::Setxattr {
@@ -207,6 +210,7 @@ impl Mds {
                 Ok(ReintReply {
                     attr: None,
                     layout: None,
+                    ..Default::default()
                 })
             }
             _ => Err(Errno::EOPNOTSUPP.into()),

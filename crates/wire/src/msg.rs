@@ -386,9 +386,18 @@ pub mod xattr_flags {
 wire_type! {
     /// What a REINT changed: the attributes of the inode created or changed, and for
     /// regular files its layout.
+    ///
+    /// A create that opens (`ReintReq::Create { open: true, .. }`, Lustre's open intent)
+    /// also grants the creator the new file's LOOKUP and attribute locks (`ibits::LOOKUP`,
+    /// `ibits::ATTR`, PR) when they can be had without waiting, so that it may cache the
+    /// name and attributes it has just made; `writers` then counts the file's opens for
+    /// writing over all clients (the creator's own included).
+    #[derive(Default)]
     pub struct ReintReply {
         pub attr: Option<Attr>,
         pub layout: Option<Layout>,
+        pub locks: Vec<EnqueueReply>,
+        pub writers: u32,
     }
 }
 
@@ -746,6 +755,9 @@ pub mod ibits {
     pub const XATTR: u64 = 0x20;
     /// Data on MDT.
     pub const DOM: u64 = 0x40;
+    /// The bits a client caches attributes under: attributes, permissions and ownership,
+    /// extended attributes (what a getattr shows, less the name).
+    pub const ATTR: u64 = UPDATE | PERM | XATTR;
     /// Every bit defined so far; a lock asking for others is refused.
     pub const ALL: u64 = LOOKUP | UPDATE | OPEN | LAYOUT | PERM | XATTR | DOM;
 }
