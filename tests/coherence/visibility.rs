@@ -327,6 +327,8 @@ fn what_a_client_created_follows_changes_elsewhere() {
 
 /// A creates files (and caches their names and attributes under the locks granted with the
 /// create); B then writes, chmods, renames and unlinks them, and A sees each change at once.
+/// Likewise for the directory A creates and unlinks in (whose attributes come back to A
+/// with each change): B's chmod and rmdir in it show on A at once.
 pub(crate) fn created_follows_changes(env: &Env) {
     let dir_a = env.a.join("made");
     fs::create_dir(&dir_a).expect("mkdir made on A");
@@ -395,6 +397,34 @@ pub(crate) fn created_follows_changes(env: &Env) {
         Err(e) => checks.expect(false, || format!("fstat doomed on A: {e}")),
     }
     checks.finish("right after B renamed and unlinked files A created");
+
+    // The directory A changes: its attributes come back to A with each change, and follow
+    // B's changes of it all the same.
+    File::create(dir_a.join("one")).expect("create one on A");
+    fs::set_permissions(&dir_b, fs::Permissions::from_mode(0o700)).expect("chmod made on B");
+    let got = mode_of(fs::metadata(&dir_a));
+    let mut checks = Checks::default();
+    checks.expect(matches!(got, Ok(0o700)), || {
+        format!("mode of made on A after B's chmod 0700: {got:?}")
+    });
+    checks.finish("right after A created a file in made and B chmodded made");
+    fs::create_dir(dir_a.join("sub")).expect("mkdir made/sub on A");
+    let links = fs::metadata(&dir_b).map(|m| m.nlink()).expect("stat made on B");
+    fs::remove_dir(dir_b.join("sub")).expect("rmdir made/sub on B");
+    let got = fs::metadata(&dir_a).map(|m| m.nlink());
+    let mut checks = Checks::default();
+    checks.expect(matches!(got, Ok(n) if n + 1 == links), || {
+        format!("links of made on A after B's rmdir: {got:?}, want {}", links - 1)
+    });
+    checks.finish("right after A made made/sub and B removed it");
+    fs::remove_file(dir_a.join("one")).expect("unlink one on A");
+    fs::set_permissions(&dir_b, fs::Permissions::from_mode(0o755)).expect("chmod made on B");
+    let got = mode_of(fs::metadata(&dir_a));
+    let mut checks = Checks::default();
+    checks.expect(matches!(got, Ok(0o755)), || {
+        format!("mode of made on A after B's chmod 0755: {got:?}")
+    });
+    checks.finish("right after A unlinked a file in made and B chmodded made");
 
     // A's own writes into a file it created show in its own stat.
     let own = File::create(dir_a.join("own")).expect("create own on A");

@@ -187,7 +187,28 @@ struct Inner {
     locks: Arc<Locks>,
     /// Files open through this client, reopened on every new MDS connection.
     opens: Arc<OpenFiles>,
+    /// Attributes of directories this client changed, as the MDS answered them with the
+    /// change, good while the attribute lock granted with them is held.
+    changed_dirs: std::sync::Mutex<ChangedDirs>,
     root: Fid,
+}
+
+/// Attributes of directories this client changed ([`Inner::changed_dirs`]), each with the
+/// handle of the attribute lock they were read under. Bounded: when
+/// [`limits::CHANGED_DIRS_MAX`] are kept, they are all forgotten (a forgotten one costs one
+/// getattr).
+#[derive(Default)]
+struct ChangedDirs {
+    attrs: HashMap<Fid, (Attr, LockHandle)>,
+}
+
+impl ChangedDirs {
+    fn insert(&mut self, attr: Attr, lock: LockHandle) {
+        if self.attrs.len() >= limits::CHANGED_DIRS_MAX && !self.attrs.contains_key(&attr.fid) {
+            self.attrs.clear();
+        }
+        self.attrs.insert(attr.fid, (attr, lock));
+    }
 }
 
 fn new_import(nids: &[Nid], config: ImportConfig) -> Result<Import, ClientError> {
@@ -376,6 +397,7 @@ impl Client {
                 oss_imports,
                 locks,
                 opens,
+                changed_dirs: Default::default(),
                 fs_config,
                 mgs,
                 mdts,
@@ -425,7 +447,33 @@ impl Client {
             self.mds(Opcode::MdsReintCancel, &rc).await
         };
         self.inner.locks.drop_later(drops);
-        reply
+        let reply: ReintReply = reply?;
+        if let (Some(dir), [grant]) = (&reply.parent_attr, reply.parent_locks.as_slice()) {
+            self.inner
+                .locks
+                .add_inode_locks(MDT0_INDEX, dir.fid, None, &reply.parent_locks);
+            self.changed_dirs().insert(dir.clone(), grant.handle);
+        }
+        Ok(reply)
+    }
+
+    fn changed_dirs(&self) -> std::sync::MutexGuard<'_, ChangedDirs> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.inner
+            .changed_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The attributes of directory `fid` as this client's last change in it left them,
+    /// when the attribute lock they were granted with is still held (nobody changed it
+    /// since); they are then handed out once, as the kernel asks once after a change.
+    fn changed_dir_attr(&self, fid: Fid) -> Option<Attr> {
+        let (attr, lock) = self.changed_dirs().attrs.remove(&fid)?;
+        self.inner
+            .locks
+            .all_held(MDT0_INDEX, &[lock])
+            .then_some(attr)
     }
 
     fn ost(&self, ost_idx: u32) -> Result<&Ost, ClientError> {
@@ -1188,6 +1236,11 @@ impl Client {
                 .locks
                 .missing_inode_bits(MDT0_INDEX, fid, &[ATTR_BITS]),
         };
+        if name.is_none() {
+            if let Some(attr) = self.changed_dir_attr(fid) {
+                return Ok((attr, None, 0));
+            }
+        }
         let req = GetattrLockReq {
             fid,
             name: name.map(<[u8]>::to_vec),

@@ -14,6 +14,9 @@ pub const MAX_RPCS_IN_FLIGHT_PER_OST: usize = 8;
 /// Largest extent one `Client::read` or `Client::write` call handles; longer reads are cut
 /// short (as POSIX allows), longer writes are refused.
 pub const MAX_IO_BYTES: u64 = 64 << 20;
+/// Most directories whose attributes the client keeps from its own changes in them
+/// (granted with the change, under their attribute lock); past it they are all forgotten.
+pub const CHANGED_DIRS_MAX: usize = 1024;
 /// How long one RPC waits for its reply.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one connection attempt may take.

@@ -392,12 +392,19 @@ wire_type! {
     /// `ibits::ATTR`, PR) when they can be had without waiting, so that it may cache the
     /// name and attributes it has just made; `writers` then counts the file's opens for
     /// writing over all clients (the creator's own included).
+    ///
+    /// A change of one directory's entries (create, unlink, rmdir) also grants the client
+    /// that made it the directory's attribute lock back (`ibits::ATTR`, PR, when it can be
+    /// had without waiting), with the directory's attributes read under it: the client
+    /// cancelled its own before the change, and the kernel asks for them again at once.
     #[derive(Default)]
     pub struct ReintReply {
         pub attr: Option<Attr>,
         pub layout: Option<Layout>,
         pub locks: Vec<EnqueueReply>,
         pub writers: u32,
+        pub parent_attr: Option<Attr>,
+        pub parent_locks: Vec<EnqueueReply>,
     }
 }
 
