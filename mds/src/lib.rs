@@ -744,8 +744,9 @@ impl Mds {
     }
 
     /// Runs a short namespace read on the calling worker, without a trip to the blocking
-    /// pool: a lookup or getattr of an inode just read or changed is served from sled's
-    /// cache in microseconds, less than the two thread handoffs of [`Mds::ns`].
+    /// pool: sled reads take no lock, and a lookup or getattr is served from sled's cache in
+    /// microseconds (a page not cached is one `pread`), less than the two thread handoffs
+    /// of [`Mds::ns`]. Only for single-inode reads, never for changes or listings.
     fn ns_now<T>(
         &self,
         f: impl FnOnce(&Namespace) -> Result<T, NsError>,
@@ -1149,14 +1150,13 @@ impl Mds {
         drop(locks);
         let mut reply = reply;
         if let (Some(dir), Some(export)) = (changed_dir, req.export) {
-            self.dir_after_change(export, dir, &mut reply).await;
+            self.dir_after_change(export, dir, &mut reply);
         }
         if let (Some((parent, name)), Some(export)) = (intent, req.export) {
             if let Some(attr) = &reply.attr {
                 self.opens.open(export, attr.fid, true);
             }
-            self.open_intent(export, parent, name, transno, &mut reply)
-                .await;
+            self.open_intent(export, parent, name, transno, &mut reply);
         }
         Ok(Response::new(&reply).with_transno(transno))
     }
@@ -1164,7 +1164,7 @@ impl Mds {
     /// Grants the client that changed the entries of `dir` the directory's attribute lock
     /// (PR), when it can be had without waiting, and puts the directory's attributes, read
     /// under it, in the reply: the kernel asks for them before the next change in it.
-    async fn dir_after_change(&self, export: ExportId, dir: Fid, reply: &mut ReintReply) {
+    fn dir_after_change(&self, export: ExportId, dir: Fid, reply: &mut ReintReply) {
         let grants = match self.try_lock_entry(export, dir, LockMode::Pr, &[ibits::ATTR]) {
             Ok(Some(grants)) if !grants.is_empty() => grants,
             _ => return,
@@ -1186,7 +1186,7 @@ impl Mds {
     /// cache what it has just made. When anything changed since the create (numbered
     /// `transno`), the reply's attributes are read again under the locks; when the name no
     /// longer leads to the file, the locks are given back and none are granted.
-    async fn open_intent(
+    fn open_intent(
         &self,
         export: ExportId,
         parent: Fid,
@@ -1203,10 +1203,7 @@ impl Mds {
             _ => return,
         };
         if self.ns.last_transno() != transno {
-            let now = self
-                .attr_of(move |ns| ns.lookup(parent, &name), false)
-                .await;
-            match now {
+            match self.attr_now(|ns| ns.lookup(parent, &name), false) {
                 Ok(now) if now.attr.fid == fid => {
                     reply.attr = Some(now.attr);
                     reply.layout = now.layout;

@@ -409,12 +409,17 @@ pub(crate) fn created_follows_changes(env: &Env) {
     });
     checks.finish("right after A created a file in made and B chmodded made");
     fs::create_dir(dir_a.join("sub")).expect("mkdir made/sub on A");
-    let links = fs::metadata(&dir_b).map(|m| m.nlink()).expect("stat made on B");
+    let links = fs::metadata(&dir_b)
+        .map(|m| m.nlink())
+        .expect("stat made on B");
     fs::remove_dir(dir_b.join("sub")).expect("rmdir made/sub on B");
     let got = fs::metadata(&dir_a).map(|m| m.nlink());
     let mut checks = Checks::default();
     checks.expect(matches!(got, Ok(n) if n + 1 == links), || {
-        format!("links of made on A after B's rmdir: {got:?}, want {}", links - 1)
+        format!(
+            "links of made on A after B's rmdir: {got:?}, want {}",
+            links - 1
+        )
     });
     checks.finish("right after A made made/sub and B removed it");
     fs::remove_file(dir_a.join("one")).expect("unlink one on A");
