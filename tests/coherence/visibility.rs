@@ -328,7 +328,8 @@ fn what_a_client_created_follows_changes_elsewhere() {
 /// A creates files (and caches their names and attributes under the locks granted with the
 /// create); B then writes, chmods, renames and unlinks them, and A sees each change at once.
 /// Likewise for the directory A creates and unlinks in (whose attributes come back to A
-/// with each change): B's chmod and rmdir in it show on A at once.
+/// with each change): B's chmod and rmdir in it show on A at once; and for a capability B
+/// sets on a file A created and writes (A's next write drops it, as Linux does).
 pub(crate) fn created_follows_changes(env: &Env) {
     let dir_a = env.a.join("made");
     fs::create_dir(&dir_a).expect("mkdir made on A");
@@ -431,6 +432,33 @@ pub(crate) fn created_follows_changes(env: &Env) {
     });
     checks.finish("right after A unlinked a file in made and B chmodded made");
 
+    // A file A created has no capability xattr as far as A knows (the kernel asks before
+    // every write, to drop it): B sets one, and A's next write must find and drop it.
+    let capable = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(dir_a.join("capable"))
+        .expect("create capable on A");
+    capable
+        .write_all_at(b"x", 0)
+        .expect("first write of capable on A");
+    set_capability(&dir_b.join("capable")).expect("set security.capability on B");
+    let mut checks = Checks::default();
+    let seen = capability_len(&dir_a.join("capable"));
+    checks.expect(matches!(seen, Ok(Some(CAPABILITY_V2_LEN))), || {
+        format!("security.capability on A after B set it: {seen:?}")
+    });
+    capable
+        .write_all_at(b"y", 1)
+        .expect("second write of capable on A");
+    let left = capability_len(&dir_b.join("capable"));
+    checks.expect(matches!(left, Ok(None)), || {
+        format!("security.capability on B after A wrote (the write drops it): {left:?}")
+    });
+    checks.finish("right after B set a capability on a file A created and writes");
+    drop(capable);
+
     // A's own writes into a file it created show in its own stat.
     let own = File::create(dir_a.join("own")).expect("create own on A");
     own.write_all_at(&[1u8; 4000], 0).expect("write own on A");
@@ -438,6 +466,60 @@ pub(crate) fn created_follows_changes(env: &Env) {
     checks.size("stat own on A", fs::metadata(dir_a.join("own")), 4000);
     checks.size("stat own on B", fs::metadata(dir_b.join("own")), 4000);
     checks.finish("right after A wrote into the file it created and holds open");
+}
+
+/// Size of a version 2 `security.capability` value (`struct vfs_cap_data`).
+const CAPABILITY_V2_LEN: usize = 20;
+
+/// Sets a valid version 2 file capability (CAP_NET_BIND_SERVICE permitted and effective) on
+/// `path`, as `setcap cap_net_bind_service+ep` would.
+fn set_capability(path: &Path) -> io::Result<()> {
+    let mut value = [0u8; CAPABILITY_V2_LEN];
+    // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE, then permitted (bit 10), inheritable.
+    value[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    value[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+    let path = c_path(path)?;
+    let name = c"security.capability";
+    // SAFETY: both strings are NUL-terminated and the value is a live buffer of its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The length of `path`'s `security.capability`, `None` when it has none.
+fn capability_len(path: &Path) -> io::Result<Option<usize>> {
+    let path = c_path(path)?;
+    let name = c"security.capability";
+    // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the size.
+    let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    match usize::try_from(rc) {
+        Ok(len) => Ok(Some(len)),
+        Err(_) => {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENODATA) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// Sorted names in a directory; a failure to list is a failed test.

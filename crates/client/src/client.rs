@@ -50,6 +50,10 @@ const MDT0_INDEX: u32 = 0;
 /// lookup does.
 const LISTED_LOCK_BITS: [u64; 2] = [sheen_wire::ibits::LOOKUP, ATTR_BITS];
 
+/// The xattr the kernel reads before every write (to drop capabilities with set-user-ID
+/// bits).
+const XATTR_CAPABILITY: &[u8] = b"security.capability";
+
 /// A file created and opened by [`Client::create_open`].
 #[derive(Clone, Debug)]
 pub struct Created {
@@ -189,25 +193,37 @@ struct Inner {
     opens: Arc<OpenFiles>,
     /// Attributes of directories this client changed, as the MDS answered them with the
     /// change, good while the attribute lock granted with them is held.
-    changed_dirs: std::sync::Mutex<ChangedDirs>,
+    changed_dirs: std::sync::Mutex<UnderLock<Attr>>,
+    /// Files known to have no `security.capability` extended attribute (the kernel asks
+    /// before every write, to drop set-user-ID bits and capabilities): files this client
+    /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
+    /// before the question is still held.
+    no_capability: std::sync::Mutex<UnderLock<()>>,
     root: Fid,
 }
 
-/// Attributes of directories this client changed ([`Inner::changed_dirs`]), each with the
-/// handle of the attribute lock they were read under. Bounded: when
-/// [`limits::CHANGED_DIRS_MAX`] are kept, they are all forgotten (a forgotten one costs one
-/// getattr).
-#[derive(Default)]
-struct ChangedDirs {
-    attrs: HashMap<Fid, (Attr, LockHandle)>,
+/// Facts about inodes learnt under an MDT lock, each good while that very lock is held
+/// (nobody changed what the lock protects since). Bounded: when
+/// [`limits::UNDER_LOCK_MAX`] are kept, they are all forgotten (a forgotten fact costs one
+/// RPC to learn again).
+struct UnderLock<V> {
+    facts: HashMap<Fid, (V, LockHandle)>,
 }
 
-impl ChangedDirs {
-    fn insert(&mut self, attr: Attr, lock: LockHandle) {
-        if self.attrs.len() >= limits::CHANGED_DIRS_MAX && !self.attrs.contains_key(&attr.fid) {
-            self.attrs.clear();
+impl<V> Default for UnderLock<V> {
+    fn default() -> Self {
+        UnderLock {
+            facts: HashMap::new(),
         }
-        self.attrs.insert(attr.fid, (attr, lock));
+    }
+}
+
+impl<V> UnderLock<V> {
+    fn insert(&mut self, fid: Fid, fact: V, lock: LockHandle) {
+        if self.facts.len() >= limits::UNDER_LOCK_MAX && !self.facts.contains_key(&fid) {
+            self.facts.clear();
+        }
+        self.facts.insert(fid, (fact, lock));
     }
 }
 
@@ -398,6 +414,7 @@ impl Client {
                 locks,
                 opens,
                 changed_dirs: Default::default(),
+                no_capability: Default::default(),
                 fs_config,
                 mgs,
                 mdts,
@@ -452,12 +469,13 @@ impl Client {
             self.inner
                 .locks
                 .add_inode_locks(MDT0_INDEX, dir.fid, None, &reply.parent_locks);
-            self.changed_dirs().insert(dir.clone(), grant.handle);
+            self.changed_dirs()
+                .insert(dir.fid, dir.clone(), grant.handle);
         }
         Ok(reply)
     }
 
-    fn changed_dirs(&self) -> std::sync::MutexGuard<'_, ChangedDirs> {
+    fn changed_dirs(&self) -> std::sync::MutexGuard<'_, UnderLock<Attr>> {
         // A panic while holding the lock leaves plain data behind; keep using it.
         self.inner
             .changed_dirs
@@ -465,11 +483,32 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    fn no_capability(&self) -> std::sync::MutexGuard<'_, UnderLock<()>> {
+        self.inner
+            .no_capability
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `fid` is known to have no `security.capability` xattr: what made it known
+    /// (a create, or the MDS's answer) happened under an attribute lock still held.
+    fn known_without_capability(&self, fid: Fid) -> bool {
+        let mut known = self.no_capability();
+        let Some(&((), lock)) = known.facts.get(&fid) else {
+            return false;
+        };
+        if self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
+            return true;
+        }
+        known.facts.remove(&fid);
+        false
+    }
+
     /// The attributes of directory `fid` as this client's last change in it left them,
     /// when the attribute lock they were granted with is still held (nobody changed it
     /// since); they are then handed out once, as the kernel asks once after a change.
     fn changed_dir_attr(&self, fid: Fid) -> Option<Attr> {
-        let (attr, lock) = self.changed_dirs().attrs.remove(&fid)?;
+        let (attr, lock) = self.changed_dirs().facts.remove(&fid)?;
         self.inner
             .locks
             .all_held(MDT0_INDEX, &[lock])
@@ -677,6 +716,13 @@ impl Client {
         self.inner
             .locks
             .add_inode_locks(MDT0_INDEX, attr.fid, Some((parent, name)), &reply.locks);
+        // A new file has no security xattrs, for as long as its attribute lock is held.
+        let attr_lock = reply.locks.iter().find(|g| {
+            matches!(g.desc.policy, sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
+        });
+        if let Some(grant) = attr_lock {
+            self.no_capability().insert(attr.fid, (), grant.handle);
+        }
         Ok(Created {
             attr,
             layout: reply.layout,
@@ -1027,7 +1073,26 @@ impl Client {
     #[instrument(level = "debug", skip_all, fields(%fid, name = %String::from_utf8_lossy(name)))]
     pub async fn getxattr(&self, fid: Fid, name: &[u8]) -> Result<Vec<u8>, ClientError> {
         check_xattr_name(name)?;
-        let reply: XattrReply = self
+        let capability = name == XATTR_CAPABILITY;
+        if capability && self.known_without_capability(fid) {
+            return Err(ClientError::NoXattr);
+        }
+        // Held before the question and still after the answer: nobody set it in between.
+        // Without the attribute lock (an open for writing calls it back), one getattr takes
+        // it first, so that the answer holds for every later write.
+        let held = || {
+            self.inner
+                .locks
+                .inode_lock_handle(MDT0_INDEX, fid, ATTR_BITS)
+        };
+        let mut lock = None;
+        if capability {
+            lock = held();
+            if lock.is_none() && self.getattr_locked(fid, None).await.is_ok() {
+                lock = held();
+            }
+        }
+        let reply: Result<XattrReply, ClientError> = self
             .mds(
                 Opcode::MdsGetxattr,
                 &XattrReq::Get {
@@ -1035,8 +1100,18 @@ impl Client {
                     name: name.to_vec(),
                 },
             )
-            .await?;
-        Ok(reply.value)
+            .await;
+        match reply {
+            Ok(reply) => Ok(reply.value),
+            Err(e) => {
+                if let (Errno::ENODATA, Some(lock)) = (e.errno(), lock) {
+                    if self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
+                        self.no_capability().insert(fid, (), lock);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The names of a file's extended attributes, NUL-separated (as `listxattr(2)`).

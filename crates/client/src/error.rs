@@ -57,6 +57,9 @@ pub enum ClientError {
     /// The client was unmounted while the call waited.
     #[error("the client is unmounted")]
     Unmounted,
+    /// The extended attribute does not exist (known without asking the MDS).
+    #[error("no such extended attribute")]
+    NoXattr,
 }
 
 impl ClientError {
@@ -78,6 +81,7 @@ impl ClientError {
             ClientError::NotSymlink => Errno::EINVAL,
             ClientError::Unsupported(_) => Errno::EOPNOTSUPP,
             ClientError::Unmounted => Errno::ENOTCONN,
+            ClientError::NoXattr => Errno::ENODATA,
         }
     }
 

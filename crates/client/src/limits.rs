@@ -14,9 +14,10 @@ pub const MAX_RPCS_IN_FLIGHT_PER_OST: usize = 8;
 /// Largest extent one `Client::read` or `Client::write` call handles; longer reads are cut
 /// short (as POSIX allows), longer writes are refused.
 pub const MAX_IO_BYTES: u64 = 64 << 20;
-/// Most directories whose attributes the client keeps from its own changes in them
-/// (granted with the change, under their attribute lock); past it they are all forgotten.
-pub const CHANGED_DIRS_MAX: usize = 1024;
+/// Most facts the client keeps about inodes under their locks (a directory's attributes
+/// from its own change in it, a file known to have no `security.capability`), per kind;
+/// past it they are all forgotten.
+pub const UNDER_LOCK_MAX: usize = 1024;
 /// How long one RPC waits for its reply.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one connection attempt may take.

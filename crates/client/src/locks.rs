@@ -337,6 +337,17 @@ impl Locks {
         })
     }
 
+    /// The handle of a held MDT lock on `bits` of `fid`, not called back.
+    pub(crate) fn inode_lock_handle(&self, mdt: u32, fid: Fid, bits: u64) -> Option<LockHandle> {
+        let wanted = inode_lock(fid, bits);
+        let st = self.state();
+        let c = st.caches.get(&Target::Mdt(mdt))?;
+        c.locks_on(&wanted.resource)
+            .into_iter()
+            .find(|(h, d)| !c.is_cancel_pending(*h) && sheen_dlm::policy::covers(d, &wanted))
+            .map(|(h, _)| h)
+    }
+
     /// Which of `wanted` (sets of inode bits) are not held on `fid` yet.
     pub(crate) fn missing_inode_bits(&self, mdt: u32, fid: Fid, wanted: &[u64]) -> Vec<u64> {
         wanted
