@@ -1448,9 +1448,7 @@ impl Service for Mds {
             Opcode::MdsGetattr => {
                 let r: GetattrReq = req.decode()?;
                 let fid = r.fid;
-                let reply = self
-                    .attr_of(move |ns| ns.getattr(fid), r.want_symlink)
-                    .await?;
+                let reply = self.attr_now(|ns| ns.getattr(fid), r.want_symlink)?;
                 Ok(Response::new(&reply))
             }
             Opcode::MdsGetattrLock => {
@@ -1486,9 +1484,7 @@ impl Service for Mds {
             }
             Opcode::MdsGetattrName => {
                 let r: LookupReq = req.decode()?;
-                let reply = self
-                    .attr_of(move |ns| ns.lookup(r.parent, &r.name), false)
-                    .await?;
+                let reply = self.attr_now(|ns| ns.lookup(r.parent, &r.name), false)?;
                 Ok(Response::new(&reply))
             }
             Opcode::MdsReint | Opcode::MdsReintCancel => {
