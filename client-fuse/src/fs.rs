@@ -795,50 +795,36 @@ impl Inner {
 
     /// Reports a size or mtime made stale by writes to the MDS.
     async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
-        let Some(mut update) = self.open_files().take_flush(ino.0) else {
+        let Some(update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
-        // Other clients write and truncate too: report the size the objects hold now, and
-        // only when it is past the MDS's (a truncate up leaves the MDS's past the objects;
-        // another writer may have reported more already); and the mtime the writes left on
-        // the objects (what a glimpse showed while the file was open), with a ctime no
-        // older than it.
+        // Other clients write and truncate too: report the size the objects hold now and
+        // the mtime the writes left on them (what a glimpse showed while the file was open),
+        // as a writer's report that only grows the MDS's size and moves its mtime forward
+        // (a truncate up leaves the MDS's size past the objects; another writer may have
+        // reported more already; an explicit mtime may be newer).
+        let mut size = None;
         let mut mtime = update.mtime.then_some(TimeSet::Now);
-        let mut ctime = None;
         let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
         if let Some(layout) = layout {
-            let fid = fid(ino)?;
             let (objects, objects_mtime) = self
                 .client
-                .glimpse(fid, &layout)
+                .glimpse(fid(ino)?, &layout)
                 .await
                 .map_err(|e| errno("flush", &e))?;
-            let (mds, _) = self
-                .client
-                .getattr(fid)
-                .await
-                .map_err(|e| errno("flush", &e))?;
-            if update.size.is_some() {
-                update.size = (objects > mds.size).then_some(objects);
-            }
+            size = update.size.map(|_| objects);
             if let (true, Some(m)) = (update.mtime, objects_mtime) {
-                if m >= mds.mtime {
-                    mtime = Some(TimeSet::At(m));
-                    ctime = Some(m.max(mds.ctime));
-                } else {
-                    // The MDS has a newer mtime already (an explicit one, or a truncate).
-                    mtime = None;
-                }
+                mtime = Some(TimeSet::At(m));
             }
         }
-        if update.size.is_none() && mtime.is_none() {
+        if size.is_none() && mtime.is_none() {
             self.open_files().flushed(ino.0, update);
             return Ok(());
         }
         let set = SetAttr {
-            size: update.size,
+            size,
             mtime,
-            ctime,
+            grow_only: true,
             ..SetAttr::default()
         };
         match self.client.setattr_mds(fid(ino)?, set).await {
@@ -1344,6 +1330,7 @@ impl Filesystem for SheenFs {
             mtime: mtime.map(convert::time_set),
             ctime: ctime.map(convert::timespec),
             keep_ctime: false,
+            grow_only: false,
         };
         self.spawn("setattr", ino, |fs| async move {
             match fs.setattr(ino, set).await {

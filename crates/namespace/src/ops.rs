@@ -5,7 +5,7 @@
 //! any change to an inode (link count, attributes, layout, xattrs) sets its ctime.
 
 use sheen_wire::limits::{PATH_MAX_BYTES, XATTR_VALUE_MAX_BYTES};
-use sheen_wire::{Attr, Fid, Layout, SetAttr, TimeSet};
+use sheen_wire::{Attr, Fid, Layout, SetAttr, TimeSet, Timespec};
 
 use crate::acl::{self, Acl};
 use crate::codec::{mode, Inode, NO_FID};
@@ -156,6 +156,28 @@ fn new_inode_perm(
     Ok((perm, xattrs))
 }
 
+/// A writer's report (`SetAttr::grow_only`): the size only grows, the mtime only moves
+/// forward and the ctime with it; other fields are not part of a report and stay.
+fn grow(i: &mut Inode, attr: &SetAttr, now: Timespec) -> Result<(), NsError> {
+    if i.file_type() != mode::S_IFREG {
+        return Err(NsError::Invalid("a writer's report on a non-regular file"));
+    }
+    if let Some(size) = attr.size.filter(|s| *s > i.attr.size) {
+        i.attr.size = size;
+        i.attr.blocks = blocks_for(size);
+    }
+    let mtime = match attr.mtime {
+        Some(TimeSet::At(t)) => Some(t),
+        Some(TimeSet::Now) => Some(now),
+        None => None,
+    };
+    if let Some(m) = mtime.filter(|m| *m > i.attr.mtime) {
+        i.attr.mtime = m;
+        i.attr.ctime = i.attr.ctime.max(attr.ctime.unwrap_or(m)).max(m);
+    }
+    Ok(())
+}
+
 fn touch_ctime(tx: &mut Tx<'_>, fid: Fid) -> TxResult<Inode> {
     let now = tx.now;
     tx.modify(fid, |i| {
@@ -285,6 +307,9 @@ impl Namespace {
         self.txn(|tx| {
             let now = tx.now;
             let inode = tx.modify(fid, |i| {
+                if attr.grow_only {
+                    return grow(i, attr, now);
+                }
                 if let Some(size) = attr.size {
                     match i.file_type() {
                         mode::S_IFREG => {}

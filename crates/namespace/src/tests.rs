@@ -313,6 +313,7 @@ fn setattr_changes_and_errors() {
         mtime: Some(TimeSet::Now),
         ctime: None,
         keep_ctime: false,
+        grow_only: false,
     };
     let a = ns.setattr(f.fid, &sa).unwrap();
     assert_eq!(
@@ -351,6 +352,50 @@ fn setattr_changes_and_errors() {
         ..SetAttr::default()
     };
     assert_eq!(ns.setattr(d.fid, &mode).unwrap().mode, S_IFDIR | 0o700);
+}
+
+#[test]
+fn a_writers_report_only_grows_the_size_and_moves_mtime_forward() {
+    let (_d, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    let at = |sec| Timespec { sec, nsec: 0 };
+    let report = |size, mtime| SetAttr {
+        size: Some(size),
+        mtime: Some(TimeSet::At(mtime)),
+        grow_only: true,
+        ..SetAttr::default()
+    };
+    let set = |sa: &SetAttr| ns.setattr(f.fid, sa).unwrap();
+    // An explicit size and mtime first (a truncate up, a utimes).
+    let a = set(&SetAttr {
+        size: Some(100),
+        mtime: Some(TimeSet::At(at(2_000))),
+        ctime: Some(at(2_000)),
+        ..SetAttr::default()
+    });
+    assert_eq!((a.size, a.mtime, a.ctime), (100, at(2_000), at(2_000)));
+    // A smaller size and an older mtime change nothing.
+    let a = set(&report(50, at(1_500)));
+    assert_eq!((a.size, a.mtime, a.ctime), (100, at(2_000), at(2_000)));
+    // A larger size grows it; a later mtime moves mtime and ctime with it.
+    let a = set(&report(4_096, at(3_000)));
+    assert_eq!(
+        (a.size, a.blocks, a.mtime, a.ctime),
+        (4_096, 8, at(3_000), at(3_000))
+    );
+    // The mode and owners are not part of a report.
+    let a = set(&SetAttr {
+        mode: Some(0o600),
+        uid: Some(9),
+        ..report(10, at(1))
+    });
+    assert_eq!(
+        (a.mode & 0o7777, a.uid, a.size),
+        (f.mode & 0o7777, f.uid, 4_096)
+    );
+    // Only regular files have a writer's report.
+    let d = mkdir(&ns, Fid::ROOT, "d");
+    assert_eq!(errno(ns.setattr(d.fid, &report(1, at(1)))), Errno::EINVAL);
 }
 
 #[test]

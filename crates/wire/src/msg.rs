@@ -254,6 +254,10 @@ wire_type! {
         /// Leave ctime as it is: an access-time update by a read, which Linux does not
         /// count as a change of the inode.
         pub keep_ctime: bool,
+        /// A writer's report of what its writes did (at the last close, at fsync): the size
+        /// only grows and the mtime only moves forward (ctime with it); what is already past
+        /// them on the MDS (another writer's report, a truncate up) stays.
+        pub grow_only: bool,
     }
 }
 
