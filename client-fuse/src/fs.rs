@@ -1256,7 +1256,9 @@ impl Filesystem for SheenFs {
         // (the MDS keeps mode and ACLs in step and makes new inodes inherit default ACLs),
         // and the umask left to us (the MDS applies it unless a default ACL replaces it);
         // listings with attributes, which the kernel asks for when it sees them used (a
-        // first page, and pages of directories whose entries were looked up since).
+        // first page, and pages of directories whose entries were looked up since); O_DIRECT
+        // requests sent without waiting for each other (so that an io_submit of many reads
+        // keeps them all in flight, and a large O_DIRECT read goes out in parallel pieces).
         for cap in [
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_PARALLEL_DIROPS,
@@ -1266,6 +1268,7 @@ impl Filesystem for SheenFs {
             InitFlags::FUSE_DONT_MASK,
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_ASYNC_DIO,
             // fcntl and flock locks go to the MDS (setlk, getlk), so they hold across clients.
             InitFlags::FUSE_POSIX_LOCKS,
             InitFlags::FUSE_FLOCK_LOCKS,

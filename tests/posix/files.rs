@@ -1,7 +1,7 @@
 //! Regular files: read/write errors, truncate up and down across stripes, sparse files,
 //! O_APPEND (also from two processes at once), O_EXCL, O_TRUNC, fsync/fdatasync, fallocate,
 //! timestamps (atime/mtime/ctime per call, utimensat with UTIME_NOW/UTIME_OMIT), atime on
-//! read (relatime, O_NOATIME, `noatime` and read-only mounts), mmap.
+//! read (relatime, O_NOATIME, `noatime` and read-only mounts), mmap, O_DIRECT.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,7 @@ pub const CASES: &[crate::Case] = &[
     ("etxtbsy", etxtbsy),
     ("truncate_moves_mtime", truncate_moves_mtime),
     ("unlinked_while_open", unlinked_while_open),
+    ("o_direct", o_direct),
 ];
 
 const MIB: usize = 1 << 20;
@@ -129,6 +130,58 @@ fn sparse(d: &Path) {
     assert_eq!(&all[all.len() - 3..], b"end");
     let zeros = all[..mid].iter().chain(&all[mid + 3..all.len() - 3]);
     assert!(zeros.copied().all(|b| b == 0), "holes do not read as zeros");
+}
+
+/// `len` bytes at a 4 KiB-aligned address inside `backing` (O_DIRECT wants aligned buffers).
+fn aligned(backing: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    backing.resize(len + 4096, 0);
+    let at = backing.as_ptr().align_offset(4096);
+    &mut backing[at..at + len]
+}
+
+/// O_DIRECT writes and reads larger than one FUSE request (the kernel sends the pieces at
+/// once, FUSE_ASYNC_DIO) and across stripes, overwrites in the middle, reads past the end,
+/// and buffered reads of what O_DIRECT wrote.
+fn o_direct(d: &Path) {
+    let f = d.join("f");
+    let flags = libc::O_CREAT | libc::O_RDWR | libc::O_DIRECT;
+    let fd = match open(&f, flags, 0o644) {
+        Ok(fd) => fd,
+        Err(e) => panic!("open O_DIRECT: {}", name(e)),
+    };
+    let len = 6 * MIB;
+    let want = pattern(7, len);
+    let mut out = Vec::new();
+    let buf = aligned(&mut out, len);
+    buf.copy_from_slice(&want);
+    assert_eq!(ok(fd.pwrite(buf, 0), "O_DIRECT write of 6 MiB"), len);
+    // An overwrite across a stripe boundary, 4 KiB-aligned.
+    let mid = MIB + 512 * 1024 - 8192;
+    let patch = pattern(8, 64 * 1024);
+    let mut out2 = Vec::new();
+    let pbuf = aligned(&mut out2, patch.len());
+    pbuf.copy_from_slice(&patch);
+    ok(fd.pwrite(pbuf, mid as i64), "O_DIRECT overwrite");
+    let mut model = want.clone();
+    model[mid..mid + patch.len()].copy_from_slice(&patch);
+    // One O_DIRECT read of everything and more: short at the end of file.
+    let mut inb = Vec::new();
+    let rbuf = aligned(&mut inb, len + MIB);
+    let n = ok(fd.pread_into(rbuf, 0), "O_DIRECT read");
+    assert_eq!(n, len, "O_DIRECT read past the end is short");
+    assert!(rbuf[..n] == model[..], "O_DIRECT read back differs");
+    assert_eq!(
+        ok(fd.pread_into(&mut rbuf[..4096], len as i64), "read at end"),
+        0
+    );
+    assert_eq!(ok(fd.fstat(), "fstat").st_size, len as i64);
+    drop(fd);
+    // Buffered, from another descriptor.
+    let fd = ok(open(&f, libc::O_RDONLY, 0), "reopen");
+    assert!(
+        ok(fd.pread(len, 0), "buffered read") == model,
+        "buffered read differs"
+    );
 }
 
 fn o_append(d: &Path) {

@@ -128,6 +128,12 @@ impl Fd {
         Ok(buf)
     }
 
+    /// pread into `buf` (which O_DIRECT wants aligned), returning how many bytes came.
+    pub fn pread_into(&self, buf: &mut [u8], off: i64) -> Sys<usize> {
+        // SAFETY: valid buffer of buf.len() bytes.
+        check_size(unsafe { libc::pread(self.0, buf.as_mut_ptr().cast(), buf.len(), off) })
+    }
+
     pub fn ftruncate(&self, len: i64) -> Sys<()> {
         // SAFETY: plain syscall.
         check(unsafe { libc::ftruncate(self.0, len) }).map(drop)
