@@ -795,7 +795,7 @@ impl Inner {
 
     /// Reports a size or mtime made stale by writes to the MDS.
     async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
-        let Some(update) = self.open_files().take_flush(ino.0) else {
+        let Some(mut update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
         // Other clients write and truncate too: report the size the objects hold now and
@@ -803,7 +803,7 @@ impl Inner {
         // as a writer's report that only grows the MDS's size and moves its mtime forward
         // (a truncate up leaves the MDS's size past the objects; another writer may have
         // reported more already; an explicit mtime may be newer).
-        let mut size = None;
+        let mut size = update.size;
         let mut mtime = update.mtime.then_some(TimeSet::Now);
         let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
         if let Some(layout) = layout {
@@ -817,6 +817,8 @@ impl Inner {
                 mtime = Some(TimeSet::At(m));
             }
         }
+        // What the MDS will have heard from this client (`flushed` remembers it).
+        update.size = size;
         if size.is_none() && mtime.is_none() {
             self.open_files().flushed(ino.0, update);
             return Ok(());
