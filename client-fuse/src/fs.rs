@@ -464,8 +464,15 @@ impl Inner {
     /// called back first and then looks for the mark, so either this check sees the lock
     /// gone or the invalidation finds the mark.
     fn attr_ttl(&self, fid: Fid, layout: Option<&Layout>, writers: u32) -> Duration {
+        self.marked_ttl(fid, || self.client.attr_cacheable(fid, layout, writers))
+    }
+
+    /// `LOCKED_TTL`, with `fid` marked as cached, when `cacheable` (asked under the marks'
+    /// mutex, so that a callback either sees the mark or is seen by the check); else
+    /// `ATTR_TTL`.
+    fn marked_ttl(&self, fid: Fid, cacheable: impl FnOnce() -> bool) -> Duration {
         let mut cached = self.marks.attrs();
-        if self.client.attr_cacheable(fid, layout, writers) {
+        if cacheable() {
             cached.insert(fid.to_ino());
             limits::LOCKED_TTL
         } else {
@@ -476,13 +483,7 @@ impl Inner {
     /// How long the kernel may cache a listed entry's name and attributes (one TTL for both
     /// in a readdirplus reply), marked as [`Inner::attr_ttl`] marks.
     fn listed_ttl(&self, e: &ReaddirPlusEntry) -> Duration {
-        let mut cached = self.marks.attrs();
-        if self.client.listed_cacheable(e) {
-            cached.insert(e.attr.fid.to_ino());
-            limits::LOCKED_TTL
-        } else {
-            limits::ATTR_TTL
-        }
+        self.marked_ttl(e.attr.fid, || self.client.listed_cacheable(e))
     }
 
     /// The size a regular file's objects imply (0 for anything else).
@@ -657,13 +658,7 @@ impl Inner {
     /// TTL for both in a create reply): as long as the locks granted with the create are
     /// held, marked as [`Inner::attr_ttl`] marks; else not at all.
     fn created_ttl(&self, created: &sheen_client::Created) -> Duration {
-        let mut cached = self.marks.attrs();
-        if self.client.created_cacheable(created) {
-            cached.insert(created.attr.fid.to_ino());
-            limits::LOCKED_TTL
-        } else {
-            limits::ATTR_TTL
-        }
+        self.marked_ttl(created.attr.fid, || self.client.created_cacheable(created))
     }
 
     /// The layout and size to do I/O with; the layout is fetched again when it is not

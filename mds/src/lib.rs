@@ -542,8 +542,7 @@ impl Mds {
                 writers: self.opens.writers(fid),
             }),
             other => {
-                let handles: Vec<_> = locks.iter().map(|l| l.handle).collect();
-                self.locks.cancel(export, &handles);
+                self.cancel_grants(export, &locks);
                 let reply = other?;
                 let writers = self.opens.writers(reply.attr.fid);
                 Ok(GetattrLockReply {
@@ -674,8 +673,7 @@ impl Mds {
                 }),
                 Ok(TryEnqueued::Held) => {}
                 Ok(TryEnqueued::Busy) | Err(_) => {
-                    let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
-                    self.locks.cancel(export, &handles);
+                    self.cancel_grants(export, &grants);
                     return outcome.map(|_| None);
                 }
             }
@@ -721,8 +719,7 @@ impl Mds {
                 }
                 None => {
                     if let Some(grants) = covered[i].take() {
-                        let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
-                        self.locks.cancel(export, &handles);
+                        self.cancel_grants(export, &grants);
                     }
                 }
             }
@@ -1161,6 +1158,12 @@ impl Mds {
         Ok(Response::new(&reply).with_transno(transno))
     }
 
+    /// Gives back locks granted to `export` with an answer that ended up not carrying them.
+    fn cancel_grants(&self, export: ExportId, grants: &[EnqueueReply]) {
+        let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
+        self.locks.cancel(export, &handles);
+    }
+
     /// Grants the client that changed the entries of `dir` the directory's attribute lock
     /// (PR), when it can be had without waiting, and puts the directory's attributes, read
     /// under it, in the reply: the kernel asks for them before the next change in it.
@@ -1175,8 +1178,7 @@ impl Mds {
                 reply.parent_locks = grants;
             }
             Err(_) => {
-                let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
-                self.locks.cancel(export, &handles);
+                self.cancel_grants(export, &grants);
             }
         }
     }
@@ -1209,8 +1211,7 @@ impl Mds {
                     reply.layout = now.layout;
                 }
                 _ => {
-                    let handles: Vec<_> = grants.iter().map(|g| g.handle).collect();
-                    self.locks.cancel(export, &handles);
+                    self.cancel_grants(export, &grants);
                     return;
                 }
             }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sheen_tests::pattern;
+use sheen_tools::fsops::{FsOps, LocalFs};
 
 use crate::eviction::Stopped;
 use crate::{bounded, read_all, read_at, run, truncate_path, Checks, Env, Logs, KIB, STRIPE_SIZE};
@@ -468,6 +469,8 @@ pub(crate) fn created_follows_changes(env: &Env) {
     checks.finish("right after A wrote into the file it created and holds open");
 }
 
+/// The xattr holding a file's capabilities.
+const CAPABILITY_XATTR: &str = "security.capability";
 /// Size of a version 2 `security.capability` value (`struct vfs_cap_data`).
 const CAPABILITY_V2_LEN: usize = 20;
 
@@ -478,48 +481,12 @@ fn set_capability(path: &Path) -> io::Result<()> {
     // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE, then permitted (bit 10), inheritable.
     value[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
     value[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
-    let path = c_path(path)?;
-    let name = c"security.capability";
-    // SAFETY: both strings are NUL-terminated and the value is a live buffer of its length.
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    LocalFs.set_xattr(path, CAPABILITY_XATTR, &value)
 }
 
 /// The length of `path`'s `security.capability`, `None` when it has none.
 fn capability_len(path: &Path) -> io::Result<Option<usize>> {
-    let path = c_path(path)?;
-    let name = c"security.capability";
-    // SAFETY: both strings are NUL-terminated; a null buffer of size 0 asks for the size.
-    let rc = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    match usize::try_from(rc) {
-        Ok(len) => Ok(Some(len)),
-        Err(_) => {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENODATA) {
-                Ok(None)
-            } else {
-                Err(e)
-            }
-        }
-    }
-}
-
-fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    Ok(LocalFs.get_xattr(path, CAPABILITY_XATTR)?.map(|v| v.len()))
 }
 
 /// Sorted names in a directory; a failure to list is a failed test.
