@@ -23,6 +23,7 @@ mod eviction;
 mod locks;
 mod model;
 mod netns;
+mod readahead;
 mod visibility;
 
 use std::any::Any;
@@ -88,6 +89,8 @@ pub struct Env {
     pub b_pid: u32,
     /// The `lfs` binary.
     pub lfs: PathBuf,
+    /// The cluster's mount spec (`MGSNID:/FSNAME`), for a native client of the test's own.
+    pub spec: String,
     /// The network the mounts live in, when each has a namespace of its own.
     pub net: Option<std::sync::Arc<netns::TestNet>>,
 }
@@ -165,6 +168,7 @@ impl TwoMounts {
             b,
             b_pid,
             lfs: cluster.bin("lfs"),
+            spec: cluster.mount_spec(),
             net,
         };
         TwoMounts {

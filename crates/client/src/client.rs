@@ -7,6 +7,8 @@
 //! RPC future is not cancellation-safe (a dropped send could leave half a frame behind).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,13 @@ const LISTED_LOCK_BITS: [u64; 2] = [sheen_wire::ibits::LOOKUP, ATTR_BITS];
 /// The xattr the kernel reads before every write (to drop capabilities with set-user-ID
 /// bits).
 const XATTR_CAPABILITY: &[u8] = b"security.capability";
+
+/// Data read by [`Client::read_under_locks`], with what keeps it good.
+pub(crate) struct ReadUnder {
+    pub(crate) data: Bytes,
+    held: Vec<Held>,
+    changes: u64,
+}
 
 /// A file created and opened by [`Client::create_open`].
 #[derive(Clone, Debug)]
@@ -199,7 +208,44 @@ struct Inner {
     /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
     /// before the question is still held.
     no_capability: std::sync::Mutex<UnderLock<()>>,
+    /// What this client changed of files' data, for what it read ahead ([`DataChanges`]).
+    data_changes: DataChanges,
     root: Fid,
+}
+
+/// Counts this client's own changes to file data (writes, truncates, fallocate), per slot of
+/// files (a fid's hash picks its slot). Data read ahead under a lock stays good while the
+/// lock is held, but this client's own writes under a PW lock it holds call nothing back;
+/// a reader compares its slot's count before the read and when it uses the data.
+struct DataChanges {
+    slots: Vec<AtomicU64>,
+}
+
+impl DataChanges {
+    fn new() -> DataChanges {
+        DataChanges {
+            slots: (0..limits::DATA_CHANGE_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn slot(&self, fid: Fid) -> Option<&AtomicU64> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        fid.hash(&mut h);
+        let n = self.slots.len() as u64;
+        self.slots.get((h.finish() % n.max(1)) as usize)
+    }
+
+    fn count(&self, fid: Fid) -> u64 {
+        self.slot(fid).map_or(0, |s| s.load(Ordering::Acquire))
+    }
+
+    fn changed(&self, fid: Fid) {
+        if let Some(s) = self.slot(fid) {
+            s.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Facts about inodes learnt under an MDT lock, each good while that very lock is held
@@ -415,6 +461,7 @@ impl Client {
                 opens,
                 changed_dirs: Default::default(),
                 no_capability: Default::default(),
+                data_changes: DataChanges::new(),
                 fs_config,
                 mgs,
                 mdts,
@@ -949,7 +996,7 @@ impl Client {
             .lock_objects(fid, stripe, LockMode::Pw, &extents)
             .await?;
         let result = self.punch_objects(stripe, &geom, size).await;
-        self.unlock(held);
+        self.unlock_changed(fid, held);
         result
     }
 
@@ -1175,9 +1222,32 @@ impl Client {
         offset: u64,
         len: u32,
     ) -> Result<Bytes, ClientError> {
+        let read = self
+            .read_under_locks(fid, layout, file_size, offset, len)
+            .await?;
+        Ok(read.data)
+    }
+
+    /// [`Client::read`], also saying what keeps the data good: the locks it was read under
+    /// (given back, so cached or cancelled like any other) and this client's own count of
+    /// changes to the file before it was read. The data is current while every lock is held
+    /// and the count has not moved ([`Client::still_current`]).
+    pub(crate) async fn read_under_locks(
+        &self,
+        fid: Fid,
+        layout: &Layout,
+        file_size: u64,
+        offset: u64,
+        len: u32,
+    ) -> Result<ReadUnder, ClientError> {
+        let changes = self.inner.data_changes.count(fid);
         let end = offset.saturating_add(u64::from(len)).min(file_size);
         if offset >= end {
-            return Ok(Bytes::new());
+            return Ok(ReadUnder {
+                data: Bytes::new(),
+                held: Vec::new(),
+                changes,
+            });
         }
         let len = (end - offset).min(limits::MAX_IO_BYTES);
         let (stripe, geom) = plain_geometry(layout)?;
@@ -1199,8 +1269,18 @@ impl Client {
             self.ost_read(obj, r.obj_offset, r.len).await
         });
         let data = join_all(reads).await;
-        self.unlock(held);
-        Ok(assemble_read(&geom, offset, len, &rpcs, all_ok(data)?))
+        self.unlock(held.clone());
+        Ok(ReadUnder {
+            data: assemble_read(&geom, offset, len, &rpcs, all_ok(data)?),
+            held,
+            changes,
+        })
+    }
+
+    /// Whether data [`Client::read_under_locks`] returned is still what the file holds.
+    pub(crate) fn still_current(&self, fid: Fid, read: &ReadUnder) -> bool {
+        self.inner.data_changes.count(fid) == read.changes
+            && self.inner.locks.all_still_held(&read.held)
     }
 
     /// Takes a `mode` lock on the part of each object the extents `(stripe, object offset,
@@ -1252,6 +1332,13 @@ impl Client {
         for h in held {
             self.inner.locks.release(h);
         }
+    }
+
+    /// Gives back the PW locks a change of `fid`'s data was made under, first counting the
+    /// change (what this client read ahead of the file before it is stale now).
+    fn unlock_changed(&self, fid: Fid, held: Vec<Held>) {
+        self.inner.data_changes.changed(fid);
+        self.unlock(held);
     }
 
     /// Installs what drops a mount's caches when a lock is called back.
@@ -1501,7 +1588,7 @@ impl Client {
             }
         });
         let written = join_all(writes).await;
-        self.unlock(held);
+        self.unlock_changed(fid, held);
         all_ok(written)?;
         Ok(end)
     }
@@ -1569,7 +1656,7 @@ impl Client {
             }
             let held = self.lock_objects(fid, stripe, LockMode::Pw, &parts).await?;
             let done = join_all(parts.iter().map(|p| call(*p, false))).await;
-            self.unlock(held);
+            self.unlock_changed(fid, held);
             all_ok(done)?;
         }
         if mode == 0 && end > file_size {

@@ -20,11 +20,13 @@ pub mod limits;
 mod locks;
 pub mod mounts;
 mod opens;
+mod readahead;
 mod spec;
 
 pub use client::{ping_nid, Client, ClientConfig, Created, ReaddirPlusEntry};
 pub use error::ClientError;
 pub use locks::{CacheInvalidator, ATTR_BITS, INVALIDATE_WAIT};
+pub use readahead::FileReader;
 pub use spec::{MountSpec, MountSpecError};
 
 // Re-exported so users of the client need no direct dependency for the common types.

@@ -18,6 +18,14 @@ pub const MAX_IO_BYTES: u64 = 64 << 20;
 /// from its own change in it, a file known to have no `security.capability`), per kind;
 /// past it they are all forgotten.
 pub const UNDER_LOCK_MAX: usize = 1024;
+/// Slots of the client's count of its own changes to file data (files share a slot by
+/// hash; a change to one drops what was read ahead of the others in its slot).
+pub const DATA_CHANGE_SLOTS: usize = 256;
+/// Most a [`crate::FileReader`] reads ahead of a sequential reader, in bytes; with the
+/// reads it has started and not yet handed out, it holds at most twice this.
+pub const READAHEAD_MAX_BYTES: u64 = 16 << 20;
+/// Least it reads ahead once reads are sequential (when the stripes allow less).
+pub const READAHEAD_MIN_BYTES: u64 = 4 << 20;
 /// How long one RPC waits for its reply.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one connection attempt may take.

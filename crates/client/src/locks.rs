@@ -432,6 +432,16 @@ impl Locks {
         handles
     }
 
+    /// Whether every lock of `held` (given back since) is still held and not called back.
+    pub(crate) fn all_still_held(&self, held: &[Held]) -> bool {
+        let st = self.state();
+        held.iter().all(|h| {
+            st.caches
+                .get(&h.target)
+                .is_some_and(|c| c.desc(h.handle).is_some() && !c.is_cancel_pending(h.handle))
+        })
+    }
+
     /// Whether every MDT lock of `handles` is still held and not called back.
     pub(crate) fn all_held(&self, mdt: u32, handles: &[LockHandle]) -> bool {
         let st = self.state();

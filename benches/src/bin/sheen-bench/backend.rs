@@ -10,10 +10,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use sheen_client::{Bytes, Client, ClientConfig, ClientError, Creds, Errno, Fid, Layout};
-use sheen_client::{MountSpec, SetAttr};
+use sheen_client::{FileReader, MountSpec, SetAttr};
 
 /// A directory the workload works in.
 #[derive(Clone, Debug)]
@@ -25,7 +26,13 @@ pub enum Dir {
 /// An open file.
 pub enum Handle {
     File(File),
-    Native { fid: Fid, layout: Layout, size: u64 },
+    Native {
+        fid: Fid,
+        layout: Layout,
+        size: u64,
+        /// Opened for reading: reads go through it, which reads ahead of sequential reads.
+        reader: Option<Mutex<FileReader>>,
+    },
 }
 
 /// How a file is opened.
@@ -271,10 +278,12 @@ impl Backend {
                         .block_on(native.client.lookup(*dir, name.as_bytes()))
                         .with_context(|| format!("open {name}"))?;
                     let layout = layout.with_context(|| format!("{name} has no layout"))?;
+                    let reader = native.client.reader(attr.fid, layout.clone(), attr.size);
                     Ok(Handle::Native {
                         fid: attr.fid,
                         layout,
                         size: attr.size,
+                        reader: Some(Mutex::new(reader)),
                     })
                 }
             },
@@ -315,11 +324,26 @@ impl Backend {
                 }
                 Ok(done)
             }
-            (Backend::Native(native), Handle::Native { fid, layout, size }) => {
+            (
+                Backend::Native(native),
+                Handle::Native {
+                    fid,
+                    layout,
+                    size,
+                    reader,
+                },
+            ) => {
                 let len = u32::try_from(buf.len())?;
-                let data = native
-                    .block_on(native.client.read(*fid, layout, *size, offset, len))
-                    .with_context(|| format!("read at {offset}"))?;
+                let data = match reader {
+                    Some(reader) => {
+                        let mut reader = reader
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("a reader panicked"))?;
+                        native.block_on(reader.read(offset, len))
+                    }
+                    None => native.block_on(native.client.read(*fid, layout, *size, offset, len)),
+                }
+                .with_context(|| format!("read at {offset}"))?;
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())
             }
@@ -415,6 +439,7 @@ impl Native {
             fid: attr.fid,
             layout,
             size: attr.size,
+            reader: None,
         })
     }
 
