@@ -115,6 +115,9 @@ pub struct ClientConfig {
     pub max_rpc_bytes: u32,
     /// OST RPCs in flight per OST.
     pub max_rpcs_in_flight_per_ost: usize,
+    /// Most a [`crate::FileReader`] reads ahead of a sequential reader (Lustre's
+    /// `max_read_ahead_per_file_mb`); 0 turns readahead off.
+    pub max_readahead_bytes: u64,
     /// The name this client gives itself at connect.
     pub client_uuid: String,
 }
@@ -132,6 +135,7 @@ impl Default for ClientConfig {
             mgs_retry_for: limits::MGS_RETRY_FOR,
             max_rpc_bytes: limits::MAX_RPC_BYTES,
             max_rpcs_in_flight_per_ost: limits::MAX_RPCS_IN_FLIGHT_PER_OST,
+            max_readahead_bytes: limits::READAHEAD_MAX_BYTES,
             client_uuid: format!(
                 "sheen-client-{}-{:x}",
                 std::process::id(),
@@ -156,6 +160,13 @@ impl ClientConfig {
             return Err(ClientError::BadConfig(format!(
                 "max_rpcs_in_flight_per_ost {} must be positive",
                 self.max_rpcs_in_flight_per_ost
+            )));
+        }
+        if self.max_readahead_bytes > limits::READAHEAD_LIMIT_BYTES {
+            return Err(ClientError::BadConfig(format!(
+                "max_readahead_bytes {} must be at most {}",
+                self.max_readahead_bytes,
+                limits::READAHEAD_LIMIT_BYTES
             )));
         }
         Ok(())

@@ -21,9 +21,12 @@ pub const UNDER_LOCK_MAX: usize = 1024;
 /// Slots of the client's count of its own changes to file data (files share a slot by
 /// hash; a change to one drops what was read ahead of the others in its slot).
 pub const DATA_CHANGE_SLOTS: usize = 256;
-/// Most a [`crate::FileReader`] reads ahead of a sequential reader, in bytes; with the
-/// reads it has started and not yet handed out, it holds at most twice this.
+/// Most a [`crate::FileReader`] reads ahead of a sequential reader, in bytes, by default
+/// (`ClientConfig::max_readahead_bytes`); with the reads it has started and not yet
+/// handed out, it holds at most twice this.
 pub const READAHEAD_MAX_BYTES: u64 = 16 << 20;
+/// The largest `ClientConfig::max_readahead_bytes` accepted.
+pub const READAHEAD_LIMIT_BYTES: u64 = 1 << 30;
 /// Least it reads ahead once reads are sequential (when the stripes allow less).
 pub const READAHEAD_MIN_BYTES: u64 = 4 << 20;
 /// How long one RPC waits for its reply.

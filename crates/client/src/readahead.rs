@@ -39,7 +39,8 @@ pub struct FileReader {
     next: u64,
     /// Chunks started, in file order and back to back.
     window: VecDeque<Chunk>,
-    plan: Plan,
+    /// `None`: readahead is off, every read is direct.
+    plan: Option<Plan>,
     slots: Arc<Semaphore>,
 }
 
@@ -54,19 +55,20 @@ struct Plan {
 
 impl Plan {
     /// Four chunks per stripe (each OST has the next RPCs queued behind the one it serves;
-    /// two per stripe read 10% slower on loopback, eight no faster), within [`limits::READAHEAD_MIN_BYTES`] and [`limits::READAHEAD_MAX_BYTES`], in whole
-    /// chunks.
-    fn new(max_rpc_bytes: u64, stripe_count: u64) -> Plan {
+    /// on loopback, 4 stripes read alike with windows of 8 to 64 MiB), from
+    /// [`limits::READAHEAD_MIN_BYTES`] up to `max` bytes, in whole chunks (one at least);
+    /// `None` when `max` is 0 (no readahead).
+    fn new(max_rpc_bytes: u64, stripe_count: u64, max: u64) -> Option<Plan> {
+        if max == 0 {
+            return None;
+        }
         let chunk = max_rpc_bytes.max(1);
         let wanted = chunk.saturating_mul(4).saturating_mul(stripe_count.max(1));
-        let ahead = wanted.clamp(
-            limits::READAHEAD_MIN_BYTES.max(chunk),
-            limits::READAHEAD_MAX_BYTES.max(chunk),
-        );
-        Plan {
+        let ahead = wanted.clamp(limits::READAHEAD_MIN_BYTES.min(max), max);
+        Some(Plan {
             chunk,
-            ahead: ahead / chunk * chunk,
-        }
+            ahead: (ahead / chunk * chunk).max(chunk),
+        })
     }
 
     /// Most chunks started and not handed out at once.
@@ -121,7 +123,12 @@ impl Client {
         let stripe_count = layout
             .as_plain()
             .map_or(1, |s| u64::from(s.stripe_count).max(1));
-        let plan = Plan::new(u64::from(self.config().max_rpc_bytes), stripe_count);
+        let config = self.config();
+        let plan = Plan::new(
+            u64::from(config.max_rpc_bytes),
+            stripe_count,
+            config.max_readahead_bytes,
+        );
         FileReader {
             client: self.clone(),
             fid,
@@ -130,7 +137,7 @@ impl Client {
             next: 0,
             window: VecDeque::new(),
             plan,
-            slots: Arc::new(Semaphore::new(plan.slots())),
+            slots: Arc::new(Semaphore::new(plan.map_or(0, Plan::slots))),
         }
     }
 }
@@ -153,7 +160,7 @@ impl FileReader {
         }
         let sequential = offset == self.next;
         self.next = end;
-        if !sequential {
+        if !sequential || self.plan.is_none() {
             self.window.clear();
             return self.direct(offset, end).await;
         }
@@ -200,8 +207,11 @@ impl FileReader {
     /// Starts the chunks a read of `[offset, end)` wants in the window, as far as slots
     /// allow.
     fn start_chunks(&mut self, offset: u64, end: u64) {
+        let Some(plan) = self.plan else {
+            return;
+        };
         let started_to = self.window.back().map(|c| c.end);
-        for (start, stop) in self.plan.to_start(offset, started_to, end, self.size) {
+        for (start, stop) in plan.to_start(offset, started_to, end, self.size) {
             let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                 break;
             };
@@ -289,18 +299,24 @@ mod tests {
 
     #[test]
     fn the_window_is_four_rpcs_per_stripe_within_the_bounds() {
+        let max = limits::READAHEAD_MAX_BYTES;
+        let plan = |chunk, stripes, max| Plan::new(chunk, stripes, max).map(|p| p.ahead);
         assert_eq!(
-            Plan::new(MIB, 2),
-            Plan {
+            Plan::new(MIB, 2, max),
+            Some(Plan {
                 chunk: MIB,
                 ahead: 8 * MIB
-            }
+            })
         );
-        assert_eq!(Plan::new(MIB, 1).ahead, limits::READAHEAD_MIN_BYTES);
-        assert_eq!(Plan::new(MIB, 4).ahead, limits::READAHEAD_MAX_BYTES);
-        assert_eq!(Plan::new(MIB, 2).slots(), 16);
-        // A chunk larger than the bounds is still one chunk.
-        assert_eq!(Plan::new(64 * MIB, 1).ahead, 64 * MIB);
+        assert_eq!(plan(MIB, 1, max), Some(limits::READAHEAD_MIN_BYTES));
+        assert_eq!(plan(MIB, 4, max), Some(max));
+        assert_eq!(Plan::new(MIB, 2, max).map(Plan::slots), Some(16));
+        // The configured most wins over the least; a chunk larger than both is one chunk.
+        assert_eq!(plan(MIB, 1, 2 * MIB), Some(2 * MIB));
+        assert_eq!(plan(64 * MIB, 1, max), Some(64 * MIB));
+        assert_eq!(plan(MIB, 64, 64 * MIB), Some(64 * MIB));
+        // 0: no readahead.
+        assert_eq!(Plan::new(MIB, 4, 0), None);
     }
 
     #[test]

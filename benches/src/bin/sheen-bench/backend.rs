@@ -78,7 +78,12 @@ impl Backend {
 
     /// A native backend: mounts `spec` with the client library and works in `path` inside
     /// the filesystem (created if missing).
-    pub fn native(spec: &str, path: &str, template: Option<Layout>) -> Result<Backend> {
+    pub fn native(
+        spec: &str,
+        path: &str,
+        template: Option<Layout>,
+        max_readahead: Option<u64>,
+    ) -> Result<Backend> {
         let spec: MountSpec = spec
             .parse()
             .with_context(|| format!("bad mount spec {spec:?} (want NID:/FSNAME)"))?;
@@ -87,8 +92,12 @@ impl Backend {
             .thread_name("sheen-bench-client")
             .build()
             .context("cannot start the tokio runtime")?;
+        let mut config = ClientConfig::default();
+        if let Some(max) = max_readahead {
+            config.max_readahead_bytes = max;
+        }
         let client = runtime
-            .block_on(Client::mount(&spec, ClientConfig::default()))
+            .block_on(Client::mount(&spec, config))
             .with_context(|| format!("cannot mount {spec}"))?;
         // SAFETY: getuid and getgid cannot fail and touch no memory.
         let creds = unsafe {

@@ -64,6 +64,9 @@ struct Common {
     /// With --native: stripe size of new files (e.g. 1M).
     #[arg(long, value_parser = parse_size, requires = "native")]
     stripe_size: Option<u64>,
+    /// With --native: most read ahead of each sequential reader (e.g. 16M; 0: none).
+    #[arg(long, value_parser = parse_size, requires = "native")]
+    max_readahead: Option<u64>,
     /// Name of this run in the table and JSON (default: the backend's name).
     #[arg(long)]
     label: Option<String>,
@@ -218,7 +221,7 @@ fn open_backend(common: &Common, direct: bool) -> Result<(Backend, String)> {
                 objects: Vec::new(),
             })),
         };
-        let backend = Backend::native(spec, &common.native_path, template)?;
+        let backend = Backend::native(spec, &common.native_path, template, common.max_readahead)?;
         Ok((backend, format!("{spec} {}", common.native_path)))
     } else if let Some(dir) = &common.dir {
         Ok((Backend::mount(dir, direct)?, dir.display().to_string()))
