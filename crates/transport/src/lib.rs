@@ -7,6 +7,7 @@
 //! Architecture invariant: no knowledge of opcodes or bodies; a transport checks frames
 //! (checksums, lengths) and nothing else.
 
+mod pool;
 pub mod rdma;
 mod tcp;
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::pool;
 use crate::{Connection, Listener, MsgReceiver, MsgSender, Transport, TransportError};
 
 /// Socket buffer for reads; large enough that small messages come in one syscall.
@@ -127,21 +128,23 @@ impl MsgReceiver for TcpReceiver {
         } else {
             // bulk_len was checked against MAX_BULK_BYTES when the header was decoded.
             let total = header.bulk_len;
-            // Filled straight from the socket, frame by frame, without zeroing it first.
-            let mut bulk = BytesMut::with_capacity(total as usize);
-            while (bulk.len() as u64) < total {
+            // Filled straight from the socket, frame by frame, without zeroing it first, in
+            // a buffer used again once the bulk is dropped.
+            let mut bulk = pool::take(total as usize);
+            let buf = &mut bulk.buf;
+            while (buf.len() as u64) < total {
                 let mut bh = [0u8; BULK_HEADER_BYTES];
                 self.r.read_exact(&mut bh).await?;
-                let fh = BulkFrameHeader::decode(&bh, header.xid, total - bulk.len() as u64)?;
-                let start = bulk.len();
+                let fh = BulkFrameHeader::decode(&bh, header.xid, total - buf.len() as u64)?;
+                let start = buf.len();
                 let end = start + fh.len as usize;
-                while bulk.len() < end {
-                    let want = (end - bulk.len()) as u64;
-                    if (&mut self.r).take(want).read_buf(&mut bulk).await? == 0 {
+                while buf.len() < end {
+                    let want = (end - buf.len()) as u64;
+                    if (&mut self.r).take(want).read_buf(buf).await? == 0 {
                         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
                     }
                 }
-                fh.check(&bulk[start..end])?;
+                fh.check(&buf[start..end])?;
             }
             bulk.freeze()
         };
