@@ -341,7 +341,8 @@ impl Osd {
             (end, obj.map.lookup(b0, blocks_for(end)))
         };
         let n_blocks = blocks_for(end) - b0;
-        let mut buf = AlignedBuf::zeroed(usize_of(n_blocks * BLOCK_BYTES_U64));
+        let mut buf = AlignedBuf::stale(usize_of(n_blocks * BLOCK_BYTES_U64));
+        zero_unread(&mut buf, b0, &runs);
         self.fetch(oid, b0, &runs, &mut buf)?;
         let start = usize_of(offset - b0 * BLOCK_BYTES_U64);
         let stop = start + usize_of(end - offset);
@@ -565,9 +566,12 @@ impl Osd {
                 .collect();
             (runs, in_place)
         };
-        let mut buf = AlignedBuf::zeroed(usize_of((b1 - b0) * BLOCK_BYTES_U64));
-        self.fetch(oid, b0, &edges, &mut buf)?;
+        // Every byte is written below: the data, and around it zeros or the edge blocks.
+        let mut buf = AlignedBuf::stale(usize_of((b1 - b0) * BLOCK_BYTES_U64));
         let at = usize_of(offset - b0 * BLOCK_BYTES_U64);
+        buf[..at].fill(0);
+        buf[at + data.len()..].fill(0);
+        self.fetch(oid, b0, &edges, &mut buf)?;
         buf[at..at + data.len()].copy_from_slice(data);
         let extents = self.write_blocks(oid, b0, &mut buf, RESERVED_BLOCKS, &in_place)?;
         match self.commit(Op::Record(Record::Write {
@@ -985,4 +989,22 @@ fn load_checkpoint(dev: &dyn BlockDev, geo: &Geometry) -> Result<(CkptHeader, In
     Err(OsdError::Corrupt(
         "no valid checkpoint in either slot".into(),
     ))
+}
+
+/// Zeroes the blocks of `buf` (logical blocks from `b0` on) that `runs` do not fill when
+/// fetched: holes, and preallocated blocks, which read as zeros.
+fn zero_unread(buf: &mut [u8], b0: u64, runs: &[MappedRun]) {
+    let block = BLOCK_BYTES as usize;
+    let mut filled_to = 0usize;
+    for run in runs.iter().filter(|r| !r.prealloc) {
+        let start = usize_of(run.logical.saturating_sub(b0)) * block;
+        let stop = start + run.crcs.len() * block;
+        if let Some(gap) = buf.get_mut(filled_to..start.min(buf.len())) {
+            gap.fill(0);
+        }
+        filled_to = filled_to.max(stop);
+    }
+    if let Some(rest) = buf.get_mut(filled_to.min(buf.len())..) {
+        rest.fill(0);
+    }
 }

@@ -171,6 +171,65 @@ fn random_ops_match_a_model_and_survive_reopen() {
     assert_no_leak(&osd);
 }
 
+/// I/O buffers of 64 KiB and more are pooled and not zeroed when taken (reads and writes
+/// fill every byte themselves): a buffer that held other data must never show it through a
+/// hole, a preallocated block, or around a partial write.
+#[test]
+fn reused_buffers_never_show_old_bytes() {
+    let dev = mem_dev(64 * MIB, None);
+    let osd = open_mem(&dev);
+    let junk_oid = osd.precreate(1).unwrap();
+    // Leaves pooled buffers of the sizes used below full of 0xA5 (written, then read).
+    let pollute = || {
+        for len in [100_000, MIB as usize, MIB as usize + 4096] {
+            osd.write(junk_oid, 0, &vec![0xA5u8; len], t(1)).unwrap();
+            let back = osd.read(junk_oid, 0, len as u32).unwrap();
+            assert!(back.iter().all(|&b| b == 0xA5));
+        }
+    };
+    for round in 0..3 {
+        let oid = osd.precreate(1).unwrap();
+        // A hole, one written block, a hole to the end.
+        osd.write(oid, 300_000, b"middle", t(2)).unwrap();
+        osd.punch(oid, MIB).unwrap();
+        pollute();
+        let got = osd.read(oid, 0, MIB as u32).unwrap();
+        let nonzero: Vec<usize> = (0..got.len()).filter(|&i| got[i] != 0).collect();
+        assert_eq!(
+            nonzero,
+            (300_000..300_006).collect::<Vec<_>>(),
+            "round {round}: hole"
+        );
+
+        // Preallocated blocks, one of them written partly in place.
+        let oid = osd.precreate(1).unwrap();
+        osd.fallocate(oid, 0, MIB, false, t(3)).unwrap();
+        pollute();
+        osd.write(oid, 4096 + 10, &[b'p'; 70_000], t(4)).unwrap();
+        pollute();
+        let got = osd.read(oid, 0, MIB as u32).unwrap();
+        assert_eq!(got.len(), MIB as usize);
+        for (i, &b) in got.iter().enumerate() {
+            let want = if (4106..74_106).contains(&i) { b'p' } else { 0 };
+            assert_eq!(b, want, "round {round}: preallocated, byte {i}");
+        }
+
+        // A write at an unaligned offset into nothing: zeros before it in its first block
+        // and after it in its last.
+        let oid = osd.precreate(1).unwrap();
+        osd.punch(oid, 200_000).unwrap();
+        pollute();
+        osd.write(oid, 5000, &[b'x'; 70_000], t(5)).unwrap();
+        pollute();
+        let got = osd.read(oid, 0, 200_000).unwrap();
+        assert_eq!(got.len(), 200_000);
+        for (i, &b) in got.iter().enumerate() {
+            let want = if (5000..75_000).contains(&i) { b'x' } else { 0 };
+            assert_eq!(b, want, "round {round}: around a partial write, byte {i}");
+        }
+    }
+}
+
 #[test]
 fn holes_read_as_zeros_and_reads_stop_at_the_end() {
     let dev = mem_dev(32 * MIB, None);

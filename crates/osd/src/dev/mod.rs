@@ -105,6 +105,17 @@ fn pool_class(size: usize) -> Option<usize> {
 impl AlignedBuf {
     /// `len` zero bytes (the allocation is rounded up to the alignment, or the pool class).
     pub fn zeroed(len: usize) -> AlignedBuf {
+        AlignedBuf::take(len, true)
+    }
+
+    /// `len` bytes holding whatever the buffer last held (zeros when it is fresh; pooled
+    /// memory was zeroed when allocated and holds only bytes written since): for callers
+    /// that write every byte they will read, so that no time goes into zeroing first.
+    pub fn stale(len: usize) -> AlignedBuf {
+        AlignedBuf::take(len, false)
+    }
+
+    fn take(len: usize, zero: bool) -> AlignedBuf {
         let size = len.max(1).next_multiple_of(IO_ALIGN_BYTES);
         if let Some(class) = pool_class(size) {
             let size = POOL_MIN_BYTES << class;
@@ -112,8 +123,10 @@ impl AlignedBuf {
                 .expect("pool classes are small powers of two");
             let spare = lock(&POOL).get_mut(class).and_then(Vec::pop);
             if let Some(Spare(ptr)) = spare {
-                // SAFETY: a pooled allocation of `size >= len` bytes that nobody else uses.
-                unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+                if zero {
+                    // SAFETY: a pooled allocation of `size >= len` bytes nobody else uses.
+                    unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+                }
                 return AlignedBuf { ptr, len, layout };
             }
             return AlignedBuf::fresh(len, layout);
