@@ -29,6 +29,7 @@ use sheen_client::{
 use sheen_wire::{xattr_flags, FlockKind, FlockOp, FlockReq, FlockType};
 use tracing::{debug, warn, Instrument};
 
+use crate::behind::WritesInFlight;
 use crate::convert::{self, errno, fid, file_attr};
 use crate::limits;
 use crate::state::{relatime_due, Atime, Handle, OpenFiles};
@@ -63,6 +64,8 @@ struct Inner {
     /// (inode, kernel lock owner) pairs that may hold file locks on the MDS: a close
     /// (FLUSH, or RELEASE for flock locks) of another costs no RPC.
     lock_owners: Mutex<HashSet<(u64, u64)>>,
+    /// Writes answered before they are on the OSTs (`crate::behind`).
+    writes: Arc<WritesInFlight>,
 }
 
 /// An open directory: the entries last fetched, so that the kernel's successive readdir
@@ -151,6 +154,7 @@ impl SheenFs {
                 dirs: Mutex::new(HashMap::new()),
                 next_dir_fh: AtomicU64::new(1),
                 lock_owners: Mutex::new(HashSet::new()),
+                writes: WritesInFlight::new(),
             }),
             runtime,
         }
@@ -428,6 +432,8 @@ impl Inner {
         writers: u32,
     ) -> FsResult<FileAttr> {
         let ino = attr.fid.to_ino();
+        // This client's writes answered early are part of the size.
+        self.writes.settle(ino).await;
         let stale = self.take_stale(ino);
         let (glimpsed, objects_mtime) = if writers > 0 || stale {
             self.glimpse(attr, layout).await?
@@ -524,6 +530,7 @@ impl Inner {
 
     async fn setattr(&self, ino: INodeNo, set: SetAttr) -> FsResult<FileAttr> {
         self.check_writable()?;
+        self.writes.settle(ino.0).await;
         let fid = fid(ino)?;
         let size = set.size;
         let explicit_mtime = matches!(set.mtime, Some(TimeSet::At(_)));
@@ -598,6 +605,7 @@ impl Inner {
             .map_err(|e| errno("open", &e))?;
         let truncate = write && flags & libc::O_TRUNC != 0 && attr.is_reg();
         if truncate {
+            self.writes.settle(ino.0).await;
             let set = SetAttr {
                 size: Some(0),
                 mtime: Some(TimeSet::Now),
@@ -720,6 +728,8 @@ impl Inner {
     }
 
     async fn read_data(&self, ino: INodeNo, offset: u64, size: u32) -> FsResult<Bytes> {
+        // What this client's writes answered early put there.
+        self.writes.settle(ino.0).await;
         let (layout, mut file_size) = self.io_view(ino).await?;
         let stale = self.marks.stale().contains(&ino.0);
         if stale || offset.saturating_add(u64::from(size)) > file_size {
@@ -738,20 +748,52 @@ impl Inner {
             .map_err(|e| errno("read", &e))
     }
 
-    async fn write(&self, ino: INodeNo, fh: FileHandle, offset: u64, data: Bytes) -> FsResult<u32> {
+    /// Writes; answered before the data is on the OSTs when write-behind may (`behind`).
+    async fn write(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: Bytes,
+        flags: i32,
+    ) -> FsResult<u32> {
         let len = u32::try_from(data.len()).map_err(|_| Errno::EFBIG)?;
+        if let Some(e) = self.writes.error(ino.0) {
+            // An earlier write of this file failed after it was answered.
+            return Err(e);
+        }
         let append = self.open_files().handle(fh.0).is_some_and(|h| h.append);
+        let synchronous = flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0;
+        let room = if synchronous {
+            None
+        } else {
+            self.writes.room(u64::from(len)).await
+        };
         let (layout, file_size) = self.io_view(ino).await?;
         let offset = if append {
             offset.max(file_size)
         } else {
             offset
         };
-        let end = self
+        let end = offset.saturating_add(u64::from(len));
+        let reservation = self.writes.reserve(ino.0, offset, end).await;
+        let behind = room.is_some() && self.writes.space_for(&self.client, &layout, u64::from(len));
+        let locked = self
             .client
-            .write(fid(ino)?, &layout, offset, data)
+            .lock_write(fid(ino)?, &layout, offset, data)
             .await
             .map_err(|e| errno("write", &e))?;
+        let end = locked.end();
+        match room {
+            Some(room) if behind => {
+                self.writes
+                    .send_behind(reservation, locked, room, |e| errno("write", e));
+            }
+            _ => {
+                locked.send().await.map_err(|e| errno("write", &e))?;
+                drop(reservation);
+            }
+        }
         self.open_files().wrote(ino.0, end);
         Ok(len)
     }
@@ -776,6 +818,7 @@ impl Inner {
             .ok()
             .filter(|m| sheen_wire::falloc::is_supported(*m))
             .ok_or(Errno::EOPNOTSUPP)?;
+        self.writes.settle(ino.0).await;
         let (layout, file_size) = self.io_view(ino).await?;
         let grown = self
             .client
@@ -789,7 +832,17 @@ impl Inner {
     }
 
     /// Reports a size or mtime made stale by writes to the MDS.
+    /// Waits for the writes answered early first, and returns the error one of them left.
     async fn flush_size(&self, ino: INodeNo) -> FsResult<()> {
+        let failed = self.writes.settle_and_take_error(ino.0).await;
+        let reported = self.report_size(ino).await;
+        match failed {
+            Some(e) => Err(e),
+            None => reported,
+        }
+    }
+
+    async fn report_size(&self, ino: INodeNo) -> FsResult<()> {
         let Some(mut update) = self.open_files().take_flush(ino.0) else {
             return Ok(());
         };
@@ -843,7 +896,7 @@ impl Inner {
             // size it had.
             warn!(
                 ino = ino.0,
-                "size report at last close failed; the MDS size may be short"
+                "a write answered early or the size report at last close failed"
             );
         }
         self.open_files().release(fh.0);
@@ -1532,14 +1585,14 @@ impl Filesystem for SheenFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         // The one copy of the write path: out of fuser's request buffer.
         let data = Bytes::copy_from_slice(data);
         self.spawn("write", ino, |fs| async move {
-            match fs.write(ino, fh, offset, data).await {
+            match fs.write(ino, fh, offset, data, flags.0).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
             }
@@ -1560,6 +1613,13 @@ impl Filesystem for SheenFs {
         // goes to the MDS at the last close (release) and at fsync. The one exception: a
         // close drops the POSIX locks of the closing owner (the kernel leaves that to
         // FLUSH), which the MDS must have done before close(2) returns.
+        // Writes answered early are not waited for either (a close in a child that is
+        // about to exec must not hang on an OSS that does not answer): the error one of them
+        // already left is this close's, one that comes later is fsync's or the next write's.
+        if let Some(e) = self.inner.writes.take_error(ino.0) {
+            reply.error(e);
+            return;
+        }
         if !self.inner.lock_owners().contains(&(ino.0, lock_owner.0)) {
             reply.ok();
             return;

@@ -27,6 +27,14 @@ pub const READDIRPLUS_BATCH: u32 = 256;
 /// Entries fetched per MDS_READDIR_PLUS when the lock LRU has no room: their attributes come
 /// without locks and serve only the request that fetched them.
 pub const READDIRPLUS_UNLOCKED_BATCH: u32 = 64;
+/// Most bytes of writes a mount answers before they are on the OSTs (write-behind), all
+/// files together; a write waits for room beyond it.
+pub const BEHIND_MAX_BYTES: u64 = 32 << 20;
+/// Free space every OST of a file keeps beyond a write for it to be answered early (less
+/// what the mount wrote since it last looked); nearer full, writes are synchronous.
+pub const BEHIND_SPACE_MARGIN: u64 = 64 << 20;
+/// How old the mount's view of its OSTs' free space may get before it looks again.
+pub const BEHIND_SPACE_RECHECK: Duration = Duration::from_secs(1);
 /// `st_blksize` reported to applications: the I/O size that fills one OST RPC.
 pub const BLKSIZE: u32 = 1 << 20;
 /// Threads reading requests from /dev/fuse by default (the work itself runs on tokio).

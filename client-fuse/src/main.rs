@@ -8,6 +8,7 @@
 //! This binary is only the FUSE adapter: fuser callbacks (in `fs`) become
 //! `sheen_client::Client` calls on a tokio runtime.
 
+mod behind;
 mod convert;
 mod daemon;
 mod fs;

@@ -18,6 +18,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used)]
 
+mod behind;
 mod concurrent;
 mod eviction;
 mod locks;

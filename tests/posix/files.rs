@@ -1050,6 +1050,46 @@ pub fn fallocate_across_mounts_and_osts(m: &mut crate::Mounted) {
     m.cluster.unmount(&other).unwrap();
 }
 
+/// Writes through one descriptor until the OST is full: writes are answered before they are
+/// on the OSTs only while the OSTs have room to spare, so the ENOSPC comes back from the
+/// write(2) that did not fit, never later from a write already answered; close and fsync
+/// then succeed, and every byte answered is there.
+pub fn writes_until_the_ost_is_full(m: &mut crate::Mounted) {
+    let f = m.mnt.join("full");
+    let lfs = m.cluster.bin("lfs");
+    sheen_tests::run_ok(
+        &lfs,
+        &["setstripe", "-c", "1", "-i", "0", f.to_str().unwrap()],
+    );
+    let fd = ok(open(&f, libc::O_WRONLY, 0), "open");
+    let chunk = pattern(77, MIB);
+    let mut written = 0usize;
+    let error = loop {
+        match fd.write(&chunk) {
+            Ok(n) => {
+                assert_eq!(n, MIB, "a short write at {written}");
+                written += n;
+            }
+            Err(e) => break e,
+        }
+        assert!(written <= 256 * MIB, "more written than the OST holds");
+    };
+    assert_eq!(error, libc::ENOSPC, "after {written} bytes");
+    assert!(
+        written >= 128 * MIB,
+        "only {written} bytes fit on a 256 MiB OST"
+    );
+    ok(fd.fsync(), "fsync after ENOSPC");
+    ok(fd.close(), "close after ENOSPC");
+    assert_eq!(ok(stat(&f), "stat").st_size as usize, written);
+    let fd = ok(open(&f, libc::O_RDONLY, 0), "open to read");
+    let mut back = vec![0u8; MIB];
+    for at in (0..written).step_by(MIB) {
+        assert_eq!(ok(fd.pread_into(&mut back, at as i64), "read"), MIB);
+        assert!(back == chunk, "the MiB at {at} is not what was written");
+    }
+}
+
 /// truncate and ftruncate change mtime and ctime (the kernel sends FUSE a size-only setattr;
 /// the MDS moves mtime with the size).
 fn truncate_moves_mtime(d: &Path) {

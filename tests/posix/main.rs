@@ -165,3 +165,10 @@ fn fallocate_across_mounts_and_osts() {
     files::fallocate_across_mounts_and_osts(&mut m);
     m.cluster.stop().unwrap();
 }
+
+#[test]
+fn writes_until_the_ost_is_full() {
+    let mut m = Mounted::start();
+    files::writes_until_the_ost_is_full(&mut m);
+    m.cluster.stop().unwrap();
+}

@@ -102,6 +102,14 @@ impl Drop for Fd {
 }
 
 impl Fd {
+    /// close(2), with its result (dropping an `Fd` closes it and ignores the result).
+    pub fn close(self) -> Sys<()> {
+        let fd = self.0;
+        std::mem::forget(self);
+        // SAFETY: we own the descriptor, and `forget` keeps Drop from closing it again.
+        check(unsafe { libc::close(fd) }).map(drop)
+    }
+
     pub fn write(&self, data: &[u8]) -> Sys<usize> {
         // SAFETY: valid buffer of data.len() bytes.
         check_size(unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) })

@@ -37,7 +37,7 @@ use sheen_wire::{
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
-use crate::io_plan::{assemble_read, plan_range, plan_read, plan_write};
+use crate::io_plan::{assemble_read, plan_range, plan_read, plan_write, WritePiece};
 use crate::limits;
 use crate::locks::{
     CacheInvalidator, Held, Invalidation, Locks, Reopen, ServerCallbacks, Target, ATTR_BITS,
@@ -61,6 +61,70 @@ pub(crate) struct ReadUnder {
     pub(crate) data: Bytes,
     held: Vec<Held>,
     changes: u64,
+}
+
+/// A write holding its PW locks, not sent yet ([`Client::lock_write`]). Dropped unsent, it
+/// gives its locks back and writes nothing.
+pub struct LockedWrite {
+    client: Client,
+    fid: Fid,
+    /// `None` for an empty write.
+    stripe: Option<StripeLayout>,
+    pieces: Vec<WritePiece>,
+    data: Bytes,
+    end: u64,
+    mtime: Timespec,
+    held: Vec<Held>,
+}
+
+impl LockedWrite {
+    /// Where the write ends in the file (`offset + len`).
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Sends every piece to its OST in parallel, then gives the locks back; returns once
+    /// every OST replied (the data is durable), with the write's end.
+    pub async fn send(mut self) -> Result<u64, ClientError> {
+        let Some(stripe) = self.stripe.take() else {
+            return Ok(self.end);
+        };
+        let client = &self.client;
+        let writes = self.pieces.iter().map(|p| {
+            // The plan covers [0, len) of the buffer exactly.
+            let bulk = self
+                .data
+                .slice(p.buf_offset as usize..(p.buf_offset + p.len) as usize);
+            let stripe = &stripe;
+            let mtime = self.mtime;
+            async move {
+                let obj = stripe_object(stripe, p.stripe_idx)?;
+                let req = OstWriteReq {
+                    oid: obj.oid,
+                    offset: p.obj_offset,
+                    mtime,
+                };
+                let (_, _): (OstWriteReply, Bytes) = client
+                    .ost_call(obj.ost_idx, Opcode::OstWrite, &req, bulk)
+                    .await?;
+                Ok(())
+            }
+        });
+        let written = join_all(writes).await;
+        let held = std::mem::take(&mut self.held);
+        self.client.unlock_changed(self.fid, held);
+        all_ok(written)?;
+        Ok(self.end)
+    }
+}
+
+impl Drop for LockedWrite {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            self.client.unlock(held);
+        }
+    }
 }
 
 /// A file created and opened by [`Client::create_open`].
@@ -1553,6 +1617,23 @@ impl Client {
         offset: u64,
         data: Bytes,
     ) -> Result<u64, ClientError> {
+        self.lock_write(fid, layout, offset, data)
+            .await?
+            .send()
+            .await
+    }
+
+    /// The first half of [`Client::write`]: takes the PW locks the write needs and returns
+    /// it, ready to [`LockedWrite::send`]. From here on the write is ordered before anything
+    /// another client does to the range: a conflicting lock waits until it is sent and
+    /// answered (a mount can answer the application at this point and send it behind).
+    pub async fn lock_write(
+        &self,
+        fid: Fid,
+        layout: &Layout,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<LockedWrite, ClientError> {
         let len = data.len() as u64;
         if len > limits::MAX_IO_BYTES {
             return Err(ClientError::TooLarge {
@@ -1564,44 +1645,44 @@ impl Client {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| ClientError::Invalid(format!("write of {len} bytes at {offset}")))?;
+        let mut write = LockedWrite {
+            client: self.clone(),
+            fid,
+            stripe: None,
+            pieces: Vec::new(),
+            data,
+            end,
+            mtime: Timespec::now(),
+            held: Vec::new(),
+        };
         if len == 0 {
-            return Ok(end);
+            return Ok(write);
         }
         let (stripe, geom) = plain_geometry(layout)?;
-        let mtime = Timespec::now();
-        let pieces = plan_write(
+        write.pieces = plan_write(
             &geom,
             offset,
             len,
             u64::from(self.inner.config.max_rpc_bytes),
         );
-        let extents = pieces
+        // Refused here, not by the OST once the write may have been answered.
+        let max = sheen_wire::limits::MAX_OBJECT_BYTES;
+        if let Some(p) = write.pieces.iter().find(|p| p.obj_offset + p.len > max) {
+            return Err(ClientError::FileTooBig {
+                end: p.obj_offset + p.len,
+                max,
+            });
+        }
+        let extents = write
+            .pieces
             .iter()
             .map(|p| (p.stripe_idx, p.obj_offset, p.len))
             .collect::<Vec<_>>();
-        let held = self
+        write.held = self
             .lock_objects(fid, stripe, LockMode::Pw, &extents)
             .await?;
-        let writes = pieces.iter().map(|p| {
-            // The plan covers [0, len) of the buffer exactly.
-            let bulk = data.slice(p.buf_offset as usize..(p.buf_offset + p.len) as usize);
-            async move {
-                let obj = stripe_object(stripe, p.stripe_idx)?;
-                let req = OstWriteReq {
-                    oid: obj.oid,
-                    offset: p.obj_offset,
-                    mtime,
-                };
-                let (_, _): (OstWriteReply, Bytes) = self
-                    .ost_call(obj.ost_idx, Opcode::OstWrite, &req, bulk)
-                    .await?;
-                Ok(())
-            }
-        });
-        let written = join_all(writes).await;
-        self.unlock_changed(fid, held);
-        all_ok(written)?;
-        Ok(end)
+        write.stripe = Some(stripe.clone());
+        Ok(write)
     }
 
     /// fallocate(2) on `[offset, offset + len)` of a file of `file_size` bytes (as the

@@ -45,6 +45,9 @@ pub enum ClientError {
         len: u64,
         max: u64,
     },
+    /// A write that would make an object larger than an OST holds.
+    #[error("a write to {end} bytes of an object is past the largest object ({max} bytes)")]
+    FileTooBig { end: u64, max: u64 },
     /// An argument the operation cannot accept.
     #[error("invalid argument: {0}")]
     Invalid(String),
@@ -77,6 +80,7 @@ impl ClientError {
             ClientError::Protocol { .. } => Errno::EPROTO,
             ClientError::NameTooLong { .. } => Errno::ENAMETOOLONG,
             ClientError::TooLarge { .. } => Errno(libc::E2BIG),
+            ClientError::FileTooBig { .. } => Errno::EFBIG,
             ClientError::Invalid(_) => Errno::EINVAL,
             ClientError::NotSymlink => Errno::EINVAL,
             ClientError::Unsupported(_) => Errno::EOPNOTSUPP,

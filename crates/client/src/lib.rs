@@ -23,7 +23,7 @@ mod opens;
 mod readahead;
 mod spec;
 
-pub use client::{ping_nid, Client, ClientConfig, Created, ReaddirPlusEntry};
+pub use client::{ping_nid, Client, ClientConfig, Created, LockedWrite, ReaddirPlusEntry};
 pub use error::ClientError;
 pub use locks::{CacheInvalidator, ATTR_BITS, INVALIDATE_WAIT};
 pub use readahead::FileReader;

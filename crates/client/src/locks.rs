@@ -272,9 +272,11 @@ impl Locks {
     }
 
     /// A glimpse of object `oid` of OST `ost_idx` (file `fid`): unless a lock on the whole
-    /// object is held already, a PR lock on it if the OST can grant one at once, whose grant
-    /// carries the object's size. `None` when no size came that way (a lock was held, or a
-    /// writer holds the object): ask the OST for the size.
+    /// object is held already (`None`: ask the OST for the size), a PR lock on it, whose
+    /// grant carries the object's size. Granted at once when nobody writes the object;
+    /// otherwise the writers' PW locks are called back first, so that writes a writer's
+    /// mount acknowledged and still sends (write-behind) are in the size (Lustre asks the
+    /// writers for their size instead, with a glimpse callback).
     pub(crate) async fn glimpse(
         &self,
         fid: Fid,
@@ -302,14 +304,31 @@ impl Locks {
             .call::<_, EnqueueReply>(Opcode::LdlmEnqueue, ost_idx, &req)
             .await;
         match result {
-            Ok(reply) => {
-                let held = self.insert(target, &reply)?;
-                self.release_now(held);
-                Ok(reply.lvb.map(|l| (l.size, l.mtime)))
+            Ok(reply) => self.glimpsed(target, &reply),
+            Err(e) if e.errno() == Errno::EAGAIN => {
+                let req = EnqueueReq {
+                    desc: wanted,
+                    flags: 0,
+                };
+                let reply: EnqueueReply = self
+                    .import(target)?
+                    .call(Opcode::LdlmEnqueue, ost_idx, &req)
+                    .await?;
+                self.glimpsed(target, &reply)
             }
-            Err(e) if e.errno() == Errno::EAGAIN => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The size and mtime a glimpse's grant carries; the lock stays cached, unused.
+    fn glimpsed(
+        &self,
+        target: Target,
+        reply: &EnqueueReply,
+    ) -> Result<Option<(u64, sheen_wire::msg::Timespec)>, ClientError> {
+        let held = self.insert(target, reply)?;
+        self.release_now(held);
+        Ok(reply.lvb.map(|l| (l.size, l.mtime)))
     }
 
     /// Whether every `(ost, oid)` has a held PR or PW lock on the whole object, not called

@@ -16,8 +16,8 @@ pub const IO_ALIGN_BYTES: usize = 4096;
 pub const MAX_IO_BYTES: u32 = 16 << 20;
 /// Most data blocks one request touches (a write may also read a head and a tail block).
 pub const MAX_IO_BLOCKS: u64 = MAX_IO_BYTES as u64 / BLOCK_BYTES_U64 + 1;
-/// Largest object size (16 TiB, as ldiskfs with 4 KiB blocks).
-pub const MAX_OBJECT_BYTES: u64 = 1 << 44;
+/// Largest object size (16 TiB, as ldiskfs with 4 KiB blocks): the protocol's.
+pub const MAX_OBJECT_BYTES: u64 = sheen_wire::limits::MAX_OBJECT_BYTES;
 /// Most blocks in one extent of a block map (memory and record sizes stay bounded).
 pub const MAX_EXTENT_BLOCKS: u32 = 8192;
 /// Most objects one precreate call makes.

@@ -5,6 +5,9 @@
 pub const MAX_BODY_BYTES: u32 = 4 << 20;
 /// Largest bulk transfer attached to one message (one RPC moves at most this much data).
 pub const MAX_BULK_BYTES: u64 = 16 << 20;
+/// Largest object an OST holds (16 TiB, as ldiskfs with 4 KiB blocks): a write past it is
+/// EFBIG.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 44;
 /// Bulk data is cut into frames of at most this size, each with its own crc32c.
 pub const BULK_FRAME_BYTES: u32 = 1 << 20;
 /// Longest name in a directory (POSIX NAME_MAX).
