@@ -232,14 +232,7 @@ impl Locks {
         if upgraded {
             self.send_cancels(target, own).await;
         }
-        let req = EnqueueReq {
-            desc: wanted,
-            flags: 0,
-        };
-        let reply: EnqueueReply = self
-            .import(target)?
-            .call(Opcode::LdlmEnqueue, ost_idx, &req)
-            .await?;
+        let reply = self.enqueue(target, wanted, 0).await?;
         let held = self.insert(target, &reply)?;
         if upgraded {
             // Another client may have written between our PR and this PW: drop the cache
@@ -295,29 +288,28 @@ impl Locks {
                 return Ok(None);
             }
         }
-        let req = EnqueueReq {
-            desc: wanted,
-            flags: ldlm_flags::BLOCK_NOWAIT,
-        };
-        let result = self
-            .import(target)?
-            .call::<_, EnqueueReply>(Opcode::LdlmEnqueue, ost_idx, &req)
-            .await;
-        match result {
+        match self.enqueue(target, wanted, ldlm_flags::BLOCK_NOWAIT).await {
             Ok(reply) => self.glimpsed(target, &reply),
             Err(e) if e.errno() == Errno::EAGAIN => {
-                let req = EnqueueReq {
-                    desc: wanted,
-                    flags: 0,
-                };
-                let reply: EnqueueReply = self
-                    .import(target)?
-                    .call(Opcode::LdlmEnqueue, ost_idx, &req)
-                    .await?;
+                let reply = self.enqueue(target, wanted, 0).await?;
                 self.glimpsed(target, &reply)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Asks `target` for the lock `desc` (LDLM_ENQUEUE with `flags`).
+    async fn enqueue(
+        &self,
+        target: Target,
+        desc: LockDesc,
+        flags: u64,
+    ) -> Result<EnqueueReply, ClientError> {
+        let req = EnqueueReq { desc, flags };
+        Ok(self
+            .import(target)?
+            .call(Opcode::LdlmEnqueue, target.index(), &req)
+            .await?)
     }
 
     /// The size and mtime a glimpse's grant carries; the lock stays cached, unused.
