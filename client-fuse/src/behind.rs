@@ -16,8 +16,9 @@
 //!   failed writeback. A close does not wait for writes in flight (every close of every
 //!   descriptor sends FLUSH, also one in a child about to exec); fsync does.
 //! - **Space.** Only while every OST of the file had at least [`limits::BEHIND_SPACE_MARGIN`]
-//!   free at the last look (statfs at most once a second, less what this mount wrote since);
-//!   nearer full, writes are synchronous, so ENOSPC reaches the write(2) that caused it.
+//!   free at the last look (statfs at mount and then at most once a second, less what this
+//!   mount wrote since; a look older than [`limits::BEHIND_SPACE_TOO_OLD`] does not count);
+//!   otherwise writes are synchronous, so ENOSPC reaches the write(2) that caused it.
 //!   (Lustre reserves space per client instead, with grants; several clients filling the
 //!   same OSTs to within the margin in the same second can still see ENOSPC one write late.)
 //! - **Bounds.** At most [`limits::BEHIND_MAX_BYTES`] are in flight per mount; a write
@@ -218,19 +219,15 @@ impl WritesInFlight {
             return false;
         };
         let osts: Vec<u32> = stripe.objects.iter().map(|o| o.ost_idx).collect();
+        self.look_at_space_if_old(client);
         let mut space = self.space();
-        let fresh = space
+        // No answer yet, or none for long (the OSTs do not answer statfs): synchronous.
+        if space
             .at
-            .is_some_and(|at| at.elapsed() < limits::BEHIND_SPACE_RECHECK);
-        if !fresh && !space.asking {
-            space.asking = true;
-            let me = Arc::clone(self);
-            let client = client.clone();
-            tokio::spawn(async move { me.look_at_space(&client).await });
-        }
-        let Some(_) = space.at else {
+            .is_none_or(|at| at.elapsed() >= limits::BEHIND_SPACE_TOO_OLD)
+        {
             return false;
-        };
+        }
         let margin = limits::BEHIND_SPACE_MARGIN + len;
         let fits = !osts.is_empty()
             && osts.iter().all(|ost| {
@@ -244,6 +241,22 @@ impl WritesInFlight {
             }
         }
         fits
+    }
+
+    /// Asks the OSTs for their free space in the background, unless the last answer is
+    /// recent or a question is out (called at mount, so that the first writes may already
+    /// be answered early, and before every write).
+    pub(crate) fn look_at_space_if_old(self: &Arc<Self>, client: &Client) {
+        let mut space = self.space();
+        let fresh = space
+            .at
+            .is_some_and(|at| at.elapsed() < limits::BEHIND_SPACE_RECHECK);
+        if !fresh && !space.asking {
+            space.asking = true;
+            let me = Arc::clone(self);
+            let client = client.clone();
+            tokio::spawn(async move { me.look_at_space(&client).await });
+        }
     }
 
     async fn look_at_space(&self, client: &Client) {

@@ -1327,6 +1327,10 @@ impl Filesystem for SheenFs {
                 debug!(?cap, "kernel does not offer a FUSE capability");
             }
         }
+        // Write-behind needs the OSTs' free space: asked now, not at the first write.
+        let inner = Arc::clone(&self.inner);
+        self.runtime
+            .spawn(async move { inner.writes.look_at_space_if_old(&inner.client) });
         Ok(())
     }
 
