@@ -15,10 +15,14 @@
 //!   write, fsync, or a close (FLUSH) after the failure returns it, as the kernel reports
 //!   failed writeback. A close does not wait for writes in flight (every close of every
 //!   descriptor sends FLUSH, also one in a child about to exec); fsync does.
-//! - **Space.** Only while every OST of the file had at least [`limits::BEHIND_SPACE_MARGIN`]
-//!   free at the last look (statfs at mount and then at most once a second, less what this
-//!   mount wrote since; a look older than [`limits::BEHIND_SPACE_TOO_OLD`] does not count);
-//!   otherwise writes are synchronous, so ENOSPC reaches the write(2) that caused it.
+//! - **Only writer.** Only while this mount is the file's only writer, as the MDS counted
+//!   opens for writing under an attribute lock still held: another writer's glimpses ask
+//!   the OSTs (it holds a lock of its own on the objects), which would miss writes in flight.
+//! - **Space.** Only while every OST the write goes to has [`limits::BEHIND_SPACE_MARGIN`]
+//!   free beyond its part, as the last look said (statfs at mount and then at most once a
+//!   second) less what this mount sent it since; a look older than
+//!   [`limits::BEHIND_SPACE_TOO_OLD`] does not count. Otherwise writes are synchronous, so
+//!   ENOSPC reaches the write(2) that caused it.
 //!   (Lustre reserves space per client instead, with grants; several clients filling the
 //!   same OSTs to within the margin in the same second can still see ENOSPC one write late.)
 //! - **Bounds.** At most [`limits::BEHIND_MAX_BYTES`] are in flight per mount; a write
@@ -29,7 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use fuser::Errno;
-use sheen_client::{Client, ClientError, Layout, LockedWrite};
+use sheen_client::{Client, ClientError, Fid, Layout, LockedWrite};
+use sheen_layout::Geometry;
 use sheen_wire::TargetKind;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
@@ -43,6 +48,7 @@ pub(crate) struct WritesInFlight {
     changed: Notify,
     room: Arc<Semaphore>,
     space: Mutex<Space>,
+    asked: Mutex<Asked>,
 }
 
 #[derive(Default)]
@@ -57,6 +63,13 @@ struct Inode {
     writes: BTreeMap<u64, (u64, u64)>,
     /// The first error of a write answered early, not yet reported by a close or fsync.
     error: Option<Errno>,
+}
+
+/// When the mount last asked the MDS whether it is a file's only writer, per inode (so
+/// that a file whose answer cannot be had under a lock costs one question a second).
+#[derive(Default)]
+struct Asked {
+    at: HashMap<u64, Instant>,
 }
 
 /// What the mount knows of its OSTs' free space.
@@ -91,6 +104,7 @@ impl WritesInFlight {
             changed: Notify::new(),
             room: Arc::new(Semaphore::new(limits::BEHIND_MAX_BYTES as usize)),
             space: Mutex::new(Space::default()),
+            asked: Mutex::new(Asked::default()),
         })
     }
 
@@ -210,15 +224,30 @@ impl WritesInFlight {
         self.state().inodes.contains_key(&ino)
     }
 
-    /// Whether a write of `len` bytes to a file of `layout` may be answered before it is on
-    /// the OSTs: every OST of the file has the margin free (see the module doc). Counts the
-    /// write against them when it may; looks at the OSTs' space again when the last look is
-    /// a second old (in the background: until it is back, writes are synchronous).
-    pub(crate) fn space_for(self: &Arc<Self>, client: &Client, layout: &Layout, len: u64) -> bool {
+    /// Whether a write of `len` bytes at `offset` of a file of `layout` may be answered
+    /// before it is on the OSTs: every OST it writes to has the margin free beyond its part
+    /// (see the module doc). Counts the parts against the OSTs when it may; looks at the
+    /// OSTs' space again when the last look is a second old (in the background).
+    pub(crate) fn space_for(
+        self: &Arc<Self>,
+        client: &Client,
+        layout: &Layout,
+        offset: u64,
+        len: u64,
+    ) -> bool {
         let Some(stripe) = layout.as_plain() else {
             return false;
         };
-        let osts: Vec<u32> = stripe.objects.iter().map(|o| o.ost_idx).collect();
+        let Ok(geom) = Geometry::of(stripe) else {
+            return false;
+        };
+        let mut parts: HashMap<u32, u64> = HashMap::new();
+        for chunk in geom.split(offset, len) {
+            let Some(obj) = stripe.objects.get(chunk.stripe_idx as usize) else {
+                return false;
+            };
+            *parts.entry(obj.ost_idx).or_default() += chunk.len;
+        }
         self.look_at_space_if_old(client);
         let mut space = self.space();
         // No answer yet, or none for long (the OSTs do not answer statfs): synchronous.
@@ -228,16 +257,15 @@ impl WritesInFlight {
         {
             return false;
         }
-        let margin = limits::BEHIND_SPACE_MARGIN + len;
-        let fits = !osts.is_empty()
-            && osts.iter().all(|ost| {
+        let fits = !parts.is_empty()
+            && parts.iter().all(|(ost, part)| {
                 let free = space.free.get(ost).copied().unwrap_or(0);
                 let used = space.since.get(ost).copied().unwrap_or(0);
-                free.saturating_sub(used) >= margin
+                free.saturating_sub(used) >= limits::BEHIND_SPACE_MARGIN + part
             });
         if fits {
-            for ost in osts {
-                *space.since.entry(ost).or_default() += len;
+            for (ost, part) in parts {
+                *space.since.entry(ost).or_default() += part;
             }
         }
         fits
@@ -277,6 +305,38 @@ impl WritesInFlight {
         space.since.clear();
         space.at = Some(Instant::now());
         space.asking = false;
+    }
+
+    /// Whether this mount is the only writer of `fid` (inode `ino`): what the client knows,
+    /// or, at most once a second per inode, what the MDS says.
+    pub(crate) async fn sole_writer(&self, client: &Client, ino: u64, fid: Fid) -> bool {
+        if client.sole_writer(fid) {
+            return true;
+        }
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+            if asked
+                .at
+                .get(&ino)
+                .is_some_and(|at| at.elapsed() < limits::BEHIND_SPACE_RECHECK)
+            {
+                return false;
+            }
+            if asked.at.len() >= limits::BEHIND_ASKED_MAX {
+                asked.at.clear();
+            }
+            asked.at.insert(ino, Instant::now());
+        }
+        match client.learn_sole_writer(fid).await {
+            Ok(sole) => sole,
+            Err(e) => {
+                warn!(
+                    ino,
+                    "cannot tell whether this mount is the only writer: {e}"
+                );
+                false
+            }
+        }
     }
 
     /// Room for `len` more bytes in flight (waits while the mount has its most in flight).

@@ -777,7 +777,15 @@ impl Inner {
         };
         let end = offset.saturating_add(u64::from(len));
         let reservation = self.writes.reserve(ino.0, offset, end).await;
-        let behind = room.is_some() && self.writes.space_for(&self.client, &layout, u64::from(len));
+        // Only as the file's only writer: another writer's glimpses ask the OSTs.
+        let behind = room.is_some()
+            && self
+                .writes
+                .sole_writer(&self.client, ino.0, fid(ino)?)
+                .await
+            && self
+                .writes
+                .space_for(&self.client, &layout, offset, u64::from(len));
         let locked = self
             .client
             .lock_write(fid(ino)?, &layout, offset, data)

@@ -35,6 +35,9 @@ pub const BEHIND_MAX_BYTES: u64 = 32 << 20;
 pub const BEHIND_SPACE_MARGIN: u64 = 64 << 20;
 /// How old the mount's view of its OSTs' free space may get before it looks again.
 pub const BEHIND_SPACE_RECHECK: Duration = Duration::from_secs(1);
+/// Most inodes the mount remembers having asked the MDS about (whether it is their only
+/// writer); past it, it forgets them all.
+pub const BEHIND_ASKED_MAX: usize = 4096;
 /// How old that view may be and still allow write-behind (when statfs stops answering).
 pub const BEHIND_SPACE_TOO_OLD: Duration = Duration::from_secs(10);
 /// `st_blksize` reported to applications: the I/O size that fills one OST RPC.

@@ -283,6 +283,10 @@ struct Inner {
     /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
     /// before the question is still held.
     no_capability: std::sync::Mutex<UnderLock<()>>,
+    /// Opens for writing of files over all clients, as the MDS counted them under an
+    /// attribute lock still held (an open for writing elsewhere calls it back): whether this
+    /// client is a file's only writer ([`Client::sole_writer`]).
+    writers_known: std::sync::Mutex<UnderLock<u32>>,
     /// What this client changed of files' data, for what it read ahead ([`DataChanges`]).
     data_changes: DataChanges,
     root: Fid,
@@ -536,6 +540,7 @@ impl Client {
                 opens,
                 changed_dirs: Default::default(),
                 no_capability: Default::default(),
+                writers_known: Default::default(),
                 data_changes: DataChanges::new(),
                 fs_config,
                 mgs,
@@ -603,6 +608,47 @@ impl Client {
             .changed_dirs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writers_known(&self) -> std::sync::MutexGuard<'_, UnderLock<u32>> {
+        self.inner
+            .writers_known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this client is the only one with `fid` open for writing, as the MDS said under
+    /// an attribute lock still held; `false` when not known. A mount answers writes before
+    /// they reach the OSTs only then: another writer would not see them in its glimpses (it
+    /// holds a lock of its own on the objects and asks the OSTs instead).
+    pub fn sole_writer(&self, fid: Fid) -> bool {
+        let mut known = self.writers_known();
+        let Some(&(writers, lock)) = known.facts.get(&fid) else {
+            return false;
+        };
+        if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
+            known.facts.remove(&fid);
+            return false;
+        }
+        writers <= self.inner.opens.writes(fid)
+    }
+
+    /// [`Client::sole_writer`], asking the MDS (a getattr with the attribute lock) when it is
+    /// not known: after this client's own open for writing, which calls its attribute lock
+    /// back, or once another client's did.
+    pub async fn learn_sole_writer(&self, fid: Fid) -> Result<bool, ClientError> {
+        if self.sole_writer(fid) {
+            return Ok(true);
+        }
+        let known = {
+            let known = self.writers_known();
+            known.facts.get(&fid).map(|&(_, lock)| lock)
+        };
+        if known.is_some_and(|lock| self.inner.locks.all_held(MDT0_INDEX, &[lock])) {
+            return Ok(false);
+        }
+        self.getattr_locked(fid, None).await?;
+        Ok(self.sole_writer(fid))
     }
 
     fn no_capability(&self) -> std::sync::MutexGuard<'_, UnderLock<()>> {
@@ -844,6 +890,8 @@ impl Client {
         });
         if let Some(grant) = attr_lock {
             self.no_capability().insert(attr.fid, (), grant.handle);
+            self.writers_known()
+                .insert(attr.fid, reply.writers, grant.handle);
         }
         Ok(Created {
             attr,
@@ -1490,6 +1538,15 @@ impl Client {
         self.inner
             .locks
             .add_inode_locks(MDT0_INDEX, child, name.map(|n| (fid, n)), &reply.locks);
+        if reply.reply.attr.is_reg() {
+            let held = self
+                .inner
+                .locks
+                .inode_lock_handle(MDT0_INDEX, child, ATTR_BITS);
+            if let Some(lock) = held {
+                self.writers_known().insert(child, reply.writers, lock);
+            }
+        }
         Ok((reply.reply.attr, reply.reply.layout, reply.writers))
     }
 

@@ -269,7 +269,11 @@ impl Locks {
     /// grant carries the object's size. Granted at once when nobody writes the object;
     /// otherwise the writers' PW locks are called back first, so that writes a writer's
     /// mount acknowledged and still sends (write-behind) are in the size (Lustre asks the
-    /// writers for their size instead, with a glimpse callback).
+    /// writers for their size instead, with a glimpse callback). Not when this client holds
+    /// a conflicting lock on the object itself: that would call its own lock back and drop
+    /// its own pages while the kernel waits for the getattr this glimpse answers (the kernel
+    /// then throws the answer away). It is a writer then, and a mount writes behind only as
+    /// the file's only writer, so the OST's size is whole (`None`).
     pub(crate) async fn glimpse(
         &self,
         fid: Fid,
@@ -278,7 +282,7 @@ impl Locks {
     ) -> Result<Option<(u64, sheen_wire::msg::Timespec)>, ClientError> {
         let target = Target::Ost(ost_idx);
         let wanted = extent(LockMode::Pr, ost_idx, oid, 0, LOCK_EXTENT_EOF);
-        {
+        let own_conflict = {
             let mut st = self.state();
             st.owners.insert(wanted.resource, fid);
             let cache = st.caches.entry(target).or_default();
@@ -287,9 +291,14 @@ impl Locks {
                 self.release_now(Held { target, handle });
                 return Ok(None);
             }
-        }
+            cache
+                .locks_on(&wanted.resource)
+                .iter()
+                .any(|(_, d)| sheen_dlm::policy::conflicts(d, &wanted))
+        };
         match self.enqueue(target, wanted, ldlm_flags::BLOCK_NOWAIT).await {
             Ok(reply) => self.glimpsed(target, &reply),
+            Err(e) if e.errno() == Errno::EAGAIN && own_conflict => Ok(None),
             Err(e) if e.errno() == Errno::EAGAIN => {
                 let reply = self.enqueue(target, wanted, 0).await?;
                 self.glimpsed(target, &reply)
