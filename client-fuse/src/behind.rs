@@ -77,8 +77,7 @@ struct Asked {
 struct Space {
     /// Free bytes per OST index at the last statfs.
     free: HashMap<u32, u64>,
-    /// Bytes this mount wrote behind per OST since (an upper bound: a write counts fully
-    /// against every OST of its file).
+    /// Bytes this mount answered early per OST since (each write's part on that OST).
     since: HashMap<u32, u64>,
     at: Option<Instant>,
     asking: bool,
@@ -133,7 +132,7 @@ impl WritesInFlight {
     /// Reserves `[start, end)` of `ino` for a write, once no write reserved before overlaps
     /// it: the write is ordered after those, before any that come later.
     pub(crate) async fn reserve(&self, ino: u64, start: u64, end: u64) -> Reservation<'_> {
-        let end = end.max(start + 1);
+        let end = end.max(start.saturating_add(1));
         let overlaps = |st: &State| {
             st.inodes
                 .get(&ino)
