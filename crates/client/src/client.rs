@@ -622,33 +622,30 @@ impl Client {
     /// they reach the OSTs only then: another writer would not see them in its glimpses (it
     /// holds a lock of its own on the objects and asks the OSTs instead).
     pub fn sole_writer(&self, fid: Fid) -> bool {
-        let mut known = self.writers_known();
-        let Some(&(writers, lock)) = known.facts.get(&fid) else {
-            return false;
-        };
-        if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
-            known.facts.remove(&fid);
-            return false;
-        }
-        writers <= self.inner.opens.writes(fid)
+        self.known_sole_writer(fid) == Some(true)
     }
 
     /// [`Client::sole_writer`], asking the MDS (a getattr with the attribute lock) when it is
     /// not known: after this client's own open for writing, which calls its attribute lock
     /// back, or once another client's did.
     pub async fn learn_sole_writer(&self, fid: Fid) -> Result<bool, ClientError> {
-        if self.sole_writer(fid) {
-            return Ok(true);
-        }
-        let known = {
-            let known = self.writers_known();
-            known.facts.get(&fid).map(|&(_, lock)| lock)
-        };
-        if known.is_some_and(|lock| self.inner.locks.all_held(MDT0_INDEX, &[lock])) {
-            return Ok(false);
+        if let Some(sole) = self.known_sole_writer(fid) {
+            return Ok(sole);
         }
         self.getattr_locked(fid, None).await?;
         Ok(self.sole_writer(fid))
+    }
+
+    /// Whether this client is `fid`'s only writer, when the MDS's count of writers is known
+    /// under an attribute lock still held (a count whose lock is gone is forgotten).
+    fn known_sole_writer(&self, fid: Fid) -> Option<bool> {
+        let mut known = self.writers_known();
+        let &(writers, lock) = known.facts.get(&fid)?;
+        if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
+            known.facts.remove(&fid);
+            return None;
+        }
+        Some(writers <= self.inner.opens.writes(fid))
     }
 
     fn no_capability(&self) -> std::sync::MutexGuard<'_, UnderLock<()>> {

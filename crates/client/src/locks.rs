@@ -452,25 +452,24 @@ impl Locks {
         handles
     }
 
+    /// Whether `handle` of `target` is still held and not called back.
+    fn live(st: &State, target: Target, handle: LockHandle) -> bool {
+        st.caches
+            .get(&target)
+            .is_some_and(|c| c.desc(handle).is_some() && !c.is_cancel_pending(handle))
+    }
+
     /// Whether every lock of `held` (given back since) is still held and not called back.
     pub(crate) fn all_still_held(&self, held: &[Held]) -> bool {
         let st = self.state();
-        held.iter().all(|h| {
-            st.caches
-                .get(&h.target)
-                .is_some_and(|c| c.desc(h.handle).is_some() && !c.is_cancel_pending(h.handle))
-        })
+        held.iter().all(|h| Self::live(&st, h.target, h.handle))
     }
 
     /// Whether every MDT lock of `handles` is still held and not called back.
     pub(crate) fn all_held(&self, mdt: u32, handles: &[LockHandle]) -> bool {
         let st = self.state();
-        let Some(cache) = st.caches.get(&Target::Mdt(mdt)) else {
-            return false;
-        };
-        handles
-            .iter()
-            .all(|h| cache.desc(*h).is_some() && !cache.is_cancel_pending(*h))
+        let target = Target::Mdt(mdt);
+        st.caches.contains_key(&target) && handles.iter().all(|h| Self::live(&st, target, *h))
     }
 
     /// The names of `fid` this client handed to the kernel under a LOOKUP lock.

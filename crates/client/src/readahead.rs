@@ -13,7 +13,7 @@
 //! last one ended drops the window (the tasks finish and give their locks back on their
 //! own: an RPC is never cancelled half-way) and is read directly; the next one that follows
 //! it starts a new window. Tasks hold a slot each until their data is handed out or dropped,
-//! so one reader never has more than [`limits::READAHEAD_MAX_BYTES`] times two in memory,
+//! so one reader never has more than twice its window (`max_readahead_bytes`) in memory,
 //! however often it jumps.
 
 use std::collections::VecDeque;
