@@ -15,6 +15,7 @@ use sheen_wire::msg::{
     OstListReq, OstObject, STRIPE_COUNT_ALL, STRIPE_DEFAULT, STRIPE_OFFSET_ANY,
 };
 use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// How old a configuration may be when a file asks for a stripe on every OST.
@@ -37,9 +38,26 @@ struct Pool {
     first_own: ObjId,
 }
 
+/// One OST as this MDS reaches it: an import to the NIDs the MGS lists for it.
 struct Ost {
     import: Import,
-    pool: tokio::sync::Mutex<Pool>,
+    /// Handed on to the `Ost` that replaces this one when the target registers other NIDs:
+    /// it is the same target, with the same objects.
+    pool: Arc<tokio::sync::Mutex<Pool>>,
+    /// Cancelled when the target is replaced: a request waiting on this import (retrying a
+    /// NID nothing listens on any more) gives up and goes to the new one.
+    retired: CancellationToken,
+}
+
+impl Ost {
+    /// Runs `work` on this OST unless it is replaced first (`None`).
+    async fn unless_retired<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            _ = self.retired.cancelled() => None,
+            out = work => Some(out),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -143,11 +161,20 @@ impl ObjectAllocator {
                 .unwrap_or(false);
             if !same {
                 info!(target = %t.name, nids = ?t.nids, "using OST");
+                let pool = match st.osts.get(&t.index) {
+                    Some(old) => {
+                        old.retired.cancel();
+                        Arc::clone(&old.pool)
+                    }
+                    None => Arc::default(),
+                };
+                let retired = CancellationToken::new();
                 st.osts.insert(
                     t.index,
                     Arc::new(Ost {
                         import,
-                        pool: tokio::sync::Mutex::new(Pool::default()),
+                        pool,
+                        retired,
                     }),
                 );
             }
@@ -265,18 +292,45 @@ impl ObjectAllocator {
         Ok(Layout::plain(stripe))
     }
 
-    /// Takes one object from an OST's pool, precreating a batch when it is empty.
-    async fn take(&self, ost_idx: u32, ost: &Ost) -> Result<ObjId, ServiceError> {
-        let mut pool = ost.pool.lock().await;
+    /// The OST with this index as the last configuration names it.
+    fn ost(&self, ost_idx: u32) -> Result<Arc<Ost>, ServiceError> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|st| st.osts.get(&ost_idx).cloned())
+            .ok_or_else(|| err(Errno::ENODEV, format!("OST{ost_idx:04x} is not configured")))
+    }
+
+    /// Takes one object from an OST's pool, precreating a batch when it is empty; follows the
+    /// OST to its new NIDs when it registers other ones meanwhile.
+    async fn take(&self, ost_idx: u32, ost: &Arc<Ost>) -> Result<ObjId, ServiceError> {
+        let mut ost = Arc::clone(ost);
+        loop {
+            if let Some(taken) = self.take_from(ost_idx, &ost).await {
+                return taken;
+            }
+            debug!(ost_idx, "the OST moved to other NIDs: precreating there");
+            ost = self.ost(ost_idx)?;
+        }
+    }
+
+    /// [`ObjectAllocator::take`] through one import; `None` when the OST is replaced first.
+    async fn take_from(&self, ost_idx: u32, ost: &Ost) -> Option<Result<ObjId, ServiceError>> {
+        let mut pool = ost.unless_retired(ost.pool.lock()).await?;
         if pool.next >= pool.end {
             let req = OstCreateReq {
                 count: PRECREATE_BATCH,
             };
-            let reply: OstCreateReply = ost
-                .import
-                .call(Opcode::OstCreate, ost_idx, &req)
-                .await
-                .map_err(|e| err(e.errno(), format!("precreate on OST{ost_idx:04x}: {e}")))?;
+            let called = ost
+                .unless_retired(ost.import.call(Opcode::OstCreate, ost_idx, &req))
+                .await?;
+            let reply: OstCreateReply = match called {
+                Ok(r) => r,
+                Err(e) => {
+                    let message = format!("precreate on OST{ost_idx:04x}: {e}");
+                    return Some(Err(err(e.errno(), message)));
+                }
+            };
             debug!(
                 ost_idx,
                 first = reply.first_oid,
@@ -289,15 +343,15 @@ impl ObjectAllocator {
                 pool.first_own = reply.first_oid;
             }
             if pool.next >= pool.end {
-                return Err(err(
+                return Some(Err(err(
                     Errno::EIO,
                     format!("OST{ost_idx:04x} precreated no objects"),
-                ));
+                )));
             }
         }
         let oid = pool.next;
         pool.next += 1;
-        Ok(oid)
+        Some(Ok(oid))
     }
 
     /// Destroys a removed file's objects in the background.
@@ -315,57 +369,21 @@ impl ObjectAllocator {
     /// id any committed layout used) and below what this run precreated. Holds each OST's
     /// pool while listing, so no object of this run can be taken for a leftover.
     pub async fn destroy_unused(&self, watermarks: &BTreeMap<u32, ObjId>) {
-        let osts: Vec<(u32, Arc<Ost>)> = match self.state.lock() {
-            Ok(st) => st.osts.iter().map(|(i, o)| (*i, Arc::clone(o))).collect(),
+        let indices: Vec<u32> = match self.state.lock() {
+            Ok(st) => st.osts.keys().copied().collect(),
             Err(_) => return,
         };
-        for (ost_idx, ost) in osts {
-            let pool = ost.pool.lock().await;
+        for ost_idx in indices {
             let above = watermarks.get(&ost_idx).copied().unwrap_or(0);
-            let below = if pool.first_own == 0 {
-                ObjId::MAX
-            } else {
-                pool.first_own
-            };
-            let mut victims = Vec::new();
-            let mut start = above.saturating_add(1);
-            for _ in 0..ORPHAN_LIST_PAGES_MAX {
-                let req = OstListReq {
-                    start,
-                    max: ORPHAN_LIST_PAGE,
+            // Listed again from the start on the OST's new NIDs if it moves meanwhile.
+            let victims = loop {
+                let Ok(ost) = self.ost(ost_idx) else {
+                    break Vec::new();
                 };
-                let list: OstListReply =
-                    match ost.import.call(Opcode::OstGetInfo, ost_idx, &req).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            warn!(ost_idx, "cannot list objects for the orphan cleanup: {e}");
-                            break;
-                        }
-                    };
-                for o in &list.objects {
-                    if o.oid >= below {
-                        break;
-                    }
-                    if o.size == 0 && o.allocated_bytes == 0 {
-                        victims.push(OstObject {
-                            ost_idx,
-                            oid: o.oid,
-                            seq: 0,
-                        });
-                    } else {
-                        warn!(
-                            ost_idx,
-                            oid = o.oid,
-                            "keeping an unreferenced object that holds data"
-                        );
-                    }
+                if let Some(victims) = self.unused_on(ost_idx, &ost, above).await {
+                    break victims;
                 }
-                match list.objects.last() {
-                    Some(last) if !list.eof && last.oid < below => start = last.oid + 1,
-                    _ => break,
-                }
-            }
-            drop(pool);
+            };
             if !victims.is_empty() {
                 info!(
                     ost_idx,
@@ -375,6 +393,58 @@ impl ObjectAllocator {
                 self.destroy_objects_later(victims);
             }
         }
+    }
+
+    /// The empty objects on one OST above `above` and below this run's first precreated
+    /// object; `None` when the OST is replaced before the listing ends.
+    async fn unused_on(&self, ost_idx: u32, ost: &Ost, above: ObjId) -> Option<Vec<OstObject>> {
+        let pool = ost.unless_retired(ost.pool.lock()).await?;
+        let below = if pool.first_own == 0 {
+            ObjId::MAX
+        } else {
+            pool.first_own
+        };
+        let mut victims = Vec::new();
+        let mut start = above.saturating_add(1);
+        for _ in 0..ORPHAN_LIST_PAGES_MAX {
+            let req = OstListReq {
+                start,
+                max: ORPHAN_LIST_PAGE,
+            };
+            let called = ost
+                .unless_retired(ost.import.call(Opcode::OstGetInfo, ost_idx, &req))
+                .await?;
+            let list: OstListReply = match called {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(ost_idx, "cannot list objects for the orphan cleanup: {e}");
+                    break;
+                }
+            };
+            for o in &list.objects {
+                if o.oid >= below {
+                    break;
+                }
+                if o.size == 0 && o.allocated_bytes == 0 {
+                    victims.push(OstObject {
+                        ost_idx,
+                        oid: o.oid,
+                        seq: 0,
+                    });
+                } else {
+                    warn!(
+                        ost_idx,
+                        oid = o.oid,
+                        "keeping an unreferenced object that holds data"
+                    );
+                }
+            }
+            match list.objects.last() {
+                Some(last) if !list.eof && last.oid < below => start = last.oid + 1,
+                _ => break,
+            }
+        }
+        Some(victims)
     }
 
     fn destroy_objects_later(&self, objects: Vec<OstObject>) {

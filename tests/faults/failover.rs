@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sheen_client::{Client, ClientConfig, Creds, MountSpec};
 use sheen_cluster::{Cluster, ClusterSpec, Daemon};
 use sheen_tests::{pattern, run_ok};
 
@@ -235,5 +236,76 @@ fn mds_failover_to_its_second_nid() {
     assert_eq!(cluster.nid(Daemon::Mds), nid_a);
     check(&file, &expected(0..6));
     assert_eq!(fs::read(dir.join("new")).unwrap(), b"after the failover");
+    cluster.stop().unwrap();
+}
+
+/// An OSS that comes back on a NID the MGS never listed for it (a cluster started again on
+/// other ports, say), while the MDS, started meanwhile, is already precreating objects on the
+/// old NID: once the OSS registers its new NID, the waiting precreate goes there, and the
+/// create that waited for it succeeds well before the request timeout (60 s).
+#[test]
+fn mds_follows_an_oss_back_on_a_new_nid() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut spec = ClusterSpec::new(tmp.path().join("cluster"));
+    spec.n_osts = 2;
+    spec.ost_size_bytes = 256 << 20;
+    spec.recovery_window = Some(Duration::from_secs(2));
+    let mut cluster = Cluster::start(spec).expect("start cluster");
+    let mnt = tmp.path().join("mnt");
+    cluster.mount(&mnt).unwrap();
+    let lfs = cluster.bin("lfs");
+    striped(&lfs, &mnt);
+    fs::write(mnt.join("before"), expected(0..2)).unwrap();
+    // A client learns the OSS's NID when it mounts: this one would not follow the move.
+    cluster.unmount(&mnt).unwrap();
+    let old_nid = cluster.nid(Daemon::Oss);
+
+    cluster.stop_daemon(Daemon::Mds).unwrap();
+    cluster.stop_oss().unwrap();
+    cluster.move_daemon(Daemon::Oss).unwrap();
+    assert_ne!(cluster.nid(Daemon::Oss), old_nid);
+    // The MDS starts while the MGS still lists the OSS's old NID; its first create must
+    // precreate objects there. The create comes from a client of the MDS alone.
+    cluster.start_daemon(Daemon::Mds).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
+    let client = rt
+        .block_on(Client::mount(&spec, ClientConfig::default()))
+        .unwrap();
+    let started = Instant::now();
+    let created = {
+        let client = client.clone();
+        let root = client.root_fid();
+        rt.spawn(async move {
+            client
+                .create(root, b"during", 0o644, Creds::default(), None)
+                .await
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !created.is_finished(),
+        "the create did not wait for the OSS"
+    );
+    cluster.start_oss().unwrap();
+    let (_, layout) = rt
+        .block_on(created)
+        .unwrap()
+        .expect("the create while the OSS moved");
+    assert!(started.elapsed() < BOUND, "took {:?}", started.elapsed());
+    let objects = layout.map_or(0, |l| l.components[0].stripe.objects.len());
+    assert_eq!(objects, 2, "a stripe on each OST");
+    rt.block_on(client.unmount());
+
+    // A fresh mount finds the OSS at its new NID and the objects of both files there.
+    cluster.mount(&mnt).unwrap();
+    check(&mnt.join("before"), &expected(0..2));
+    let during = mnt.join("during");
+    append(&during, 10..13).unwrap();
+    check(&during, &expected(10..13));
     cluster.stop().unwrap();
 }

@@ -463,6 +463,25 @@ impl Cluster {
         self.save_if_detached()
     }
 
+    /// Gives a stopped daemon another free port on 127.0.0.1, as when a server comes back on
+    /// another address (a NID not registered before, unlike a failover NID); start it again
+    /// with [`Cluster::start_daemon`]. Fails while it runs.
+    pub fn move_daemon(&mut self, daemon: Daemon) -> Result<(), ClusterError> {
+        let process = &mut self.daemons[daemon.idx()];
+        if let Some(child) = &mut process.child {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Err(ClusterError::State {
+                    name: daemon.binary().to_owned(),
+                    reason: format!("still running (pid {}): stop it first", child.id()),
+                });
+            }
+        }
+        let ports =
+            pick_free_ports(1).map_err(|e| ClusterError::io("pick a free port on 127.0.0.1", e))?;
+        process.port = ports[0];
+        self.save_if_detached()
+    }
+
     /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]. Fails if the daemon was not running,
     /// including when it had exited by itself (a crash the caller should hear about).
     pub fn stop_daemon(&mut self, daemon: Daemon) -> Result<(), ClusterError> {
