@@ -1,8 +1,9 @@
 //! OST object allocation for new files [osp/lod]: the MDS keeps, per OST, a pool of objects
 //! precreated on the OSS in batches, picks the OSTs of a new file (round robin, or from the
 //! requested starting index) and takes one object from each pool. Destroys objects of
-//! removed files in the background.
+//! removed files in the background, in batches per OST (OST_DESTROY_BATCH).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use sheen_layout::resolve_template;
 use sheen_rpc::{Import, ImportConfig, ServiceError};
+use sheen_wire::limits::DESTROY_BATCH_MAX;
 use sheen_wire::msg::{
-    ConfigReadReq, Empty, FsConfig, Layout, ObjReq, OstCreateReply, OstCreateReq, OstListReply,
-    OstListReq, OstObject, STRIPE_COUNT_ALL, STRIPE_DEFAULT, STRIPE_OFFSET_ANY,
+    ConfigReadReq, FsConfig, Layout, OstCreateReply, OstCreateReq, OstDestroyBatchReply,
+    OstDestroyBatchReq, OstListReply, OstListReq, OstObject, STRIPE_COUNT_ALL, STRIPE_DEFAULT,
+    STRIPE_OFFSET_ANY,
 };
 use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +27,10 @@ const CONFIG_FRESH_FOR: Duration = Duration::from_secs(1);
 /// Objects listed per OST_GET_INFO during the orphan cleanup, and how many pages at most.
 const ORPHAN_LIST_PAGE: u32 = 4096;
 const ORPHAN_LIST_PAGES_MAX: usize = 1024;
+
+/// How long the first object queued for destruction on an OST waits for others, so that
+/// they go in one request and one commit on the OST. Nobody waits for a destroy.
+const DESTROY_GATHER: Duration = Duration::from_millis(20);
 
 /// Objects precreated per OST per batch.
 pub const PRECREATE_BATCH: u32 = 1024;
@@ -71,10 +78,14 @@ struct State {
 /// The configuration and the OSTs it names, by index.
 type Snapshot = (FsConfig, Vec<(u32, Arc<Ost>)>);
 
+/// Objects waiting to be destroyed, by OST index.
+type Destroys = Mutex<BTreeMap<u32, Vec<ObjId>>>;
+
 pub struct ObjectAllocator {
     fsname: String,
     mgs: Import,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    destroys: Arc<Destroys>,
     round_robin: AtomicU32,
     /// When the configuration was last read from the MGS.
     refreshed_at: Mutex<Option<Instant>>,
@@ -97,7 +108,8 @@ impl ObjectAllocator {
         ObjectAllocator {
             fsname,
             mgs,
-            state: Mutex::new(State::default()),
+            state: Arc::default(),
+            destroys: Arc::default(),
             round_robin: AtomicU32::new(0),
             refreshed_at: Mutex::new(None),
         }
@@ -447,44 +459,83 @@ impl ObjectAllocator {
         Some(victims)
     }
 
+    /// Queues objects for destruction; one task per OST sends what is queued for it in
+    /// batches (one OST_DESTROY_BATCH, so one commit on the OST, per batch).
     fn destroy_objects_later(&self, objects: Vec<OstObject>) {
-        let imports: Vec<(OstObject, Option<Import>)> = {
-            let st = self.state.lock();
-            objects
-                .into_iter()
-                .map(|o| {
-                    let imp = st
-                        .as_ref()
-                        .ok()
-                        .and_then(|s| s.osts.get(&o.ost_idx))
-                        .map(|x| x.import.clone());
-                    (o, imp)
-                })
-                .collect()
+        let Ok(mut queued) = self.destroys.lock() else {
+            return;
         };
-        for (obj, import) in imports {
-            let Some(import) = import else {
-                warn!(
-                    ost_idx = obj.ost_idx,
-                    oid = obj.oid,
-                    "cannot destroy an object on an unknown OST"
-                );
-                continue;
-            };
-            tokio::spawn(async move {
-                let r: Result<Empty, _> = import
-                    .call(Opcode::OstDestroy, obj.ost_idx, &ObjReq { oid: obj.oid })
-                    .await;
-                match r {
-                    Ok(_) => debug!(ost_idx = obj.ost_idx, oid = obj.oid, "destroyed object"),
-                    Err(e) if e.errno() == Errno::ENOENT => {}
-                    Err(e) => warn!(
-                        ost_idx = obj.ost_idx,
-                        oid = obj.oid,
-                        "failed to destroy object: {e}"
-                    ),
+        for obj in objects {
+            match queued.entry(obj.ost_idx) {
+                Entry::Occupied(mut e) => e.get_mut().push(obj.oid),
+                Entry::Vacant(e) => {
+                    e.insert(vec![obj.oid]);
+                    let (state, destroys) = (Arc::clone(&self.state), Arc::clone(&self.destroys));
+                    tokio::spawn(drain_destroys(state, destroys, obj.ost_idx));
                 }
-            });
+            }
+        }
+    }
+}
+
+/// Sends the objects queued for one OST in batches until none is left. The queue's key for
+/// the OST exists while this runs; it is removed (by this task) only when found empty.
+async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<Destroys>, ost_idx: u32) {
+    loop {
+        let few = destroys
+            .lock()
+            .map(|q| q.get(&ost_idx).map_or(0, Vec::len) < DESTROY_BATCH_MAX)
+            .unwrap_or(false);
+        if few {
+            // Others removed meanwhile go in the same request.
+            tokio::time::sleep(DESTROY_GATHER).await;
+        }
+        let oids: Vec<ObjId> = {
+            let Ok(mut queued) = destroys.lock() else {
+                return;
+            };
+            let Some(list) = queued.get_mut(&ost_idx) else {
+                return;
+            };
+            if list.is_empty() {
+                queued.remove(&ost_idx);
+                return;
+            }
+            let n = list.len().min(DESTROY_BATCH_MAX);
+            list.drain(..n).collect()
+        };
+        destroy_batch(&state, ost_idx, oids).await;
+    }
+}
+
+/// Destroys objects of one OST in one request, following the OST to new NIDs; a failure is
+/// logged (the objects stay, unreferenced).
+async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: Vec<ObjId>) {
+    let count = oids.len();
+    let req = OstDestroyBatchReq { oids };
+    loop {
+        let ost = state
+            .lock()
+            .ok()
+            .and_then(|st| st.osts.get(&ost_idx).cloned());
+        let Some(ost) = ost else {
+            warn!(ost_idx, count, "cannot destroy objects on an unknown OST");
+            return;
+        };
+        let call =
+            ost.import
+                .call::<_, OstDestroyBatchReply>(Opcode::OstDestroyBatch, ost_idx, &req);
+        match ost.unless_retired(call).await {
+            None => continue,
+            Some(Ok(r)) => {
+                debug!(ost_idx, count, destroyed = r.destroyed, "destroyed objects");
+                return;
+            }
+            Some(Err(e)) => {
+                let first = req.oids.first().copied().unwrap_or(0);
+                warn!(ost_idx, count, first, "failed to destroy objects: {e}");
+                return;
+            }
         }
     }
 }

@@ -20,11 +20,12 @@ use sheen_rpc::{
     serve_with_exports, ExportId, Exports, Import, ImportConfig, Request, Response, Service,
     ServiceError,
 };
-use sheen_wire::limits::{MAX_BULK_BYTES, PRECREATE_MAX};
+use sheen_wire::limits::{DESTROY_BATCH_MAX, MAX_BULK_BYTES, PRECREATE_MAX};
 use sheen_wire::msg::{
     falloc, CancelReq, Empty, EnqueueReply, EnqueueReq, ObjReq, OstCreateReply, OstCreateReq,
-    OstFallocateReq, OstListReply, OstListReq, OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq,
-    OstWriteReply, OstWriteReq, StatfsReply, TargetRegReply, TargetRegReq,
+    OstDestroyBatchReply, OstDestroyBatchReq, OstFallocateReq, OstListReply, OstListReq,
+    OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq, StatfsReply,
+    TargetRegReply, TargetRegReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, Errno, LockDesc, LockExtent, LockMode, LockPolicy, Lvb, Nid, Opcode,
@@ -301,6 +302,20 @@ impl Service for Oss {
                 let r: ObjReq = req.decode()?;
                 blocking(move || ost.destroy(r.oid)).await?;
                 Ok(Response::empty())
+            }
+            Opcode::OstDestroyBatch => {
+                let r: OstDestroyBatchReq = req.decode()?;
+                if r.oids.len() > DESTROY_BATCH_MAX {
+                    return Err(ServiceError::new(
+                        Errno::EINVAL,
+                        format!(
+                            "{} objects to destroy in one request (at most {DESTROY_BATCH_MAX})",
+                            r.oids.len()
+                        ),
+                    ));
+                }
+                let destroyed = blocking(move || ost.destroy_batch(&r.oids)).await?;
+                Ok(Response::new(&OstDestroyBatchReply { destroyed }))
             }
             Opcode::OstPunch => {
                 let r: OstPunchReq = req.decode()?;

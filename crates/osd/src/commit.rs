@@ -101,14 +101,37 @@ impl Drop for LeaderGuard<'_> {
 impl Osd {
     /// Commits one change durably and returns what applying it produced.
     pub(crate) fn commit(&self, op: Op) -> Outcome {
+        self.commit_all(vec![op])
+            .pop()
+            .unwrap_or(Err(OsdError::Invalid("a commit without an outcome")))
+    }
+
+    /// Commits several changes, each accepted or rejected on its own as if committed apart,
+    /// in one batch (so with the same two flushes); the outcomes in the order of `ops`.
+    pub(crate) fn commit_all(&self, ops: Vec<Op>) -> Vec<Outcome> {
         let q = &self.commit_queue;
         let mut st = lock(&q.state);
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.queue.push((ticket, op));
+        let first = st.next_ticket;
+        let n = u64_of(ops.len());
+        st.next_ticket += n;
+        st.queue.extend(
+            ops.into_iter()
+                .enumerate()
+                .map(|(i, op)| (first + u64_of(i), op)),
+        );
+        let mut outcomes: Vec<Option<Outcome>> = (0..n).map(|_| None).collect();
+        let mut waiting = outcomes.len();
         loop {
-            if let Some(outcome) = st.done.remove(&ticket) {
-                return outcome;
+            for (ticket, slot) in (first..).zip(outcomes.iter_mut()) {
+                if slot.is_none() {
+                    if let Some(outcome) = st.done.remove(&ticket) {
+                        *slot = Some(outcome);
+                        waiting -= 1;
+                    }
+                }
+            }
+            if waiting == 0 {
+                return outcomes.into_iter().flatten().collect();
             }
             if !st.leader {
                 st.leader = true;

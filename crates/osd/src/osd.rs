@@ -311,6 +311,32 @@ impl Osd {
         Ok(())
     }
 
+    /// Removes several objects in one commit (so with one log write and one flush, where
+    /// destroying them one by one flushes once each). Objects that do not exist are skipped;
+    /// returns how many were destroyed. On an error, some may have been destroyed: calling
+    /// again with the same ids finishes the job.
+    pub fn destroy_batch(&self, oids: &[ObjId]) -> Result<u32, OsdError> {
+        self.check_running()?;
+        let mut oids = oids.to_vec();
+        oids.sort_unstable();
+        oids.dedup();
+        // In ascending order, as every holder of several objects takes them.
+        let _ranges: Vec<_> = oids.iter().map(|&oid| self.ranges.lock_all(oid)).collect();
+        let ops = oids
+            .iter()
+            .map(|&oid| Op::Record(Record::Destroy { oid }))
+            .collect();
+        let mut destroyed = 0u32;
+        for outcome in self.commit_all(ops) {
+            match outcome {
+                Ok(_) => destroyed += 1,
+                Err(OsdError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(destroyed)
+    }
+
     fn require(&self, oid: ObjId) -> Result<(), OsdError> {
         if read(&self.index).objects.contains_key(&oid) {
             Ok(())

@@ -368,6 +368,46 @@ fn destroy_frees_space() {
 }
 
 #[test]
+fn destroy_batch_is_one_commit_and_skips_what_is_gone() {
+    let dev = mem_dev(64 * MIB, None);
+    let crash = Arc::new(CrashDev::new(dev.image()));
+    let osd = open_with(crash.clone(), Box::new(IdentityCipher));
+    let before = osd.statfs();
+    let first = osd.precreate(300).unwrap();
+    for oid in first..first + 10 {
+        osd.write(oid, 0, &pattern(oid, 64 << 10), t(1)).unwrap();
+    }
+    osd.destroy(first + 299).unwrap();
+    // The ones to go: 200 objects, ten of them holding data, one named twice, one already
+    // destroyed and one never created.
+    let mut victims: Vec<ObjId> = (first..first + 200).collect();
+    victims.extend([first + 5, first + 299, first + 1000]);
+    let events = crash.events_done();
+    assert_eq!(osd.destroy_batch(&victims).unwrap(), 200);
+    // One log write and one flush, where one destroy after another would take 400.
+    assert_eq!(crash.events_done() - events, 2);
+    assert!(matches!(osd.getattr(first), Err(OsdError::NotFound(_))));
+    assert!(matches!(
+        osd.getattr(first + 199),
+        Err(OsdError::NotFound(_))
+    ));
+    assert_eq!(read_all(&osd, first + 200), b"");
+    assert_eq!(osd.statfs().objects, before.objects + 99);
+    assert_eq!(osd.statfs().free_bytes, before.free_bytes);
+    assert_eq!(osd.destroy_batch(&victims).unwrap(), 0);
+    assert_no_leak(&osd);
+    drop(osd);
+    let image = crash.crash_image(Survivors::SyncedOnly);
+    let osd = open_with(
+        Arc::new(MemDev::from_image(image)),
+        Box::new(IdentityCipher),
+    );
+    assert_eq!(osd.statfs().objects, before.objects + 99);
+    assert_eq!(osd.statfs().free_bytes, before.free_bytes);
+    assert!(matches!(osd.getattr(first + 7), Err(OsdError::NotFound(_))));
+}
+
+#[test]
 fn full_ost_gives_nospace_and_leaves_the_object_unchanged() {
     let dev = mem_dev(32 * MIB, None);
     let osd = open_mem(&dev);

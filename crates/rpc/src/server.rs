@@ -131,6 +131,7 @@ pub trait Service: Send + Sync + 'static {
                 | Opcode::MdsClose
                 | Opcode::OstCreate
                 | Opcode::OstDestroy
+                | Opcode::OstDestroyBatch
                 | Opcode::OstWrite
                 | Opcode::OstPunch
                 | Opcode::OstFallocate

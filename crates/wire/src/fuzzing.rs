@@ -148,6 +148,8 @@ pub fn body(data: &[u8]) {
             FlockReq,
             FlockConflict,
             FlockReply,
+            OstDestroyBatchReq,
+            OstDestroyBatchReply,
         ]
     )
 }

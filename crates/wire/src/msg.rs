@@ -465,6 +465,17 @@ wire_type! {
 }
 
 wire_type! {
+    /// Objects of one OST to destroy (OST_DESTROY_BATCH), at most
+    /// [`crate::limits::DESTROY_BATCH_MAX`]; the reply is an [`OstDestroyBatchReply`].
+    pub struct OstDestroyBatchReq { pub oids: Vec<ObjId> }
+}
+
+wire_type! {
+    /// How many of the objects existed and are destroyed; the others were already gone.
+    pub struct OstDestroyBatchReply { pub destroyed: u32 }
+}
+
+wire_type! {
     pub struct ObjAttr {
         pub oid: ObjId,
         pub size: u64,

@@ -70,6 +70,9 @@ pub enum Opcode {
     /// A POSIX record lock (fcntl) or flock(2) lock operation on a file, kept by the MDS in
     /// memory (Lustre does this with LDLM_ENQUEUE of an LDLM_FLOCK lock).
     MdsFlock = 2004,
+    /// Destroys several objects of one OST in one commit: what the MDS sends for removed
+    /// files (Lustre sends one OST_DESTROY per object and lets the OST's journal batch them).
+    OstDestroyBatch = 2005,
 }
 
 impl Opcode {
@@ -116,6 +119,7 @@ impl Opcode {
             2002 => MdsReintCancel,
             2003 => MdsReaddirPlus,
             2004 => MdsFlock,
+            2005 => OstDestroyBatch,
             _ => return None,
         })
     }
@@ -168,6 +172,7 @@ impl Opcode {
             MdsReintCancel => "mds_reint_cancel",
             MdsReaddirPlus => "mds_readdir_plus",
             MdsFlock => "mds_flock",
+            OstDestroyBatch => "ost_destroy_batch",
         }
     }
 }
@@ -190,6 +195,7 @@ mod tests {
         assert_eq!(Opcode::OstFallocate.name(), "ost_fallocate");
         assert_eq!(Opcode::from_u32(2003), Some(Opcode::MdsReaddirPlus));
         assert_eq!(Opcode::from_u32(2004), Some(Opcode::MdsFlock));
+        assert_eq!(Opcode::from_u32(2005), Some(Opcode::OstDestroyBatch));
         for v in 0..3000 {
             if let Some(op) = Opcode::from_u32(v) {
                 assert_eq!(op.as_u32(), v);
