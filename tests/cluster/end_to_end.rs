@@ -145,8 +145,26 @@ fn striped_io_namespace_and_restarts_on(net: &str) {
         b"still writable"
     );
 
-    // Removing the file frees its space on the OSTs.
+    // Removing the file destroys its objects on every OST (in the background, in batches).
     fs::remove_file(&big).unwrap();
+    rt.block_on(async {
+        let spec: MountSpec = cluster.mount_spec().parse().unwrap();
+        let client = Client::mount(&spec, ClientConfig::default()).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for (ost_idx, oid) in &objects {
+            loop {
+                match client.ost_getattr(*ost_idx, *oid).await {
+                    Err(e) if e.errno() == sheen_client::Errno::ENOENT => break,
+                    other => assert!(
+                        std::time::Instant::now() < deadline,
+                        "OST {ost_idx} object {oid} after the unlink: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        client.unmount().await;
+    });
     let errors = cluster.log_errors();
     cluster.stop().unwrap();
     assert!(
