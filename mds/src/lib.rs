@@ -1582,9 +1582,11 @@ impl Service for Mds {
                 // Only an open this connection made (or replayed) is closed here: the opens
                 // of a connection that ended are released with it.
                 let known = req.export.is_some_and(|e| self.opens.close(e, fid));
-                if known {
+                // The close of a file that keeps a name changes nothing on disk: answered
+                // here, without a trip to the blocking pool.
+                if known && self.ns_now(|ns| ns.unpin_leaves_orphan(fid))? {
                     let (removed, transno) = self
-                        .ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno())))
+                        .ns(move |ns| Ok((ns.destroy_if_orphan(fid)?, ns.last_transno())))
                         .await?;
                     self.destroy_removed(removed.as_ref(), transno);
                 }

@@ -316,24 +316,40 @@ impl Namespace {
     /// Records a close of `fid`. With the last close of an orphan the inode is destroyed,
     /// and the returned `Removed` carries its layout (for the OST objects).
     pub fn unpin(&self, fid: Fid) -> Result<Option<Removed>, NsError> {
+        if self.unpin_leaves_orphan(fid)? {
+            self.destroy_if_orphan(fid)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The first half of [`Namespace::unpin`], which changes nothing on disk (a caller may
+    /// run it where it must not wait for a write): records the close, and says whether that
+    /// was the last open of an inode with no name left, which
+    /// [`Namespace::destroy_if_orphan`] then destroys.
+    pub fn unpin_leaves_orphan(&self, fid: Fid) -> Result<bool, NsError> {
         {
             let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
             match pins.get_mut(&fid) {
                 Some(n) if *n > 1 => {
                     *n -= 1;
-                    return Ok(None);
+                    return Ok(false);
                 }
                 Some(_) => {
                     pins.remove(&fid);
                 }
-                None => return Ok(None),
+                None => return Ok(false),
             }
         }
-        self.destroy_if_orphan(fid)
+        match self.getattr(fid) {
+            Ok(a) => Ok(a.nlink == 0 && !a.is_dir()),
+            Err(NsError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Destroys `fid` if it has no name left and nobody holds it open.
-    fn destroy_if_orphan(&self, fid: Fid) -> Result<Option<Removed>, NsError> {
+    pub fn destroy_if_orphan(&self, fid: Fid) -> Result<Option<Removed>, NsError> {
         match self.getattr(fid) {
             Ok(a) if a.nlink == 0 && !a.is_dir() => {}
             Ok(_) | Err(NsError::NotFound) => return Ok(None),
