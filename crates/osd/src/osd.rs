@@ -35,6 +35,23 @@ use crate::rangelock::{Mode, RangeLocks};
 use crate::record::{NewExtent, PreallocExtent, Record, TailBlock};
 use crate::replay::replay;
 
+/// Whole blocks to write, logical blocks from some `b0` on.
+enum Blocks<'a> {
+    /// The OSD's own aligned buffer, which it may encrypt in place.
+    Own(&'a mut [u8]),
+    /// The caller's data, aligned for O_DIRECT; only with the identity cipher.
+    Caller(&'a [u8]),
+}
+
+impl Blocks<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Blocks::Own(b) => b,
+            Blocks::Caller(b) => b,
+        }
+    }
+}
+
 /// Which filesystem and OST index a block file belongs to (kept in the superblock).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OsdLabel {
@@ -448,11 +465,16 @@ impl Osd {
         &self,
         oid: ObjId,
         b0: u64,
-        buf: &mut [u8],
+        mut blocks: Blocks<'_>,
         reserve: u64,
         in_place: &[MappedRun],
     ) -> Result<Vec<NewExtent>, OsdError> {
-        let n = u64_of(buf.len()) / BLOCK_BYTES_U64;
+        if !self.cipher.is_identity() && matches!(blocks, Blocks::Caller(_)) {
+            return Err(OsdError::Invalid(
+                "a caller's buffer cannot be encrypted in place",
+            ));
+        }
+        let n = u64_of(blocks.bytes().len()) / BLOCK_BYTES_U64;
         let n_in_place: u64 = in_place.iter().map(|r| u64_of(r.crcs.len())).sum();
         debug_assert!(in_place
             .iter()
@@ -463,7 +485,8 @@ impl Osd {
         let runs = lock(&self.alloc)
             .alloc(n_fresh, reserve)
             .ok_or(OsdError::NoSpace)?;
-        let crcs: Vec<u32> = buf
+        let crcs: Vec<u32> = blocks
+            .bytes()
             .chunks_exact(BLOCK_BYTES as usize)
             .map(crc32c::crc32c)
             .collect();
@@ -501,7 +524,7 @@ impl Osd {
                 done += take;
             }
         }
-        if !self.cipher.is_identity() {
+        if let (false, Blocks::Own(buf)) = (self.cipher.is_identity(), &mut blocks) {
             for x in &extents {
                 for i in 0..x.len_blocks() {
                     let at = usize_of((x.logical + i - b0) * BLOCK_BYTES_U64);
@@ -518,7 +541,7 @@ impl Osd {
                 _ => stretches.push((p.logical, p.phys, p.len)),
             }
         }
-        let buf: &[u8] = buf;
+        let buf = blocks.bytes();
         let ios: Vec<WriteIo<'_>> = stretches
             .iter()
             .map(|&(logical, phys, len)| {
@@ -592,14 +615,24 @@ impl Osd {
                 .collect();
             (runs, in_place)
         };
-        // Every byte is written below: the data, and around it zeros or the edge blocks.
-        let mut buf = AlignedBuf::stale(usize_of((b1 - b0) * BLOCK_BYTES_U64));
-        let at = usize_of(offset - b0 * BLOCK_BYTES_U64);
-        buf[..at].fill(0);
-        buf[at + data.len()..].fill(0);
-        self.fetch(oid, b0, &edges, &mut buf)?;
-        buf[at..at + data.len()].copy_from_slice(data);
-        let extents = self.write_blocks(oid, b0, &mut buf, RESERVED_BLOCKS, &in_place)?;
+        // Whole blocks in memory O_DIRECT can use, with nothing to encrypt: written from
+        // the caller's buffer (a bulk received into an aligned buffer, say) without a copy.
+        let direct = !head_partial
+            && end % BLOCK_BYTES_U64 == 0
+            && data.as_ptr() as usize % IO_ALIGN_BYTES == 0
+            && self.cipher.is_identity();
+        let extents = if direct {
+            self.write_blocks(oid, b0, Blocks::Caller(data), RESERVED_BLOCKS, &in_place)?
+        } else {
+            // Every byte is written below: the data, and around it zeros or the edge blocks.
+            let mut buf = AlignedBuf::stale(usize_of((b1 - b0) * BLOCK_BYTES_U64));
+            let at = usize_of(offset - b0 * BLOCK_BYTES_U64);
+            buf[..at].fill(0);
+            buf[at + data.len()..].fill(0);
+            self.fetch(oid, b0, &edges, &mut buf)?;
+            buf[at..at + data.len()].copy_from_slice(data);
+            self.write_blocks(oid, b0, Blocks::Own(&mut buf), RESERVED_BLOCKS, &in_place)?
+        };
         match self.commit(Op::Record(Record::Write {
             oid,
             end,
@@ -644,7 +677,7 @@ impl Osd {
             let mut buf = AlignedBuf::zeroed(BLOCK_BYTES as usize);
             self.fetch(oid, last, &tail_run, &mut buf)?;
             buf[usize_of(size % BLOCK_BYTES_U64)..].fill(0);
-            let extents = self.write_blocks(oid, last, &mut buf, 0, &[])?;
+            let extents = self.write_blocks(oid, last, Blocks::Own(&mut buf), 0, &[])?;
             let (phys, crc) = extents
                 .first()
                 .and_then(|x| Some((x.phys, *x.crcs.first()?)))
@@ -835,7 +868,7 @@ impl Osd {
                 let from = usize_of(offset.max(block_start) - block_start);
                 let to = usize_of(end.min(block_start + BLOCK_BYTES_U64) - block_start);
                 buf[from..to].fill(0);
-                self.write_blocks(oid, b, &mut buf, 0, &[])
+                self.write_blocks(oid, b, Blocks::Own(&mut buf), 0, &[])
             });
             match written {
                 Ok(x) => extents.extend(x),

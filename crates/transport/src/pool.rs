@@ -7,12 +7,26 @@
 //! [`POOL_IDLE_BYTES`] (so the pool never holds more than that).
 //!
 //! Buffers come in power-of-two classes from [`POOL_MIN_BYTES`] up to the largest bulk;
-//! smaller bulks are plain allocations.
+//! smaller bulks are allocations of their own. Every buffer starts on a
+//! [`BUF_ALIGN_BYTES`] boundary, so that an OST can write a block-aligned bulk to its block
+//! file with O_DIRECT straight from the receive buffer, without copying it.
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
+use bytes::buf::UninitSlice;
+use bytes::{BufMut, Bytes};
 use sheen_wire::limits::MAX_BULK_BYTES;
+
+/// Alignment of every receive buffer (what O_DIRECT asks of memory).
+pub const BUF_ALIGN_BYTES: usize = 4096;
+
+/// The unit receive buffers are allocated in: aligned, and never read before written.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; BUF_ALIGN_BYTES]);
+
+const _: () = assert!(std::mem::align_of::<Page>() == BUF_ALIGN_BYTES);
+const _: () = assert!(std::mem::size_of::<Page>() == BUF_ALIGN_BYTES);
 
 /// Smallest pooled buffer; smaller bulks are not worth it.
 pub const POOL_MIN_BYTES: usize = 64 << 10;
@@ -20,8 +34,8 @@ pub const POOL_MIN_BYTES: usize = 64 << 10;
 pub const POOL_IDLE_BYTES: usize = 64 << 20;
 
 struct Idle {
-    /// Idle buffers per class: class `c` holds capacity `POOL_MIN_BYTES << c`.
-    classes: Vec<Vec<Vec<u8>>>,
+    /// Idle buffers per class: class `c` holds `POOL_MIN_BYTES << c` bytes.
+    classes: Vec<Vec<Vec<Page>>>,
     bytes: usize,
 }
 
@@ -45,11 +59,17 @@ fn class_of(len: usize) -> Option<usize> {
     usize::try_from((capacity / POOL_MIN_BYTES).trailing_zeros()).ok()
 }
 
+/// Pages holding at least `bytes` bytes (none filled yet).
+fn pages_for(bytes: usize) -> Vec<Page> {
+    Vec::with_capacity(bytes.div_ceil(BUF_ALIGN_BYTES))
+}
+
 /// An empty buffer with room for `len` bytes: from the pool when one of its class is idle.
 pub(crate) fn take(len: usize) -> PooledBuf {
     let Some(class) = class_of(len) else {
         return PooledBuf {
-            buf: Vec::with_capacity(len),
+            pages: pages_for(len),
+            len: 0,
             class: None,
         };
     };
@@ -57,24 +77,38 @@ pub(crate) fn take(len: usize) -> PooledBuf {
         let mut idle = idle();
         let spare = idle.classes.get_mut(class).and_then(Vec::pop);
         if let Some(b) = &spare {
-            idle.bytes -= b.capacity();
+            idle.bytes -= capacity_of(b);
         }
         spare
     };
-    let buf = spare.unwrap_or_else(|| Vec::with_capacity(POOL_MIN_BYTES << class));
     PooledBuf {
-        buf,
+        pages: spare.unwrap_or_else(|| pages_for(POOL_MIN_BYTES << class)),
+        len: 0,
         class: Some(class),
     }
 }
 
-/// A receive buffer; back to the pool when dropped (see the module doc).
+fn capacity_of(pages: &Vec<Page>) -> usize {
+    pages.capacity() * BUF_ALIGN_BYTES
+}
+
+/// A receive buffer, filled through [`BufMut`]; back to the pool when dropped (see the
+/// module doc).
+///
+/// The bytes live in the spare capacity of `pages` (whose length stays 0): the first `len`
+/// of them have been written, the rest not.
 pub(crate) struct PooledBuf {
-    pub(crate) buf: Vec<u8>,
+    pages: Vec<Page>,
+    len: usize,
     class: Option<usize>,
 }
 
 impl PooledBuf {
+    /// Bytes received so far.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// The bytes received, as `Bytes` (no copy) that give the buffer back when all clones
     /// of it are gone.
     pub(crate) fn freeze(self) -> Bytes {
@@ -84,7 +118,35 @@ impl PooledBuf {
 
 impl AsRef<[u8]> for PooledBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        // SAFETY: the allocation holds `capacity_of(pages) >= len` bytes, the first `len`
+        // of which were written through `chunk_mut`/`advance_mut` (the `BufMut` contract).
+        unsafe { std::slice::from_raw_parts(self.pages.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+// SAFETY: `remaining_mut` is what is left of the allocation; `chunk_mut` views exactly that
+// part; `advance_mut` refuses to move past it, so `len` never exceeds what was written.
+unsafe impl BufMut for PooledBuf {
+    fn remaining_mut(&self) -> usize {
+        capacity_of(&self.pages) - self.len
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        assert!(
+            cnt <= self.remaining_mut(),
+            "advanced past the buffer's end"
+        );
+        self.len += cnt;
+    }
+
+    fn chunk_mut(&mut self) -> &mut UninitSlice {
+        let room = self.remaining_mut();
+        // SAFETY: `len <= capacity`, so the pointer and the `room` bytes after it are inside
+        // the allocation, which `&mut self` borrows exclusively.
+        unsafe {
+            let start = self.pages.as_mut_ptr().cast::<u8>().add(self.len);
+            UninitSlice::from_raw_parts_mut(start, room)
+        }
     }
 }
 
@@ -93,20 +155,19 @@ impl Drop for PooledBuf {
         let Some(class) = self.class else {
             return;
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        if buf.capacity() != POOL_MIN_BYTES << class {
-            return; // Grown past its class (not done here): not ours to keep.
+        let pages = std::mem::take(&mut self.pages);
+        if capacity_of(&pages) != POOL_MIN_BYTES << class {
+            return; // Not of its class (the allocator gave more): not ours to keep.
         }
-        buf.clear();
         let mut idle = idle();
-        if idle.bytes + buf.capacity() > POOL_IDLE_BYTES {
+        if idle.bytes + capacity_of(&pages) > POOL_IDLE_BYTES {
             return;
         }
         if idle.classes.len() <= class {
             idle.classes.resize_with(class + 1, Vec::new);
         }
-        idle.bytes += buf.capacity();
-        idle.classes[class].push(buf);
+        idle.bytes += capacity_of(&pages);
+        idle.classes[class].push(pages);
     }
 }
 
@@ -132,8 +193,10 @@ mod tests {
         let idle_in_class = || idle().classes.get(class).map_or(0, Vec::len);
         let before = idle_in_class();
         let mut b = take(len);
-        b.buf.extend(std::iter::repeat_n(7u8, len));
+        b.put_bytes(7, len);
+        assert_eq!(b.remaining_mut(), (POOL_MIN_BYTES << class) - len);
         let bytes = b.freeze();
+        assert_eq!(bytes.as_ptr() as usize % BUF_ALIGN_BYTES, 0);
         let part = bytes.slice(10..20);
         drop(bytes);
         assert_eq!(idle_in_class(), before, "a slice still views the buffer");
@@ -141,7 +204,7 @@ mod tests {
         drop(part);
         assert_eq!(idle_in_class(), before + 1);
         let again = take(len);
-        assert!(again.buf.is_empty() && again.buf.capacity() >= len);
+        assert!(again.len() == 0 && again.remaining_mut() >= len);
         assert_eq!(idle_in_class(), before);
     }
 }

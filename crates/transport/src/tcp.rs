@@ -130,8 +130,7 @@ impl MsgReceiver for TcpReceiver {
             let total = header.bulk_len;
             // Filled straight from the socket, frame by frame, without zeroing it first, in
             // a buffer used again once the bulk is dropped.
-            let mut bulk = pool::take(total as usize);
-            let buf = &mut bulk.buf;
+            let mut buf = pool::take(total as usize);
             while (buf.len() as u64) < total {
                 let mut bh = [0u8; BULK_HEADER_BYTES];
                 self.r.read_exact(&mut bh).await?;
@@ -140,13 +139,13 @@ impl MsgReceiver for TcpReceiver {
                 let end = start + fh.len as usize;
                 while buf.len() < end {
                     let want = (end - buf.len()) as u64;
-                    if (&mut self.r).take(want).read_buf(buf).await? == 0 {
+                    if (&mut self.r).take(want).read_buf(&mut buf).await? == 0 {
                         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
                     }
                 }
-                fh.check(&buf[start..end])?;
+                fh.check(&buf.as_ref()[start..end])?;
             }
-            bulk.freeze()
+            buf.freeze()
         };
         Ok(Message {
             header,
