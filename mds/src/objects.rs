@@ -306,10 +306,7 @@ impl ObjectAllocator {
 
     /// The OST with this index as the last configuration names it.
     fn ost(&self, ost_idx: u32) -> Result<Arc<Ost>, ServiceError> {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|st| st.osts.get(&ost_idx).cloned())
+        ost_in(&self.state, ost_idx)
             .ok_or_else(|| err(Errno::ENODEV, format!("OST{ost_idx:04x} is not configured")))
     }
 
@@ -478,6 +475,11 @@ impl ObjectAllocator {
     }
 }
 
+/// The OST with this index as the last configuration names it.
+fn ost_in(state: &Mutex<State>, ost_idx: u32) -> Option<Arc<Ost>> {
+    state.lock().ok()?.osts.get(&ost_idx).cloned()
+}
+
 /// Sends the objects queued for one OST in batches until none is left. The queue's key for
 /// the OST exists while this runs; it is removed (by this task) only when found empty.
 async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<Destroys>, ost_idx: u32) {
@@ -514,11 +516,7 @@ async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: Vec<ObjId>) {
     let count = oids.len();
     let req = OstDestroyBatchReq { oids };
     loop {
-        let ost = state
-            .lock()
-            .ok()
-            .and_then(|st| st.osts.get(&ost_idx).cloned());
-        let Some(ost) = ost else {
+        let Some(ost) = ost_in(state, ost_idx) else {
             warn!(ost_idx, count, "cannot destroy objects on an unknown OST");
             return;
         };
