@@ -11,10 +11,12 @@ mod pool;
 pub mod rdma;
 mod tcp;
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use sheen_wire::{FrameError, Message, NetType, Nid};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use rdma::RdmaTransport;
 pub use tcp::TcpTransport;
@@ -78,4 +80,21 @@ pub fn for_nid(nid: &Nid) -> Result<Arc<dyn Transport>, TransportError> {
         NetType::Tcp => Ok(Arc::new(TcpTransport::default())),
         NetType::Rdma => Ok(Arc::new(RdmaTransport::default())),
     }
+}
+
+/// Writes every byte of `slices`, gathering as many of them per syscall as the stream takes.
+/// With TCP_NODELAY a write per piece would cost a segment, and a wake-up of the peer's
+/// reader, per piece.
+pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        let n = w.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }

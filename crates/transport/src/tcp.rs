@@ -2,6 +2,7 @@
 //! Bulk data is read straight into one buffer per message and handed up as `Bytes`; on send,
 //! bulk `Bytes` are written from where they lie, without copying.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
@@ -9,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use sheen_wire::frame::{BULK_HEADER_BYTES, MSG_HEADER_BYTES};
 use sheen_wire::limits::BULK_FRAME_BYTES;
 use sheen_wire::{BulkFrameHeader, Message, MsgHeader, Nid};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -91,15 +92,23 @@ impl MsgSender for TcpSender {
         let mut head = Vec::with_capacity(MSG_HEADER_BYTES + msg.body.len());
         head.extend_from_slice(&header.encode());
         head.extend_from_slice(&msg.body);
-        self.w.write_all(&head).await?;
+        // The whole message goes out in one gathered write where the socket takes it.
+        let frames = msg.bulk.len().div_ceil(BULK_FRAME_BYTES as usize);
+        let mut pieces = Vec::with_capacity(frames);
         let mut rest = msg.bulk;
         while !rest.is_empty() {
             let n = rest.len().min(BULK_FRAME_BYTES as usize);
             let piece = rest.split_to(n);
-            let bh = BulkFrameHeader::for_data(header.xid, &piece);
-            self.w.write_all(&bh.encode()).await?;
-            self.w.write_all(&piece).await?;
+            let bh = BulkFrameHeader::for_data(header.xid, &piece).encode();
+            pieces.push((bh, piece));
         }
+        let mut slices = Vec::with_capacity(1 + 2 * pieces.len());
+        slices.push(IoSlice::new(&head));
+        for (bh, piece) in &pieces {
+            slices.push(IoSlice::new(bh));
+            slices.push(IoSlice::new(piece));
+        }
+        crate::write_all_vectored(&mut self.w, &mut slices).await?;
         Ok(())
     }
 }
@@ -159,6 +168,7 @@ impl MsgReceiver for TcpReceiver {
 mod tests {
     use super::*;
     use sheen_wire::frame::NO_TARGET;
+    use tokio::io::AsyncWriteExt;
 
     async fn pair() -> (Connection, Connection) {
         let t = TcpTransport::default();

@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod verbs;
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -220,10 +221,9 @@ struct Shared {
 
 impl Shared {
     async fn write(&self, parts: &[&[u8]]) -> Result<(), TransportError> {
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
         let mut w = self.writer.lock().await;
-        for p in parts {
-            w.write_all(p).await?;
-        }
+        crate::write_all_vectored(&mut *w, &mut slices).await?;
         Ok(())
     }
 
