@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -160,7 +161,6 @@ impl SheenFs {
         }
     }
 
-    /// Runs one request's work as its own task, in a span naming the operation.
     /// The work this mount left running after replying; wait for it before disconnecting.
     pub fn background(&self) -> Arc<Background> {
         Arc::clone(&self.inner.background)
@@ -172,13 +172,27 @@ impl SheenFs {
         Arc::clone(&self.inner.marks)
     }
 
+    /// Runs one request's work, in a span naming the operation: first here, on the FUSE
+    /// session thread, as far as it goes without waiting, and what is left as a task.
+    ///
+    /// Work that needs no round trip (attributes cached under a lock, a write taken into
+    /// the write-behind window) is answered without waking a runtime worker, and work that
+    /// does sends its RPCs from here; the reply then wakes the task on the worker that
+    /// reads the connection. Polling once with a waker that does nothing and then handing
+    /// the future to the runtime is sound: a future registers the waker of its latest poll,
+    /// and the spawned task polls it again at once.
     fn spawn<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let span = tracing::debug_span!("fuse", op, ino = ino.0);
-        self.runtime
-            .spawn(work(Arc::clone(&self.inner)).instrument(span));
+        let mut work = Box::pin(work(Arc::clone(&self.inner)).instrument(span));
+        // Timers, sockets and spawns inside the work need the runtime's context.
+        let _runtime = self.runtime.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        if work.as_mut().poll(&mut cx).is_pending() {
+            self.runtime.spawn(work);
+        }
     }
 }
 
