@@ -1561,18 +1561,27 @@ impl Client {
             handles.extend(h);
             drops.extend(d);
         };
+        // The directories whose entries the change adds or removes: a kernel that sent the
+        // change drops their attributes itself when the reply comes (FUSE's
+        // `fuse_dir_changed`), so telling it again would only cost a notification.
+        let mut dirs: Vec<Fid> = Vec::with_capacity(2);
         match req {
             ReintReq::Setattr { fid, .. } => cancel(*fid, ibits::UPDATE | ibits::PERM),
             ReintReq::Setxattr { fid, .. } | ReintReq::Removexattr { fid, .. } => {
                 cancel(*fid, attrs)
             }
-            ReintReq::Create { parent, .. } => cancel(*parent, ibits::UPDATE),
+            ReintReq::Create { parent, .. } => {
+                cancel(*parent, ibits::UPDATE);
+                dirs.push(*parent);
+            }
             ReintReq::Link { fid, parent, .. } => {
                 cancel(*fid, ibits::UPDATE);
                 cancel(*parent, ibits::UPDATE);
+                dirs.push(*parent);
             }
             ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name } => {
                 cancel(*parent, ibits::UPDATE);
+                dirs.push(*parent);
                 if let Some(child) = locks.child_named(*parent, name) {
                     cancel(child, ibits::ALL);
                 }
@@ -1586,6 +1595,7 @@ impl Client {
             } => {
                 cancel(*src_parent, ibits::UPDATE);
                 cancel(*dst_parent, ibits::UPDATE);
+                dirs.extend([*src_parent, *dst_parent]);
                 for (p, n) in [(src_parent, src_name), (dst_parent, dst_name)] {
                     if let Some(child) = locks.child_named(*p, n) {
                         cancel(child, ibits::ALL);
@@ -1595,6 +1605,7 @@ impl Client {
                 drops.push(Invalidation::Entries(vec![(*dst_parent, dst_name.clone())]));
             }
         }
+        drops.retain(|d| !matches!(d, Invalidation::Attr(f) if dirs.contains(f)));
         (handles, drops)
     }
 
