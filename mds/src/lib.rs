@@ -381,7 +381,7 @@ impl Mds {
     /// goes or moves, everything; attributes (UPDATE, PERM, XATTR) for a setattr or an
     /// xattr change. Named inodes are resolved now (a name that does not exist yet touches
     /// only its directory).
-    async fn touched(&self, req: &ReintReq) -> Result<Vec<(Fid, u64)>, ServiceError> {
+    fn touched(&self, req: &ReintReq) -> Result<Vec<(Fid, u64)>, ServiceError> {
         type Touched = (Vec<(Fid, u64)>, Vec<(Fid, Vec<u8>)>);
         let attrs = ibits::UPDATE | ibits::PERM | ibits::XATTR;
         let (mut out, names): Touched = match req {
@@ -415,19 +415,18 @@ impl Mds {
             ),
         };
         if !names.is_empty() {
-            let children = self
-                .ns(move |ns| {
-                    let mut found = Vec::new();
-                    for (parent, name) in &names {
-                        match ns.lookup(*parent, name) {
-                            Ok(a) => found.push(a.fid),
-                            Err(NsError::NotFound) => {}
-                            Err(e) => return Err(e),
-                        }
+            // At most two point reads: on the worker (see `ns_now`).
+            let children = self.ns_now(|ns| {
+                let mut found = Vec::new();
+                for (parent, name) in &names {
+                    match ns.lookup(*parent, name) {
+                        Ok(a) => found.push(a.fid),
+                        Err(NsError::NotFound) => {}
+                        Err(e) => return Err(e),
                     }
-                    Ok(found)
-                })
-                .await?;
+                }
+                Ok(found)
+            })?;
             out.extend(children.into_iter().map(|f| (f, ibits::ALL)));
         }
         // One lock per inode, with the union of its bits, in fid order.
@@ -446,7 +445,7 @@ impl Mds {
     /// order (so two changes never wait for each other in a cycle), after the clients
     /// caching them were called back (the requester cancelled its own in the request).
     async fn lock_touched(&self, req: &ReintReq) -> Result<Vec<ServerLock>, ServiceError> {
-        let mut touched = self.touched(req).await?;
+        let mut touched = self.touched(req)?;
         for _ in 0..LOCK_RESOLVE_TRIES {
             let mut held = Vec::with_capacity(touched.len());
             for (fid, bits) in &touched {
@@ -458,7 +457,7 @@ impl Mds {
                 held.push(l);
             }
             // A name may have moved while we waited: lock what it names now.
-            let now = self.touched(req).await?;
+            let now = self.touched(req)?;
             let covered = now
                 .iter()
                 .all(|(f, b)| touched.iter().any(|(g, c)| g == f && (b & !c) == 0));
@@ -743,7 +742,8 @@ impl Mds {
     /// Runs a short namespace read on the calling worker, without a trip to the blocking
     /// pool: sled reads take no lock, and a lookup or getattr is served from sled's cache in
     /// microseconds (a page not cached is one `pread`), less than the two thread handoffs
-    /// of [`Mds::ns`]. Only for single-inode reads, never for changes or listings.
+    /// of [`Mds::ns`]. Only for reads of an inode or two (a getattr, a lookup, the layout a
+    /// new file inherits), never for changes or listings.
     fn ns_now<T>(
         &self,
         f: impl FnOnce(&Namespace) -> Result<T, NsError>,
@@ -936,7 +936,7 @@ impl Mds {
                 } else if is_reg {
                     let template = match layout {
                         Some(l) => Some(l),
-                        None => self.ns(move |ns| ns.inherited_layout(parent)).await?,
+                        None => self.ns_now(|ns| ns.inherited_layout(parent))?,
                     };
                     Some(self.objects.instantiate(template.as_ref()).await?)
                 } else {
