@@ -98,3 +98,91 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A writer that takes at most `step` bytes per call, as a full socket does.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let me = self.get_mut();
+            me.calls += 1;
+            let n = buf.len().min(me.step);
+            me.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let me = self.get_mut();
+            me.calls += 1;
+            let mut left = me.step;
+            for b in bufs {
+                let n = b.len().min(left);
+                me.got.extend_from_slice(&b[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(me.step - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn gathered_writes_resume_where_a_short_write_stopped() {
+        let parts: [&[u8]; 4] = [b"header", b"", b"0123456789", b"tail"];
+        for step in [1, 3, 7, 100] {
+            let mut w = Trickle {
+                got: Vec::new(),
+                step,
+                calls: 0,
+            };
+            let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            write_all_vectored(&mut w, &mut slices).await.unwrap();
+            assert_eq!(w.got, b"header0123456789tail", "step {step}");
+            assert_eq!(w.calls, 20usize.div_ceil(step), "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_takes_nothing_is_an_error() {
+        let mut w = Trickle {
+            got: Vec::new(),
+            step: 0,
+            calls: 0,
+        };
+        let mut slices = [IoSlice::new(b"x")];
+        let e = write_all_vectored(&mut w, &mut slices).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WriteZero);
+    }
+}
