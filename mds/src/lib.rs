@@ -1570,7 +1570,17 @@ impl Service for Mds {
                 } else {
                     None
                 };
-                let reply = self.attr_of(move |ns| ns.pin(fid), false).await?;
+                // On the worker unless a change holds the namespace's turn (it may wait for
+                // sled's log): then on the blocking pool.
+                let now = self.ns_now(|ns| {
+                    ns.try_pin(fid)
+                        .map(|pinned| pinned.and_then(|attr| attr_reply(ns, attr, false)))
+                        .transpose()
+                })?;
+                let reply = match now {
+                    Some(reply) => reply,
+                    None => self.attr_of(move |ns| ns.pin(fid), false).await?,
+                };
                 if let Some(export) = req.export {
                     self.opens.open(export, fid, write);
                 }

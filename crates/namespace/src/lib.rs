@@ -32,6 +32,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::TryLockError;
 
 use sheen_wire::{Attr, DirEntry, Fid, Layout, Timespec};
 use sled::transaction::TransactionError;
@@ -306,6 +307,24 @@ impl Namespace {
     /// orphan instead of destroying it. ENOENT if the inode does not exist (any more).
     pub fn pin(&self, fid: Fid) -> Result<Attr, NsError> {
         let _turn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.pin_in_turn(fid)
+    }
+
+    /// [`Namespace::pin`] unless a change is being made now, which may take a while (its
+    /// transaction can wait for sled's log): `None` then, for the caller to pin where it
+    /// may wait. For a caller that must not block, such as an async runtime's worker.
+    pub fn try_pin(&self, fid: Fid) -> Option<Result<Attr, NsError>> {
+        let _turn = match self.writer.try_lock() {
+            Ok(turn) => turn,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(self.pin_in_turn(fid))
+    }
+
+    /// [`Namespace::pin`] with the writer's turn held: no change runs between the check
+    /// that the inode exists and the pin.
+    fn pin_in_turn(&self, fid: Fid) -> Result<Attr, NsError> {
         let attr = self.getattr(fid)?;
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         let n = pins.entry(fid).or_insert(0);

@@ -1411,6 +1411,10 @@ fn open_files_outlive_their_last_name() {
     assert_eq!(errno(ns.getattr(f.fid)), Errno::ENOENT);
     // Pinning what does not exist fails; unpinning something never pinned does nothing.
     assert_eq!(errno(ns.pin(f.fid)), Errno::ENOENT);
+    assert_eq!(
+        errno(ns.try_pin(f.fid).expect("no change running")),
+        Errno::ENOENT
+    );
     assert!(ns.unpin(f.fid).unwrap().is_none());
 
     // Rename over an open file keeps it too; closing a file that still has a name does not
@@ -2155,4 +2159,21 @@ fn clean_shutdown_is_seen_once_and_only_if_nothing_changed_after_it() {
     ns.flush_clean_shutdown().unwrap();
     mkfile(&ns, Fid::ROOT, "b");
     assert!(!ns.take_clean_shutdown().unwrap(), "a change after it");
+}
+
+#[test]
+fn try_pin_pins_unless_a_change_is_running() {
+    let (_dir, ns) = open();
+    let f = mkfile(&ns, Fid::ROOT, "f");
+    {
+        // A change holds the writer's turn: the caller is told to pin elsewhere.
+        let _turn = ns.writer.lock().unwrap();
+        assert!(ns.try_pin(f.fid).is_none());
+        assert!(!ns.pinned(f.fid));
+    }
+    assert_eq!(ns.try_pin(f.fid).unwrap().unwrap().fid, f.fid);
+    assert!(ns.pinned(f.fid));
+    // Pinned as by `pin`: the unlink leaves an orphan, the last close destroys it.
+    assert!(!ns.unlink(Fid::ROOT, b"f").unwrap().destroyed);
+    assert!(ns.unpin(f.fid).unwrap().is_some_and(|r| r.destroyed));
 }
