@@ -181,7 +181,7 @@ impl SheenFs {
     /// reads the connection. Polling once with a waker that does nothing and then handing
     /// the future to the runtime is sound: a future registers the waker of its latest poll,
     /// and the spawned task polls it again at once.
-    fn spawn<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
+    fn dispatch<F>(&self, op: &'static str, ino: INodeNo, work: impl FnOnce(Arc<Inner>) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -1358,7 +1358,7 @@ impl Filesystem for SheenFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_bytes(name);
-        self.spawn("lookup", parent, |fs| async move {
+        self.dispatch("lookup", parent, |fs| async move {
             match fs.lookup(parent, &name).await {
                 Ok((attr, ttls)) => {
                     reply.entry_with_ttls(&ttls.attr, &ttls.entry, &attr, Generation(0))
@@ -1374,7 +1374,7 @@ impl Filesystem for SheenFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn("getattr", ino, |fs| async move {
+        self.dispatch("getattr", ino, |fs| async move {
             match fs.getattr(ino).await {
                 Ok((attr, ttl)) => reply.attr(&ttl, &attr),
                 Err(e) => reply.error(e),
@@ -1411,7 +1411,7 @@ impl Filesystem for SheenFs {
             keep_ctime: false,
             grow_only: false,
         };
-        self.spawn("setattr", ino, |fs| async move {
+        self.dispatch("setattr", ino, |fs| async move {
             match fs.setattr(ino, set).await {
                 Ok(attr) => reply.attr(&limits::ATTR_TTL, &attr),
                 Err(e) => reply.error(e),
@@ -1420,7 +1420,7 @@ impl Filesystem for SheenFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn("readlink", ino, |fs| async move {
+        self.dispatch("readlink", ino, |fs| async move {
             let target = match fid(ino) {
                 Ok(f) => fs
                     .client
@@ -1447,7 +1447,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEntry,
     ) {
         let (name, creds) = (name_bytes(name), creds(req, umask));
-        self.spawn("mknod", parent, |fs| async move {
+        self.dispatch("mknod", parent, |fs| async move {
             reply_entry(reply, fs.mknod(parent, &name, mode, rdev, creds).await);
         });
     }
@@ -1462,7 +1462,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEntry,
     ) {
         let (name, creds) = (name_bytes(name), creds(req, umask));
-        self.spawn("mkdir", parent, |fs| async move {
+        self.dispatch("mkdir", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 let attr = fs
@@ -1478,7 +1478,7 @@ impl Filesystem for SheenFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn("unlink", parent, |fs| async move {
+        self.dispatch("unlink", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 fs.client
@@ -1492,7 +1492,7 @@ impl Filesystem for SheenFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn("rmdir", parent, |fs| async move {
+        self.dispatch("rmdir", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 fs.client
@@ -1515,7 +1515,7 @@ impl Filesystem for SheenFs {
         // A symlink's mode is always 0777: no umask.
         let (name, creds) = (name_bytes(link_name), creds(req, 0));
         let target = target.as_os_str().as_bytes().to_vec();
-        self.spawn("symlink", parent, |fs| async move {
+        self.dispatch("symlink", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 let attr = fs
@@ -1540,7 +1540,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEmpty,
     ) {
         let (name, newname) = (name_bytes(name), name_bytes(newname));
-        self.spawn("rename", parent, |fs| async move {
+        self.dispatch("rename", parent, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 fs.client
@@ -1561,7 +1561,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEntry,
     ) {
         let newname = name_bytes(newname);
-        self.spawn("link", ino, |fs| async move {
+        self.dispatch("link", ino, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 let attr = fs
@@ -1576,7 +1576,7 @@ impl Filesystem for SheenFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.spawn("open", ino, |fs| async move {
+        self.dispatch("open", ino, |fs| async move {
             match fs.open(ino, flags.0).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
@@ -1595,7 +1595,7 @@ impl Filesystem for SheenFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn("read", ino, |fs| async move {
+        self.dispatch("read", ino, |fs| async move {
             match fs.read(ino, fh, offset, size, flags.0).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(e),
@@ -1617,7 +1617,7 @@ impl Filesystem for SheenFs {
     ) {
         // The one copy of the write path: out of fuser's request buffer.
         let data = Bytes::copy_from_slice(data);
-        self.spawn("write", ino, |fs| async move {
+        self.dispatch("write", ino, |fs| async move {
             match fs.write(ino, fh, offset, data, flags.0).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
@@ -1650,7 +1650,7 @@ impl Filesystem for SheenFs {
             reply.ok();
             return;
         }
-        self.spawn("flush", ino, |fs| async move {
+        self.dispatch("flush", ino, |fs| async move {
             match fs.release_lock_owner(ino, lock_owner).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1675,7 +1675,7 @@ impl Filesystem for SheenFs {
         // open file's lock owner).
         reply.ok();
         let guard = self.inner.background.start();
-        self.spawn("release", ino, |fs| async move {
+        self.dispatch("release", ino, |fs| async move {
             if let Some(owner) = lock_owner {
                 // Logged by `errno`; a lock the MDS could not be told to drop stays until
                 // this client is gone for good.
@@ -1704,7 +1704,7 @@ impl Filesystem for SheenFs {
             typ,
             pid,
         };
-        self.spawn("getlk", ino, |fs| async move {
+        self.dispatch("getlk", ino, |fs| async move {
             match fs.getlk(ino, lock_owner, lock).await {
                 Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
                 Err(e) => reply.error(e),
@@ -1731,7 +1731,7 @@ impl Filesystem for SheenFs {
             typ,
             pid,
         };
-        self.spawn("setlk", ino, |fs| async move {
+        self.dispatch("setlk", ino, |fs| async move {
             match fs.setlk(ino, lock_owner, lock, sleep).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1747,7 +1747,7 @@ impl Filesystem for SheenFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn("fsync", ino, |fs| async move {
+        self.dispatch("fsync", ino, |fs| async move {
             reply_empty(reply, fs.fsync(ino).await);
         });
     }
@@ -1767,7 +1767,7 @@ impl Filesystem for SheenFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn("readdir", ino, |fs| async move {
+        self.dispatch("readdir", ino, |fs| async move {
             match fs.readdir(ino, fh, offset, &mut reply).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1783,7 +1783,7 @@ impl Filesystem for SheenFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn("readdirplus", ino, |fs| async move {
+        self.dispatch("readdirplus", ino, |fs| async move {
             match fs.readdirplus(ino, fh, offset, &mut reply).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -1811,7 +1811,7 @@ impl Filesystem for SheenFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn("fsyncdir", ino, |fs| async move {
+        self.dispatch("fsyncdir", ino, |fs| async move {
             let result = fs
                 .client
                 .fsync(None)
@@ -1822,7 +1822,7 @@ impl Filesystem for SheenFs {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn("statfs", ino, |fs| async move {
+        self.dispatch("statfs", ino, |fs| async move {
             match fs.statfs().await {
                 Ok(s) => reply.statfs(
                     s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
@@ -1847,14 +1847,14 @@ impl Filesystem for SheenFs {
         }
         let (name, value) = (name_bytes(name), value.to_vec());
         let caller = (req.uid(), req.gid(), req.pid());
-        self.spawn("setxattr", ino, |fs| async move {
+        self.dispatch("setxattr", ino, |fs| async move {
             reply_empty(reply, fs.setxattr(ino, &name, &value, flags, caller).await);
         });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_bytes(name);
-        self.spawn("getxattr", ino, |fs| async move {
+        self.dispatch("getxattr", ino, |fs| async move {
             let value = match fid(ino) {
                 Ok(f) => fs
                     .client
@@ -1869,7 +1869,7 @@ impl Filesystem for SheenFs {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let privileged = req.uid() == 0;
-        self.spawn("listxattr", ino, |fs| async move {
+        self.dispatch("listxattr", ino, |fs| async move {
             let value = match fid(ino) {
                 Ok(f) => fs
                     .client
@@ -1885,7 +1885,7 @@ impl Filesystem for SheenFs {
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name_bytes(name);
-        self.spawn("removexattr", ino, |fs| async move {
+        self.dispatch("removexattr", ino, |fs| async move {
             let result = async {
                 fs.check_writable()?;
                 fs.client
@@ -1903,7 +1903,7 @@ impl Filesystem for SheenFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let (uid, gid) = (req.uid(), req.gid());
-        self.spawn("access", ino, |fs| async move {
+        self.dispatch("access", ino, |fs| async move {
             reply_empty(reply, fs.access(ino, mask, uid, gid).await);
         });
     }
@@ -1936,7 +1936,7 @@ impl Filesystem for SheenFs {
         reply: ReplyEmpty,
     ) {
         // Never ENOSYS: the kernel would stop asking for every mode.
-        self.spawn("fallocate", ino, |fs| async move {
+        self.dispatch("fallocate", ino, |fs| async move {
             reply_empty(reply, fs.fallocate(ino, fh, offset, length, mode).await);
         });
     }
@@ -1982,7 +1982,7 @@ impl Filesystem for SheenFs {
         reply: ReplyCreate,
     ) {
         let (name, creds) = (name_bytes(name), creds(req, umask));
-        self.spawn("create", parent, |fs| async move {
+        self.dispatch("create", parent, |fs| async move {
             match fs.create(parent, &name, mode, flags, creds).await {
                 Ok((attr, fh, ttl)) => reply.created(
                     &ttl,
