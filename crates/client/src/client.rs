@@ -741,8 +741,14 @@ impl Client {
     /// Ends one [`Client::open`] of `fid`; the last close of an unlinked file frees it.
     #[instrument(level = "debug", skip_all, fields(%fid))]
     pub async fn close(&self, fid: Fid) -> Result<(), ClientError> {
-        self.inner.opens.closed(fid);
-        let _: Empty = self.mds(Opcode::MdsClose, &CloseReq { fid }).await?;
+        let closing = self.inner.opens.closing(fid);
+        let closed = self
+            .mds::<_, Empty>(Opcode::MdsClose, &CloseReq { fid })
+            .await;
+        if let Some(write) = closing {
+            self.inner.opens.close_done(fid, write);
+        }
+        closed?;
         Ok(())
     }
 
