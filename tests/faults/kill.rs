@@ -1,12 +1,14 @@
 //! An OSS killed with SIGKILL while an application writes: the application carries on after
 //! the restart without an error, and every byte it wrote is there. The same for the MDS
-//! during fsyncs, and a file unlinked while open that outlives an MDS restart.
+//! during fsyncs, and a file unlinked while open that outlives an MDS restart, also when
+//! another open of it was being closed as the MDS went away.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use sheen_client::{Bytes, Client, ClientConfig, Creds, MountSpec};
 use sheen_tests::{pattern, run_ok};
 
 const MIB: usize = 1 << 20;
@@ -149,4 +151,62 @@ fn unlinked_open_file_survives_an_mds_restart() {
     f.write_all(b"still writable").unwrap();
     f.sync_all().unwrap();
     drop(f);
+}
+
+/// A close the MDS did not answer before it restarted is sent again on the new connection,
+/// here after the client reopened its files there (the close waits out its retry backoff
+/// while another call reconnects): it must end the open it closes, not the file's other
+/// open, or the file, unlinked, would be freed under that open. (Were the close to reconnect
+/// first, the new MDS would ignore it and the test would pass either way.)
+#[test]
+fn a_close_resent_after_the_reopens_leaves_the_other_open() {
+    let (_tmp, mut cluster, _mnt) = crate::mounted_with(2, |spec| {
+        spec.recovery_window = Some(Duration::from_secs(2));
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
+    let client = rt
+        .block_on(Client::mount(&spec, ClientConfig::default()))
+        .unwrap();
+    let root = client.root_fid();
+    let data = Bytes::from(pattern(78, MIB));
+    let (fid, layout) = rt.block_on(async {
+        let created = client
+            .create_open(root, b"twice", 0o644, Creds::default(), None)
+            .await
+            .unwrap();
+        let layout = created.layout.expect("a regular file's layout");
+        let fid = created.attr.fid;
+        client.write(fid, &layout, 0, data.clone()).await.unwrap();
+        client.open(fid, libc::O_RDWR as u32).await.unwrap();
+        client.unlink(root, b"twice").await.unwrap();
+        (fid, layout)
+    });
+    cluster.kill_mds().unwrap();
+    // The first open's close finds no MDS and retries, its backoff growing to a second.
+    let closing = {
+        let client = client.clone();
+        rt.spawn(async move { client.close(fid).await })
+    };
+    std::thread::sleep(Duration::from_millis(2500));
+    cluster.start_mds().unwrap();
+    // Another call reconnects; the reopens go out at once, the close at its next retry.
+    rt.block_on(client.getattr(root)).unwrap();
+    rt.block_on(closing).unwrap().unwrap();
+    // Past the recovery window too: the open left keeps the orphan and its data.
+    std::thread::sleep(Duration::from_secs(3));
+    let (orphan, _) = rt
+        .block_on(client.getattr(fid))
+        .expect("the orphan, still open once, is on the MDS");
+    assert_eq!(orphan.nlink, 0);
+    let back = rt
+        .block_on(client.read(fid, &layout, MIB as u64, 0, MIB as u32))
+        .expect("the orphan, still open once, is readable");
+    assert!(back == data, "the open orphan's data changed");
+    rt.block_on(client.close(fid)).unwrap();
+    rt.block_on(client.unmount());
 }
