@@ -286,12 +286,8 @@ impl Mds {
             }
             for (fid, counts) in self.opens.take_export(id) {
                 for _ in 0..counts.total() {
-                    match self
-                        .ns(move |ns| Ok((ns.unpin(fid)?, ns.last_transno())))
-                        .await
-                    {
-                        Ok((removed, transno)) => self.destroy_removed(removed.as_ref(), transno),
-                        Err(e) => warn!(%fid, "releasing an open of a gone client: {}", e.message),
+                    if let Err(e) = self.release_open(move |ns| ns.unpin(fid)).await {
+                        warn!(%fid, "releasing an open of a gone client: {}", e.message);
                     }
                 }
             }
@@ -853,6 +849,31 @@ impl Mds {
         want_symlink: bool,
     ) -> Result<AttrReply, ServiceError> {
         self.ns_now(|ns| attr_reply(ns, read(ns)?, want_symlink))
+    }
+
+    /// Ends an open on the blocking pool with `release`, which removes the inode when that
+    /// was the last open of an orphan, and destroys the orphan's objects once the removal is
+    /// durable. With commit-before-reply the removal is committed here: no reply waits for
+    /// it, but its objects would otherwise wait for the next change's commit, and be left on
+    /// their OSTs, unreferenced, by a stop before one.
+    async fn release_open(
+        &self,
+        release: impl FnOnce(&Namespace) -> Result<Option<Removed>, NsError> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let commits = Arc::clone(&self.commits);
+        let sync = !self.async_commit;
+        let (removed, transno) = self
+            .ns(move |ns| {
+                let removed = release(ns)?;
+                let transno = ns.last_transno();
+                if sync && removed.as_ref().is_some_and(|r| r.destroyed) {
+                    commits.commit(ns, transno)?;
+                }
+                Ok((removed, transno))
+            })
+            .await?;
+        self.destroy_removed(removed.as_ref(), transno);
+        Ok(())
     }
 
     /// Destroys the OST objects of inodes whose last link went away, once the change that
@@ -1595,10 +1616,8 @@ impl Service for Mds {
                 // The close of a file that keeps a name changes nothing on disk: answered
                 // here, without a trip to the blocking pool.
                 if known && self.ns_now(|ns| ns.unpin_leaves_orphan(fid))? {
-                    let (removed, transno) = self
-                        .ns(move |ns| Ok((ns.destroy_if_orphan(fid)?, ns.last_transno())))
+                    self.release_open(move |ns| ns.destroy_if_orphan(fid))
                         .await?;
-                    self.destroy_removed(removed.as_ref(), transno);
                 }
                 Ok(Response::empty())
             }

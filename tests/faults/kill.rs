@@ -157,7 +157,8 @@ fn unlinked_open_file_survives_an_mds_restart() {
 /// here after the client reopened its files there (the close waits out its retry backoff
 /// while another call reconnects): it must end the open it closes, not the file's other
 /// open, or the file, unlinked, would be freed under that open. (Were the close to reconnect
-/// first, the new MDS would ignore it and the test would pass either way.)
+/// first, the new MDS would ignore it and the test would pass either way.) The last close
+/// then destroys the orphan's objects at once.
 #[test]
 fn a_close_resent_after_the_reopens_leaves_the_other_open() {
     let (_tmp, mut cluster, _mnt) = crate::mounted_with(2, |spec| {
@@ -207,6 +208,23 @@ fn a_close_resent_after_the_reopens_leaves_the_other_open() {
         .block_on(client.read(fid, &layout, MIB as u64, 0, MIB as u32))
         .expect("the orphan, still open once, is readable");
     assert!(back == data, "the open orphan's data changed");
+    // The last close frees the orphan, and its objects go without waiting for another change.
     rt.block_on(client.close(fid)).unwrap();
+    let objects = &layout.components[0].stripe.objects;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for o in objects {
+        loop {
+            match rt.block_on(client.ost_getattr(o.ost_idx, o.oid)) {
+                Err(e) if e.errno() == sheen_client::Errno::ENOENT => break,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "OST {} object {} after the last close: {other:?}",
+                    o.ost_idx,
+                    o.oid
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     rt.block_on(client.unmount());
 }
