@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sheen_client::{Client, ClientConfig, Creds, MountSpec};
+use sheen_client::Creds;
 use sheen_cluster::{Cluster, ClusterSpec, Daemon};
 use sheen_tests::{pattern, run_ok};
 
@@ -267,15 +267,7 @@ fn mds_follows_an_oss_back_on_a_new_nid() {
     // The MDS starts while the MGS still lists the OSS's old NID; its first create must
     // precreate objects there. The create comes from a client of the MDS alone.
     cluster.start_daemon(Daemon::Mds).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
-    let client = rt
-        .block_on(Client::mount(&spec, ClientConfig::default()))
-        .unwrap();
+    let (rt, client) = crate::native_client(&cluster);
     let started = Instant::now();
     let created = {
         let client = client.clone();

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sheen_client::{Bytes, Client, ClientConfig, Creds, MountSpec};
+use sheen_client::{Bytes, Creds};
 use sheen_tests::{pattern, run_ok};
 
 const MIB: usize = 1 << 20;
@@ -164,15 +164,7 @@ fn a_close_resent_after_the_reopens_leaves_the_other_open() {
     let (_tmp, mut cluster, _mnt) = crate::mounted_with(2, |spec| {
         spec.recovery_window = Some(Duration::from_secs(2));
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
-    let client = rt
-        .block_on(Client::mount(&spec, ClientConfig::default()))
-        .unwrap();
+    let (rt, client) = crate::native_client(&cluster);
     let root = client.root_fid();
     let data = Bytes::from(pattern(78, MIB));
     let (fid, layout) = rt.block_on(async {

@@ -12,6 +12,7 @@ mod kill;
 mod leftovers;
 mod resend;
 
+use sheen_client::{Client, ClientConfig, MountSpec};
 use sheen_cluster::{Cluster, ClusterSpec};
 
 /// A cluster of `n_osts` small OSTs in a fresh temp dir, mounted at `<tmp>/mnt`.
@@ -34,4 +35,18 @@ pub fn mounted_with(
     std::fs::create_dir_all(&mnt).unwrap();
     cluster.mount(&mnt).unwrap();
     (dir, cluster, mnt)
+}
+
+/// A native client of `cluster` (no FUSE), on a runtime of its own with one worker.
+pub fn native_client(cluster: &Cluster) -> (tokio::runtime::Runtime, Client) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
+    let client = rt
+        .block_on(Client::mount(&spec, ClientConfig::default()))
+        .unwrap();
+    (rt, client)
 }
