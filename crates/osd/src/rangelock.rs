@@ -9,7 +9,7 @@
 //! The table is sharded by object id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use sheen_wire::ObjId;
@@ -52,6 +52,9 @@ impl Held {
 struct Shard {
     held: Mutex<HashMap<ObjId, Vec<Held>>>,
     released: Condvar,
+    /// Requests waiting on `released`; changed and read only with `held` locked, so a
+    /// release that finds none may skip the wake-up (a syscall even with nobody to wake).
+    waiting: AtomicUsize,
 }
 
 pub(crate) struct RangeLocks {
@@ -107,7 +110,9 @@ impl RangeLocks {
                     id,
                 };
             }
+            shard.waiting.fetch_add(1, Ordering::Relaxed);
             held = wait(&shard.released, held);
+            shard.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -127,8 +132,11 @@ impl Drop for RangeGuard<'_> {
                 held.remove(&self.oid);
             }
         }
+        let anyone_waiting = shard.waiting.load(Ordering::Relaxed) > 0;
         drop(held);
-        shard.released.notify_all();
+        if anyone_waiting {
+            shard.released.notify_all();
+        }
     }
 }
 
