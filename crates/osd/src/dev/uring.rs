@@ -281,14 +281,18 @@ mod tests {
     use super::*;
     use crate::dev::AlignedBuf;
 
+    /// An io_uring device over a temp file of `len` bytes; `None` where io_uring is refused
+    /// (the sync engine covers such a machine).
+    fn temp_dev(len: u64) -> Option<UringDev> {
+        let file = tempfile::tempfile().ok()?;
+        file.set_len(len).unwrap();
+        UringDev::new(file, len).ok()
+    }
+
     #[test]
     fn many_sqes_round_trip() {
-        let Ok(file) = tempfile::tempfile() else {
+        let Some(dev) = temp_dev(8 << 20) else {
             return;
-        };
-        file.set_len(8 << 20).unwrap();
-        let Ok(dev) = UringDev::new(file, 8 << 20) else {
-            return; // io_uring refused here; the sync engine covers this machine
         };
         // 300 separate 4 KiB writes: more SQEs than the ring holds, submitted in waves.
         let mut src = AlignedBuf::zeroed(300 * 4096);
@@ -335,12 +339,8 @@ mod tests {
 
     #[test]
     fn threads_share_one_ring_in_turn() {
-        let Ok(file) = tempfile::tempfile() else {
+        let Some(dev) = temp_dev(1 << 20) else {
             return;
-        };
-        file.set_len(1 << 20).unwrap();
-        let Ok(dev) = UringDev::new(file, 1 << 20) else {
-            return; // io_uring refused here; the sync engine covers this machine
         };
         // One ring for eight threads: each waits for it in turn and is woken when it is
         // given back (a lost wake-up would hang the test).
