@@ -14,7 +14,7 @@ mod objects;
 mod opens;
 mod recovery;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sheen_lock_server::{LockServer, ServerLock, TryEnqueued};
-use sheen_namespace::{CreateArgs, Namespace, NsError, Removed};
+use sheen_namespace::{CreateArgs, DirChange, Namespace, NsError, Removed};
 use sheen_rpc::{
     serve_with_exports, ExportId, Exports, Import, ImportConfig, ReplayInfo, Request, Response,
     Service, ServiceError,
@@ -33,10 +33,10 @@ use sheen_wire::limits::{
     READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
 };
 use sheen_wire::msg::{
-    AttrReply, CancelReq, CloseReq, DirEntryPlus, EnqueueReply, EnqueueReq, FlockOp, FlockReply,
-    FlockReq, FlockType, GetattrLockReply, GetattrLockReq, GetattrReq, Layout, LookupReq, OpenReq,
-    ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply,
-    ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    AttrReply, CancelReq, CloseReq, DirEntryPlus, DirVersion, EnqueueReply, EnqueueReq, FlockOp,
+    FlockReply, FlockReq, FlockType, GetattrLockReply, GetattrLockReq, GetattrReq, Layout,
+    LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq,
+    ReintReply, ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
@@ -248,6 +248,8 @@ tokio::task_local! {
     static REQUEST: (Arc<str>, u64);
     /// The transno of the change the handler made (set by [`Mds::ns_commit`]).
     static OP_TRANSNO: Cell<u64>;
+    /// The changes of directory entries the handler made (set by [`Mds::ns_commit`]).
+    static OP_DIRS: RefCell<Vec<DirChange>>;
     /// Set while a replay executes: its original transno and reply.
     static REPLAY: (u64, Option<ReintReply>);
 }
@@ -267,6 +269,23 @@ fn change_lock(fid: Fid, bits: u64) -> LockDesc {
         mode: LockMode::Cw,
         policy: LockPolicy::Ibits { bits },
     }
+}
+
+/// The versions of `dir` across the changes a request made (`changes`, in order), when
+/// they follow one another with nothing between them and the last is still the
+/// directory's version (`now`): no other change of its entries came since the first.
+fn version_across(changes: &[DirChange], dir: Fid, now: Option<u64>) -> Option<DirVersion> {
+    let mut mine = changes.iter().filter(|c| c.dir == dir);
+    let first = mine.next()?;
+    let before = first.before?;
+    let mut after = first.after;
+    for c in mine {
+        if c.before != Some(after) {
+            return None;
+        }
+        after = c.after;
+    }
+    (now == Some(after)).then_some(DirVersion { before, after })
 }
 
 fn lock_err(e: sheen_lock_server::LockError) -> ServiceError {
@@ -759,7 +778,7 @@ impl Mds {
         let record = REQUEST.try_with(Clone::clone).ok();
         let replay_transno = REPLAY.try_with(|r| r.0).unwrap_or(0);
         let sync = !self.async_commit;
-        let (out, transno) = self
+        let (out, transno, dirs) = self
             .ns(move |ns| {
                 ns.clear_last_op_transno();
                 let out = ns.with_transno(replay_transno, |ns| match record {
@@ -767,13 +786,15 @@ impl Mds {
                     None => f(ns),
                 })?;
                 let transno = ns.last_op_transno();
+                let dirs = ns.last_op_dirs();
                 if sync {
                     commits.commit(ns, ns.last_transno())?;
                 }
-                Ok((out, transno))
+                Ok((out, transno, dirs))
             })
             .await?;
         let _ = OP_TRANSNO.try_with(|t| t.set(transno));
+        let _ = OP_DIRS.try_with(|d| d.borrow_mut().extend(dirs));
         Ok(out)
     }
 
@@ -1137,6 +1158,9 @@ impl Mds {
             }
             _ => None,
         };
+        // A mkdir: the new directory's attribute lock goes to the client (not for replays).
+        let new_dir = matches!(&r, ReintReq::Create { mode, .. }
+            if mode & libc::S_IFMT == libc::S_IFDIR && req.replay.is_none());
         // A create that opens a regular file: an open intent (not for replays).
         let intent = match &r {
             ReintReq::Create {
@@ -1152,29 +1176,37 @@ impl Mds {
         };
         // Each modifying step is recorded with the request (`ns_commit`) and, by default,
         // committed before it returns.
-        let (reply, transno) = OP_TRANSNO
+        let (reply, transno, dirs) = OP_TRANSNO
             .scope(Cell::new(0), async {
-                let reply = match req.client.clone() {
-                    Some(client) => {
-                        REQUEST
-                            .scope((client, req.header.xid), self.reint(r))
-                            .await?
-                    }
-                    None => self.reint(r).await?,
-                };
-                Ok::<_, ServiceError>((reply, Self::op_transno()))
+                OP_DIRS
+                    .scope(RefCell::new(Vec::new()), async {
+                        let reply = match req.client.clone() {
+                            Some(client) => {
+                                REQUEST
+                                    .scope((client, req.header.xid), self.reint(r))
+                                    .await?
+                            }
+                            None => self.reint(r).await?,
+                        };
+                        let dirs = OP_DIRS.with(|d| d.take());
+                        Ok::<_, ServiceError>((reply, Self::op_transno(), dirs))
+                    })
+                    .await
             })
             .await?;
         drop(locks);
         let mut reply = reply;
         if let (Some(dir), Some(export)) = (changed_dir, req.export) {
-            self.dir_after_change(export, dir, &mut reply);
+            self.dir_after_change(export, dir, &dirs, &mut reply);
         }
         if let (Some((parent, name)), Some(export)) = (intent, req.export) {
             if let Some(attr) = &reply.attr {
                 self.opens.open(export, attr.fid, true);
             }
             self.open_intent(export, parent, name, transno, &mut reply);
+        }
+        if let (true, Some(export)) = (new_dir, req.export) {
+            self.new_dir_lock(export, &dirs, &mut reply);
         }
         Ok(Response::new(&reply).with_transno(transno))
     }
@@ -1187,8 +1219,16 @@ impl Mds {
 
     /// Grants the client that changed the entries of `dir` the directory's attribute lock
     /// (PR), when it can be had without waiting, and puts the directory's attributes, read
-    /// under it, in the reply: the kernel asks for them before the next change in it.
-    fn dir_after_change(&self, export: ExportId, dir: Fid, reply: &mut ReintReply) {
+    /// under it, in the reply: the kernel asks for them before the next change in it. When
+    /// nothing else changed the directory's entries between the change (`changes`) and the
+    /// grant, the reply also says which version of them the change made of which.
+    fn dir_after_change(
+        &self,
+        export: ExportId,
+        dir: Fid,
+        changes: &[DirChange],
+        reply: &mut ReintReply,
+    ) {
         let grants = match self.try_lock_entry(export, dir, LockMode::Pr, &[ibits::ATTR]) {
             Ok(Some(grants)) if !grants.is_empty() => grants,
             _ => return,
@@ -1196,11 +1236,38 @@ impl Mds {
         match self.ns_now(|ns| ns.getattr(dir)) {
             Ok(attr) => {
                 reply.parent_attr = Some(attr);
+                reply.parent_version = version_across(changes, dir, self.ns.dir_version(dir));
                 reply.parent_locks = grants;
             }
             Err(_) => {
                 self.cancel_grants(export, &grants);
             }
+        }
+    }
+
+    /// Grants the client that made a directory (`changes` holds its creation) the new
+    /// directory's attribute lock (PR), when it can be had without waiting and nothing was
+    /// added to it since, with its version: the client knows it empty at that version.
+    fn new_dir_lock(&self, export: ExportId, changes: &[DirChange], reply: &mut ReintReply) {
+        let Some(dir) = reply.attr.as_ref().filter(|a| a.is_dir()).map(|a| a.fid) else {
+            return;
+        };
+        let Some(made) = changes.iter().find(|c| c.dir == dir && c.before.is_none()) else {
+            return;
+        };
+        let grants = match self.try_lock_entry(export, dir, LockMode::Pr, &[ibits::ATTR]) {
+            Ok(Some(grants)) if !grants.is_empty() => grants,
+            _ => return,
+        };
+        // The attributes too are read again under the lock: a chmod may have come between.
+        let now = self.ns_now(|ns| ns.getattr(dir));
+        match now {
+            Ok(attr) if self.ns.dir_version(dir) == Some(made.after) => {
+                reply.attr = Some(attr);
+                reply.dir_version = Some(made.after);
+                reply.locks = grants;
+            }
+            _ => self.cancel_grants(export, &grants),
         }
     }
 
@@ -1919,6 +1986,37 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_version_crosses_only_a_request_s_own_changes() {
+        let d = Fid {
+            seq: 1,
+            oid: 7,
+            ver: 0,
+        };
+        let other = Fid {
+            seq: 1,
+            oid: 8,
+            ver: 0,
+        };
+        let c = |dir, before, after| DirChange { dir, before, after };
+        let moved = |before, after| Some(DirVersion { before, after });
+        // One change, still the directory's version.
+        assert_eq!(version_across(&[c(d, Some(3), 5)], d, Some(5)), moved(3, 5));
+        // Another change of the directory came since.
+        assert_eq!(version_across(&[c(d, Some(3), 5)], d, Some(6)), None);
+        assert_eq!(version_across(&[c(d, Some(3), 5)], d, None), None);
+        // The version before is not known (the MDS restarted, or forgot it).
+        assert_eq!(version_across(&[c(d, None, 5)], d, Some(5)), None);
+        // Two changes by the request, one after the other; other directories don't count.
+        let two = [c(d, Some(3), 5), c(other, Some(1), 5), c(d, Some(5), 6)];
+        assert_eq!(version_across(&two, d, Some(6)), moved(3, 6));
+        // Another change came between the request's two.
+        let split = [c(d, Some(3), 5), c(d, Some(7), 8)];
+        assert_eq!(version_across(&split, d, Some(8)), None);
+        // The request did not change the directory.
+        assert_eq!(version_across(&[c(other, Some(1), 2)], d, Some(2)), None);
+    }
 
     fn subdir(name: &str) -> CreateArgs {
         CreateArgs {

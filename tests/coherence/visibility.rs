@@ -469,6 +469,72 @@ pub(crate) fn created_follows_changes(env: &Env) {
     checks.finish("right after A wrote into the file it created and holds open");
 }
 
+#[test]
+fn names_a_client_knows_absent_follow_changes_elsewhere() {
+    run(
+        "names_a_client_knows_absent_follow_changes_elsewhere",
+        LIMIT,
+        Logs::Clean,
+        absent_names_follow_changes,
+    );
+}
+
+/// Makes one name in the directory it is given.
+type MakeName<'a> = dyn Fn(&Path) -> io::Result<()> + 'a;
+
+/// A makes a directory and creates and unlinks in it, so that it knows every name in it
+/// and answers lookups of other names itself. Each way B adds a name to such a directory
+/// (create, mkdir, symlink, hard link, rename into it, and a name A had unlinked) A must
+/// see at once: by stat, by an exclusive create that fails, and in a listing.
+fn absent_names_follow_changes(env: &Env) {
+    let outside = env.b.join("outside");
+    File::create(&outside).expect("create outside on B");
+    let steps: [(&str, &MakeName<'_>); 6] = [
+        ("b-file", &|d| File::create(d.join("b-file")).map(drop)),
+        ("b-dir", &|d| fs::create_dir(d.join("b-dir"))),
+        ("b-link", &|d| {
+            std::os::unix::fs::symlink("f1", d.join("b-link"))
+        }),
+        ("b-hard", &|d| fs::hard_link(d.join("f1"), d.join("b-hard"))),
+        ("b-moved", &|d| fs::rename(&outside, d.join("b-moved"))),
+        ("f2", &|d| File::create(d.join("f2")).map(drop)),
+    ];
+    for (i, (name, make)) in steps.into_iter().enumerate() {
+        let dir_a = env.a.join(format!("known{i}"));
+        let dir_b = env.b.join(format!("known{i}"));
+        fs::create_dir(&dir_a).expect("mkdir on A");
+        for n in ["f1", "f2", "f3"] {
+            File::create(dir_a.join(n)).expect("create on A");
+        }
+        fs::remove_file(dir_a.join("f2")).expect("unlink f2 on A");
+        let mut checks = Checks::default();
+        checks.gone(
+            "stat before B made it, on A",
+            fs::metadata(dir_a.join(name)),
+        );
+        checks.expect(fs::metadata(dir_a.join("f3")).is_ok(), || {
+            "f3, created on A, is not seen on A".into()
+        });
+        make(&dir_b).unwrap_or_else(|e| panic!("make {name} on B: {e}"));
+        checks.expect(fs::symlink_metadata(dir_a.join(name)).is_ok(), || {
+            format!("{name}, made on B, is not seen on A")
+        });
+        let excl = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir_a.join(name));
+        checks.expect(
+            matches!(&excl, Err(e) if e.kind() == io::ErrorKind::AlreadyExists),
+            || format!("exclusive create of {name} on A after B made it: {excl:?}"),
+        );
+        let names = listing(&dir_a);
+        checks.expect(names.iter().any(|n| n == name), || {
+            format!("{name} is not in A's listing of known{i}: {names:?}")
+        });
+        checks.finish(&format!("right after B made known{i}/{name}"));
+    }
+}
+
 /// The xattr holding a file's capabilities.
 const CAPABILITY_XATTR: &str = "security.capability";
 /// Size of a version 2 `security.capability` value (`struct vfs_cap_data`).

@@ -37,6 +37,7 @@ use sheen_wire::{
 use tokio::sync::Semaphore;
 use tracing::{debug, info, instrument, warn};
 
+use crate::dir_names::{DirNames, NameChange};
 use crate::io_plan::{assemble_read, plan_range, plan_read, plan_write, WritePiece};
 use crate::limits;
 use crate::locks::{
@@ -283,6 +284,9 @@ struct Inner {
     /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
     /// before the question is still held.
     no_capability: std::sync::Mutex<UnderLock<()>>,
+    /// Every name of directories this client made or changed ([`DirNames`]), good while
+    /// the attribute lock they came with is held.
+    dir_names: std::sync::Mutex<UnderLock<DirNames>>,
     /// Opens for writing of files over all clients, as the MDS counted them under an
     /// attribute lock still held (an open for writing elsewhere calls it back): whether this
     /// client is a file's only writer ([`Client::sole_writer`]).
@@ -345,7 +349,11 @@ impl<V> Default for UnderLock<V> {
 
 impl<V> UnderLock<V> {
     fn insert(&mut self, fid: Fid, fact: V, lock: LockHandle) {
-        if self.facts.len() >= limits::UNDER_LOCK_MAX && !self.facts.contains_key(&fid) {
+        self.insert_bounded(fid, fact, lock, limits::UNDER_LOCK_MAX);
+    }
+
+    fn insert_bounded(&mut self, fid: Fid, fact: V, lock: LockHandle, max: usize) {
+        if self.facts.len() >= max && !self.facts.contains_key(&fid) {
             self.facts.clear();
         }
         self.facts.insert(fid, (fact, lock));
@@ -371,6 +379,19 @@ fn target_nids(target: &TargetInfo) -> Result<Vec<Nid>, ClientError> {
         )));
     }
     Ok(nids)
+}
+
+/// The directory whose names a change adds to or removes from, and how; `None` for changes
+/// whose reply does not carry the directory's versions (a link or rename cancels the
+/// directory's lock, and with it what this client knew of its names).
+fn name_change(req: &ReintReq) -> Option<(Fid, NameChange<'_>)> {
+    match req {
+        ReintReq::Create { parent, name, .. } => Some((*parent, NameChange::Add(name))),
+        ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name } => {
+            Some((*parent, NameChange::Remove(name)))
+        }
+        _ => None,
+    }
 }
 
 fn check_name(name: &[u8]) -> Result<(), ClientError> {
@@ -540,6 +561,7 @@ impl Client {
                 opens,
                 changed_dirs: Default::default(),
                 no_capability: Default::default(),
+                dir_names: Default::default(),
                 writers_known: Default::default(),
                 data_changes: DataChanges::new(),
                 fs_config,
@@ -580,6 +602,11 @@ impl Client {
     }
 
     async fn reint(&self, req: &ReintReq) -> Result<ReintReply, ClientError> {
+        // The names of the directory the change adds a name to or removes one from, taken
+        // out before the change cancels their lock; they come back with the reply if the
+        // directory was still at their version.
+        let change = name_change(req);
+        let known = change.and_then(|(dir, _)| self.take_dir_names(dir));
         let (cancels, drops) = self.early_cancel(req);
         let reply = if cancels.is_empty() {
             self.mds(Opcode::MdsReint, req).await
@@ -598,8 +625,53 @@ impl Client {
                 .add_inode_locks(MDT0_INDEX, dir.fid, None, &reply.parent_locks);
             self.changed_dirs()
                 .insert(dir.fid, dir.clone(), grant.handle);
+            if let (Some(names), Some((changed, how)), Some(moved)) =
+                (known, change, reply.parent_version)
+            {
+                if changed == dir.fid {
+                    if let Some(names) = names.after(how, moved) {
+                        self.dir_names().insert_bounded(
+                            dir.fid,
+                            names,
+                            grant.handle,
+                            limits::DIR_NAMES_DIRS_MAX,
+                        );
+                    }
+                }
+            }
         }
         Ok(reply)
+    }
+
+    fn dir_names(&self) -> std::sync::MutexGuard<'_, UnderLock<DirNames>> {
+        self.inner
+            .dir_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the names of `dir` out, if known under a lock still held.
+    fn take_dir_names(&self, dir: Fid) -> Option<DirNames> {
+        let (names, lock) = self.dir_names().facts.remove(&dir)?;
+        self.inner
+            .locks
+            .all_held(MDT0_INDEX, &[lock])
+            .then_some(names)
+    }
+
+    /// Whether directory `parent` is known to have no entry `name`: this client knows all
+    /// its names, under its attribute lock still held (another client's change in it would
+    /// have called the lock back first).
+    pub fn known_absent(&self, parent: Fid, name: &[u8]) -> bool {
+        let mut known = self.dir_names();
+        let Some((names, lock)) = known.facts.get(&parent) else {
+            return false;
+        };
+        if !self.inner.locks.all_held(MDT0_INDEX, &[*lock]) {
+            known.facts.remove(&parent);
+            return false;
+        }
+        !names.has(name)
     }
 
     fn changed_dirs(&self) -> std::sync::MutexGuard<'_, UnderLock<Attr>> {
@@ -773,6 +845,9 @@ impl Client {
         name: &[u8],
     ) -> Result<(Attr, Option<Layout>), ClientError> {
         check_name(name)?;
+        if self.known_absent(parent, name) {
+            return Err(ClientError::NoEntry);
+        }
         let req = LookupReq {
             parent,
             name: name.to_vec(),
@@ -925,11 +1000,39 @@ impl Client {
         mode: u32,
         creds: Creds,
     ) -> Result<Attr, ClientError> {
-        let mode = (mode & 0o7777) | libc::S_IFDIR;
-        Ok(self
-            .create_inode(parent, name, mode, 0, creds, None, None)
-            .await?
-            .0)
+        check_name(name)?;
+        let req = ReintReq::Create {
+            parent,
+            name: name.to_vec(),
+            mode: (mode & 0o7777) | libc::S_IFDIR,
+            rdev: 0,
+            creds,
+            symlink: None,
+            layout: None,
+            open: false,
+        };
+        let reply = self.reint(&req).await?;
+        let attr = reply
+            .attr
+            .ok_or_else(|| ClientError::protocol("mds_reint", "mkdir without attr"))?;
+        // The new directory's attribute lock, granted with its version: it is empty then.
+        if let Some(version) = reply.dir_version {
+            let locks = &self.inner.locks;
+            locks.add_inode_locks(MDT0_INDEX, attr.fid, None, &reply.locks);
+            let attr_lock = reply.locks.iter().find(|g| {
+                matches!(g.desc.policy,
+                    sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
+            });
+            if let Some(grant) = attr_lock {
+                self.dir_names().insert_bounded(
+                    attr.fid,
+                    DirNames::empty(version),
+                    grant.handle,
+                    limits::DIR_NAMES_DIRS_MAX,
+                );
+            }
+        }
+        Ok(attr)
     }
 
     /// Creates a device node, FIFO or socket (`mode` carries the type; none means a regular
@@ -1515,6 +1618,9 @@ impl Client {
     ) -> Result<(Attr, Option<Layout>, u32), ClientError> {
         if let Some(n) = name {
             check_name(n)?;
+            if self.known_absent(fid, n) {
+                return Err(ClientError::NoEntry);
+            }
         }
         // For a lookup, the child is not known before the answer: ask for both.
         let wanted: Vec<u64> = match name {

@@ -63,6 +63,9 @@ pub enum ClientError {
     /// The extended attribute does not exist (known without asking the MDS).
     #[error("no such extended attribute")]
     NoXattr,
+    /// The directory has no such entry (known without asking the MDS).
+    #[error("no such file or directory")]
+    NoEntry,
 }
 
 impl ClientError {
@@ -86,6 +89,7 @@ impl ClientError {
             ClientError::Unsupported(_) => Errno::EOPNOTSUPP,
             ClientError::Unmounted => Errno::ENOTCONN,
             ClientError::NoXattr => Errno::ENODATA,
+            ClientError::NoEntry => Errno::ENOENT,
         }
     }
 

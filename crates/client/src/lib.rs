@@ -12,6 +12,7 @@
 //! Used by the FUSE client (`sheen-mount`) and the tools (`lfs`, `lctl`).
 
 mod client;
+mod dir_names;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

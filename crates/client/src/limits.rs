@@ -18,6 +18,11 @@ pub const MAX_IO_BYTES: u64 = 64 << 20;
 /// from its own change in it, a file known to have no `security.capability`), per kind;
 /// past it they are all forgotten.
 pub const UNDER_LOCK_MAX: usize = 1024;
+/// Most directories whose every name the client keeps (for lookups of absent names
+/// answered without the MDS); past it, it forgets them all.
+pub const DIR_NAMES_DIRS_MAX: usize = 32;
+/// Most names the client keeps of one directory; a directory with more is forgotten.
+pub const DIR_NAMES_MAX: usize = 16384;
 /// Slots of the client's count of its own changes to file data (files share a slot by
 /// hash; a change to one drops what was read ahead of the others in its slot).
 pub const DATA_CHANGE_SLOTS: usize = 256;

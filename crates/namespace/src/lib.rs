@@ -140,6 +140,10 @@ thread_local! {
     /// The transno the transactions of this thread take at least ([`Namespace::with_transno`]).
     static AT_LEAST_TRANSNO: Cell<u64> = const { Cell::new(0) };
     static LAST_OP_TRANSNO: Cell<u64> = const { Cell::new(0) };
+    /// The directories the transactions of this thread changed since
+    /// [`Namespace::clear_last_op_transno`] ([`Namespace::last_op_dirs`]).
+    static LAST_OP_DIRS: std::cell::RefCell<Vec<DirChange>> =
+        const { std::cell::RefCell::new(Vec::new()) };
     /// The client request the operations of this thread are executing for, if any
     /// ([`Namespace::with_client_record`]).
     static CLIENT_RECORD: std::cell::RefCell<Option<(Vec<u8>, u64)>> =
@@ -148,6 +152,21 @@ thread_local! {
 
 /// Reply records kept per client: the newest by xid; older ones are dropped.
 pub const CLIENT_RECORDS_KEPT: usize = 256;
+
+/// One transaction's change of a directory's entries (or its creation): the directory's
+/// version before it, if known, and after it (the transaction's transno).
+///
+/// A directory's version is the transno of the last transaction that added, removed or
+/// replaced one of its entries, or created it. Versions live in memory only, for the
+/// directories changed since the namespace was opened (a bounded number): an unknown one
+/// is `None`, never a wrong number, and transnos never repeat, so two equal versions of
+/// a directory mean that no entry of it changed in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirChange {
+    pub dir: Fid,
+    pub before: Option<u64>,
+    pub after: u64,
+}
 
 /// The namespace of one MDT.
 pub struct Namespace {
@@ -170,6 +189,10 @@ pub struct Namespace {
     pins: std::sync::Mutex<HashMap<Fid, u32>>,
     /// Calls of [`Namespace::with_client_record`], to prune the records now and then.
     record_calls: AtomicU64,
+    /// The versions of the directories changed since the namespace was opened
+    /// ([`DirChange`]), at most [`limits::DIR_VERSIONS_MAX`]: when full, all are forgotten.
+    /// Written holding `writer`, after the transaction committed.
+    dir_versions: std::sync::Mutex<HashMap<Fid, u64>>,
     /// The database directory.
     dir: std::path::PathBuf,
     /// Tests set this to make every transaction abort after it wrote everything.
@@ -217,6 +240,7 @@ impl Namespace {
             writer: std::sync::Mutex::new(()),
             pins: std::sync::Mutex::new(HashMap::new()),
             record_calls: AtomicU64::new(0),
+            dir_versions: std::sync::Mutex::new(HashMap::new()),
             dir: dir.to_path_buf(),
             #[cfg(test)]
             inject_abort: std::sync::atomic::AtomicBool::new(false),
@@ -448,6 +472,7 @@ impl Namespace {
             let res = trees.transaction(|views: &Views| {
                 let mut tx = Tx::new(views, self.hash, &xattr_keys, now);
                 let out = op(&mut tx)?;
+                let dirs = std::mem::take(&mut tx.dirs_changed);
                 let transno = tx.finish(AT_LEAST_TRANSNO.with(Cell::get))?;
                 let record = CLIENT_RECORD.with(|r| r.borrow().clone());
                 if let Some((client, xid)) = record {
@@ -457,12 +482,13 @@ impl Namespace {
                 if self.inject_abort.load(Ordering::SeqCst) {
                     return txn::fail(NsError::Invalid("injected fault"));
                 }
-                Ok((out, transno))
+                Ok((out, transno, dirs))
             });
             match res {
-                Ok((out, transno)) => {
+                Ok((out, transno, dirs)) => {
                     self.last_transno.fetch_max(transno, Ordering::SeqCst);
                     LAST_OP_TRANSNO.with(|t| t.set(transno));
+                    self.note_dir_versions(&dirs, transno);
                     return Ok(out);
                 }
                 Err(TransactionError::Abort(TxAbort::Ns(e))) => return Err(e),
@@ -785,9 +811,46 @@ impl Namespace {
     }
 
     /// Forgets the transaction number [`Namespace::last_op_transno`] reports for this thread,
-    /// so that a call making no transaction is seen as such.
+    /// so that a call making no transaction is seen as such, and the directory changes
+    /// [`Namespace::last_op_dirs`] reports.
     pub fn clear_last_op_transno(&self) {
         LAST_OP_TRANSNO.with(|t| t.set(0));
+        LAST_OP_DIRS.with(|d| d.borrow_mut().clear());
+    }
+
+    /// The changes of directory entries that the transactions of this thread made since
+    /// [`Namespace::clear_last_op_transno`], in order.
+    pub fn last_op_dirs(&self) -> Vec<DirChange> {
+        LAST_OP_DIRS.with(|d| d.borrow().clone())
+    }
+
+    /// The version of directory `dir` ([`DirChange`]), if known.
+    pub fn dir_version(&self, dir: Fid) -> Option<u64> {
+        let versions = self.dir_versions.lock().unwrap_or_else(|p| p.into_inner());
+        versions.get(&dir).copied()
+    }
+
+    /// Records that the transaction numbered `transno`, committed holding `writer`, changed
+    /// the entries of `dirs` (or created them).
+    fn note_dir_versions(&self, dirs: &[Fid], transno: u64) {
+        if dirs.is_empty() {
+            return;
+        }
+        let mut versions = self.dir_versions.lock().unwrap_or_else(|p| p.into_inner());
+        if versions.len() + dirs.len() > limits::DIR_VERSIONS_MAX {
+            versions.clear();
+        }
+        LAST_OP_DIRS.with(|d| {
+            let mut d = d.borrow_mut();
+            for &dir in dirs {
+                let before = versions.insert(dir, transno);
+                d.push(DirChange {
+                    dir,
+                    before,
+                    after: transno,
+                });
+            }
+        });
     }
 
     /// Runs `f` (the namespace change a client's request asks for) so that every transaction

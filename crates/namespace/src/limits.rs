@@ -18,6 +18,9 @@ pub const DB_CACHE_BYTES: u64 = 256 << 20;
 /// sled's own periodic flush (its default), unless the caller flushes
 /// ([`crate::Namespace::open_flushed_by_caller`]).
 pub(crate) const SLED_FLUSH_EVERY_MS: u64 = 500;
+/// Most directories whose version ([`crate::DirChange`]) the namespace keeps in memory;
+/// past it, it forgets them all (clients then ask the MDS about names again).
+pub const DIR_VERSIONS_MAX: usize = 1 << 16;
 /// The inode count statfs reports as the maximum.
 pub const INODES_MAX: u64 = u32::MAX as u64;
 /// Deepest directory tree the rename loop check walks before it calls the tree corrupt.

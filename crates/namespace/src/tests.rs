@@ -2177,3 +2177,63 @@ fn try_pin_pins_unless_a_change_is_running() {
     assert!(!ns.unlink(Fid::ROOT, b"f").unwrap().destroyed);
     assert!(ns.unpin(f.fid).unwrap().is_some_and(|r| r.destroyed));
 }
+
+#[test]
+fn directory_versions_follow_every_change_of_their_entries() {
+    let (_dir, ns) = open();
+    ns.clear_last_op_transno();
+    let d = mkdir(&ns, Fid::ROOT, "d").fid;
+    let made = ns.last_op_transno();
+    // The mkdir changed the root's entries and made `d` (empty, at the mkdir's number).
+    let mut changes = ns.last_op_dirs();
+    changes.sort_by_key(|c| c.dir != d);
+    assert_eq!(
+        changes,
+        vec![
+            DirChange {
+                dir: d,
+                before: None,
+                after: made
+            },
+            DirChange {
+                dir: Fid::ROOT,
+                before: None,
+                after: made
+            },
+        ]
+    );
+    assert_eq!(ns.dir_version(d), Some(made));
+    // Each change of `d`'s entries moves its version from the last one to its own number.
+    let mut last = made;
+    let changes: [&dyn Fn(&Namespace); 3] = [
+        &|ns| {
+            mkfile(ns, d, "a");
+        },
+        &|ns| ns.rename(d, b"a", d, b"b", 0).map(drop).unwrap(),
+        &|ns| ns.unlink(d, b"b").map(drop).unwrap(),
+    ];
+    for change in changes {
+        ns.clear_last_op_transno();
+        change(&ns);
+        let now = ns.last_op_transno();
+        assert_eq!(
+            ns.last_op_dirs(),
+            vec![DirChange {
+                dir: d,
+                before: Some(last),
+                after: now
+            }]
+        );
+        assert_eq!(ns.dir_version(d), Some(now));
+        last = now;
+    }
+    // A change of the directory's own attributes is not a change of its entries.
+    ns.clear_last_op_transno();
+    let set = SetAttr {
+        mode: Some(0o700),
+        ..Default::default()
+    };
+    ns.setattr(d, &set).unwrap();
+    assert!(ns.last_op_dirs().is_empty());
+    assert_eq!(ns.dir_version(d), Some(last));
+}

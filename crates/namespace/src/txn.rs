@@ -70,6 +70,8 @@ pub(crate) struct Tx<'a> {
     xattr_keys: &'a HashMap<Fid, Vec<IVec>>,
     cache: BTreeMap<Fid, Slot>,
     inode_delta: i64,
+    /// The directories whose entries this operation changed, and those it created.
+    pub dirs_changed: Vec<Fid>,
     /// The time every change of this operation is stamped with.
     pub now: Timespec,
 }
@@ -92,6 +94,7 @@ impl<'a> Tx<'a> {
             xattr_keys,
             cache: BTreeMap::new(),
             inode_delta: 0,
+            dirs_changed: Vec::new(),
             now,
         }
     }
@@ -143,6 +146,9 @@ impl<'a> Tx<'a> {
     /// Adds a new inode.
     pub fn create_inode(&mut self, inode: Inode) {
         self.inode_delta += 1;
+        if inode.attr.is_dir() {
+            self.note_dir(inode.attr.fid);
+        }
         self.cache.insert(inode.attr.fid, Slot::Dirty(inode));
     }
 
@@ -215,7 +221,14 @@ impl<'a> Tx<'a> {
         }
     }
 
+    fn note_dir(&mut self, dir: Fid) {
+        if !self.dirs_changed.contains(&dir) {
+            self.dirs_changed.push(dir);
+        }
+    }
+
     fn touch_dir(&mut self, parent: Fid, delta: i64) -> TxResult<()> {
+        self.note_dir(parent);
         let now = self.now;
         self.modify(parent, |p| {
             p.entries = p

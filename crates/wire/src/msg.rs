@@ -401,6 +401,13 @@ wire_type! {
     /// that made it the directory's attribute lock back (`ibits::ATTR`, PR, when it can be
     /// had without waiting), with the directory's attributes read under it: the client
     /// cancelled its own before the change, and the kernel asks for them again at once.
+    /// `parent_version` then says which version of the directory's entries the change
+    /// turned into which, when no other change came between it and the lock's grant:
+    /// a client that knew every name of the directory at `before` knows them all again,
+    /// with its own change applied, for as long as the lock is held.
+    ///
+    /// A mkdir likewise grants its client the new directory's attribute lock (in `locks`)
+    /// with the directory's version (`dir_version`): it is empty at that version.
     #[derive(Default)]
     pub struct ReintReply {
         pub attr: Option<Attr>,
@@ -409,7 +416,16 @@ wire_type! {
         pub writers: u32,
         pub parent_attr: Option<Attr>,
         pub parent_locks: Vec<EnqueueReply>,
+        pub parent_version: Option<DirVersion>,
+        pub dir_version: Option<u64>,
     }
+}
+
+wire_type! {
+    /// Two versions of a directory's entries, each the transno of the change that made it;
+    /// no other change of its entries came between them but the one the reply is for.
+    #[derive(Copy)]
+    pub struct DirVersion { pub before: u64, pub after: u64 }
 }
 
 wire_type! {
