@@ -36,7 +36,7 @@ use sheen_wire::msg::{
     AttrReply, CancelReq, CloseReq, DirEntryPlus, DirVersion, EnqueueReply, EnqueueReq, FlockOp,
     FlockReply, FlockReq, FlockType, GetattrLockReply, GetattrLockReq, GetattrReq, Layout,
     LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq,
-    ReintReply, ReintReq, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    ReintReply, ReintReq, SetAttr, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
@@ -286,6 +286,18 @@ fn version_across(changes: &[DirChange], dir: Fid, now: Option<u64>) -> Option<D
         after = c.after;
     }
     (now == Some(after)).then_some(DirVersion { before, after })
+}
+
+/// Whether a setattr changes only the access time (a read's relatime update).
+fn atime_only(attr: &SetAttr) -> bool {
+    attr.atime.is_some()
+        && attr.keep_ctime
+        && attr.mode.is_none()
+        && attr.uid.is_none()
+        && attr.gid.is_none()
+        && attr.size.is_none()
+        && attr.mtime.is_none()
+        && attr.ctime.is_none()
 }
 
 fn lock_err(e: sheen_lock_server::LockError) -> ServiceError {
@@ -934,15 +946,7 @@ impl Mds {
             ReintReq::Setattr { fid, attr } => {
                 // An access-time update by a read is made durable by the next commit, not
                 // waited for (Linux's lazytime): a crash may lose it, nothing else.
-                let atime_only = attr.atime.is_some()
-                    && attr.keep_ctime
-                    && attr.mode.is_none()
-                    && attr.uid.is_none()
-                    && attr.gid.is_none()
-                    && attr.size.is_none()
-                    && attr.mtime.is_none()
-                    && attr.ctime.is_none();
-                let a = if atime_only {
+                let a = if atime_only(&attr) {
                     self.ns(move |ns| ns.setattr(fid, &attr)).await?
                 } else {
                     self.ns_commit(move |ns| ns.setattr(fid, &attr)).await?
@@ -1158,6 +1162,13 @@ impl Mds {
             }
             _ => None,
         };
+        // An access-time update: the file's attribute lock goes back to the client.
+        let touched = match &r {
+            ReintReq::Setattr { fid, attr } if atime_only(attr) && req.replay.is_none() => {
+                Some(*fid)
+            }
+            _ => None,
+        };
         // A mkdir: the new directory's attribute lock goes to the client (not for replays).
         let new_dir = matches!(&r, ReintReq::Create { mode, .. }
             if mode & libc::S_IFMT == libc::S_IFDIR && req.replay.is_none());
@@ -1208,6 +1219,9 @@ impl Mds {
         if let (true, Some(export)) = (new_dir, req.export) {
             self.new_dir_lock(export, &dirs, &mut reply);
         }
+        if let (Some(fid), Some(export)) = (touched, req.export) {
+            self.attr_after_touch(export, fid, &mut reply);
+        }
         Ok(Response::new(&reply).with_transno(transno))
     }
 
@@ -1242,6 +1256,27 @@ impl Mds {
             Err(_) => {
                 self.cancel_grants(export, &grants);
             }
+        }
+    }
+
+    /// Grants the client that moved a file's access time the file's attribute lock back
+    /// (PR, when it can be had without waiting), with its attributes, layout and count of
+    /// writers read under it: the client cancelled its own before the change, and the kernel
+    /// asks for the attributes again at once (a read's relatime update, then the read that
+    /// finds the end of the file).
+    fn attr_after_touch(&self, export: ExportId, fid: Fid, reply: &mut ReintReply) {
+        let grants = match self.try_lock_entry(export, fid, LockMode::Pr, &[ibits::ATTR]) {
+            Ok(Some(grants)) if !grants.is_empty() => grants,
+            _ => return,
+        };
+        match self.attr_now(|ns| ns.getattr(fid), false) {
+            Ok(now) => {
+                reply.attr = Some(now.attr);
+                reply.layout = now.layout;
+                reply.writers = self.opens.writers(fid);
+                reply.locks = grants;
+            }
+            Err(_) => self.cancel_grants(export, &grants),
         }
     }
 

@@ -479,6 +479,79 @@ fn names_a_client_knows_absent_follow_changes_elsewhere() {
     );
 }
 
+#[test]
+fn what_a_client_read_follows_changes_elsewhere() {
+    run(
+        "what_a_client_read_follows_changes_elsewhere",
+        LIMIT,
+        Logs::Clean,
+        read_follows_changes,
+    );
+}
+
+/// B writes a file and A reads it: the read moves the access time (relatime), and A gets
+/// the file's attribute lock back with that change, so that it answers the kernel's next
+/// getattr itself and lets it cache the attributes. B's appends, chmods and truncates must
+/// all show on A at once, and A's access time on B.
+fn read_follows_changes(env: &Env) {
+    let on_a = env.a.join("read");
+    let on_b = env.b.join("read");
+    fs::write(&on_b, [5u8; 3000]).expect("write on B");
+    // Caught up on A before the read, so that the read's access time is A's own.
+    let before = fs::metadata(&on_a).expect("stat on A before the read");
+    std::thread::sleep(Duration::from_millis(20));
+    let data = fs::read(&on_a).expect("read on A");
+    assert_eq!(data.len(), 3000, "A read {} bytes, want 3000", data.len());
+    let mut checks = Checks::default();
+    let after = fs::metadata(&on_a).expect("stat on A after the read");
+    checks.expect(
+        after.atime_nsec() != before.atime_nsec() || after.atime() != before.atime(),
+        || {
+            format!(
+                "A's read did not move the access time on A: {:?}",
+                after.accessed()
+            )
+        },
+    );
+    let seen = fs::metadata(&on_b).map(|m| (m.atime(), m.atime_nsec()));
+    checks.expect(
+        matches!(seen, Ok(t) if t == (after.atime(), after.atime_nsec())),
+        || {
+            format!(
+                "access time on B after A's read: {seen:?}, A shows {:?}",
+                after.accessed()
+            )
+        },
+    );
+    checks.finish("right after A read the file B wrote");
+
+    let mut b_file = OpenOptions::new()
+        .append(true)
+        .open(&on_b)
+        .expect("open for append on B");
+    io::Write::write_all(&mut b_file, &[6u8; 1000]).expect("append on B");
+    let mut checks = Checks::default();
+    checks.size("stat on A after B appended", fs::metadata(&on_a), 4000);
+    drop(b_file);
+    checks.size("stat on A after B closed", fs::metadata(&on_a), 4000);
+    checks.finish("right after B appended to the file A read");
+
+    fs::read(&on_a).expect("read on A again");
+    fs::set_permissions(&on_b, fs::Permissions::from_mode(0o600)).expect("chmod on B");
+    let mode = fs::metadata(&on_a).map(|m| m.permissions().mode() & 0o7777);
+    let mut checks = Checks::default();
+    checks.expect(matches!(mode, Ok(0o600)), || {
+        format!("mode on A after B's chmod 0600: {mode:?}")
+    });
+    checks.finish("right after B chmodded the file A read");
+
+    fs::read(&on_a).expect("read on A once more");
+    truncate_path(&on_b, 10).expect("truncate on B");
+    let mut checks = Checks::default();
+    checks.size("stat on A after B truncated", fs::metadata(&on_a), 10);
+    checks.finish("right after B truncated the file A read");
+}
+
 /// Makes one name in the directory it is given.
 type MakeName<'a> = dyn Fn(&Path) -> io::Result<()> + 'a;
 

@@ -276,9 +276,10 @@ struct Inner {
     locks: Arc<Locks>,
     /// Files open through this client, reopened on every new MDS connection.
     opens: Arc<OpenFiles>,
-    /// Attributes of directories this client changed, as the MDS answered them with the
-    /// change, good while the attribute lock granted with them is held.
-    changed_dirs: std::sync::Mutex<UnderLock<Attr>>,
+    /// Attributes of directories this client changed the entries of, and of files it moved
+    /// the access time of, as the MDS answered them with the change (with a file's layout
+    /// and count of writers), good while the attribute lock granted with them is held.
+    changed_attrs: std::sync::Mutex<UnderLock<ChangedAttr>>,
     /// Files known to have no `security.capability` extended attribute (the kernel asks
     /// before every write, to drop set-user-ID bits and capabilities): files this client
     /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
@@ -330,6 +331,10 @@ impl DataChanges {
         }
     }
 }
+
+/// What a getattr with locks answers: attributes, a regular file's layout, and its count of
+/// opens for writing over all clients.
+type ChangedAttr = (Attr, Option<Layout>, u32);
 
 /// Facts about inodes learnt under an MDT lock, each good while that very lock is held
 /// (nobody changed what the lock protects since). Bounded: when
@@ -559,7 +564,7 @@ impl Client {
                 oss_imports,
                 locks,
                 opens,
-                changed_dirs: Default::default(),
+                changed_attrs: Default::default(),
                 no_capability: Default::default(),
                 dir_names: Default::default(),
                 writers_known: Default::default(),
@@ -623,8 +628,8 @@ impl Client {
             self.inner
                 .locks
                 .add_inode_locks(MDT0_INDEX, dir.fid, None, &reply.parent_locks);
-            self.changed_dirs()
-                .insert(dir.fid, dir.clone(), grant.handle);
+            self.changed_attrs()
+                .insert(dir.fid, (dir.clone(), None, 0), grant.handle);
             if let (Some(names), Some((changed, how)), Some(moved)) =
                 (known, change, reply.parent_version)
             {
@@ -674,10 +679,10 @@ impl Client {
         !names.has(name)
     }
 
-    fn changed_dirs(&self) -> std::sync::MutexGuard<'_, UnderLock<Attr>> {
+    fn changed_attrs(&self) -> std::sync::MutexGuard<'_, UnderLock<ChangedAttr>> {
         // A panic while holding the lock leaves plain data behind; keep using it.
         self.inner
-            .changed_dirs
+            .changed_attrs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
@@ -741,11 +746,11 @@ impl Client {
         false
     }
 
-    /// The attributes of directory `fid` as this client's last change in it left them,
-    /// when the attribute lock they were granted with is still held (nobody changed it
+    /// The attributes of `fid` as this client's last change of it (or of its entries) left
+    /// them, when the attribute lock they were granted with is still held (nobody changed it
     /// since); they are then handed out once, as the kernel asks once after a change.
-    fn changed_dir_attr(&self, fid: Fid) -> Option<Attr> {
-        let (attr, lock) = self.changed_dirs().facts.remove(&fid)?;
+    fn changed_attr(&self, fid: Fid) -> Option<ChangedAttr> {
+        let (attr, lock) = self.changed_attrs().facts.remove(&fid)?;
         self.inner
             .locks
             .all_held(MDT0_INDEX, &[lock])
@@ -1200,6 +1205,25 @@ impl Client {
     #[instrument(level = "debug", skip_all, fields(%fid, size = ?attr.size))]
     pub async fn setattr_mds(&self, fid: Fid, attr: SetAttr) -> Result<Attr, ClientError> {
         let reply = self.reint(&ReintReq::Setattr { fid, attr }).await?;
+        // An access-time update is answered with the attribute lock back, and what the
+        // kernel is about to ask for again read under it.
+        let attr_lock = reply.locks.iter().find(|g| {
+            matches!(g.desc.policy,
+                sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
+        });
+        if let (Some(grant), Some(attr)) = (attr_lock, &reply.attr) {
+            if attr.fid == fid {
+                self.inner
+                    .locks
+                    .add_inode_locks(MDT0_INDEX, fid, None, &reply.locks);
+                if attr.is_reg() {
+                    self.writers_known()
+                        .insert(fid, reply.writers, grant.handle);
+                }
+                let changed = (attr.clone(), reply.layout.clone(), reply.writers);
+                self.changed_attrs().insert(fid, changed, grant.handle);
+            }
+        }
         match reply.attr {
             Some(a) => Ok(a),
             None => Ok(self.getattr(fid).await?.0),
@@ -1631,8 +1655,8 @@ impl Client {
                 .missing_inode_bits(MDT0_INDEX, fid, &[ATTR_BITS]),
         };
         if name.is_none() {
-            if let Some(attr) = self.changed_dir_attr(fid) {
-                return Ok((attr, None, 0));
+            if let Some(changed) = self.changed_attr(fid) {
+                return Ok(changed);
             }
         }
         let req = GetattrLockReq {

@@ -407,7 +407,9 @@ wire_type! {
     /// with its own change applied, for as long as the lock is held.
     ///
     /// A mkdir likewise grants its client the new directory's attribute lock (in `locks`)
-    /// with the directory's version (`dir_version`): it is empty at that version.
+    /// with the directory's version (`dir_version`): it is empty at that version. A setattr
+    /// of the access time alone (a read's relatime update) grants the file's attribute lock
+    /// back (in `locks`), with its attributes, layout and `writers` read under it.
     #[derive(Default)]
     pub struct ReintReply {
         pub attr: Option<Attr>,
