@@ -29,14 +29,15 @@ use sheen_rpc::{
     Service, ServiceError,
 };
 use sheen_wire::limits::{
-    FLOCK_LOCKS_PER_CLIENT_MAX, FLOCK_WAIT_MAX, IBITS_SETS_MAX, READDIRPLUS_LOCKED_ENTRIES_MAX,
-    READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
+    FLOCK_LOCKS_PER_CLIENT_MAX, FLOCK_WAIT_MAX, GETATTR_BATCH_MAX, IBITS_SETS_MAX,
+    READDIRPLUS_LOCKED_ENTRIES_MAX, READDIRPLUS_MAX_BYTES, READDIR_MAX_ENTRIES,
 };
 use sheen_wire::msg::{
     AttrReply, CancelReq, CloseReq, DirEntryPlus, DirVersion, EnqueueReply, EnqueueReq, FlockOp,
-    FlockReply, FlockReq, FlockType, GetattrLockReply, GetattrLockReq, GetattrReq, Layout,
-    LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq,
-    ReintReply, ReintReq, SetAttr, StatfsReply, TargetRegReply, TargetRegReq, XattrReply, XattrReq,
+    FlockReply, FlockReq, FlockType, GetattrBatchReply, GetattrBatchReq, GetattrLockReply,
+    GetattrLockReq, GetattrReq, Layout, LookupReq, OpenReq, ReaddirPlusReply, ReaddirPlusReq,
+    ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr, StatfsReply,
+    TargetRegReply, TargetRegReq, XattrReply, XattrReq,
 };
 use sheen_wire::{
     frame::NO_TARGET, ibits, ldlm_flags, Errno, Fid, LockDesc, LockMode, LockPolicy, Nid, Opcode,
@@ -288,6 +289,18 @@ fn version_across(changes: &[DirChange], dir: Fid, now: Option<u64>) -> Option<D
     (now == Some(after)).then_some(DirVersion { before, after })
 }
 
+/// The locks a getattr may ask for: PR or CR, on at most 4 sets of known inode bits.
+fn check_getattr_locks(mode: LockMode, bits: &[u64]) -> Result<(), ServiceError> {
+    let bad_bits = bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
+    if !matches!(mode, LockMode::Pr | LockMode::Cr) || bad_bits || bits.len() > IBITS_SETS_MAX {
+        return Err(ServiceError::new(
+            Errno::EINVAL,
+            "getattr locks are PR or CR, on at most 4 sets of known inode bits",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether a setattr changes only the access time (a read's relatime update).
 fn atime_only(attr: &SetAttr) -> bool {
     attr.atime.is_some()
@@ -506,13 +519,7 @@ impl Mds {
         export: Option<ExportId>,
         r: GetattrLockReq,
     ) -> Result<GetattrLockReply, ServiceError> {
-        let bad_bits = r.bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
-        if !matches!(r.mode, LockMode::Pr | LockMode::Cr) || bad_bits || r.bits.len() > 4 {
-            return Err(ServiceError::new(
-                Errno::EINVAL,
-                "getattr locks are PR or CR, on at most 4 sets of known inode bits",
-            ));
-        }
+        check_getattr_locks(r.mode, &r.bits)?;
         let parent = r.fid;
         let want_symlink = r.want_symlink;
         let name = r.name.clone();
@@ -578,6 +585,38 @@ impl Mds {
                 })
             }
         }
+    }
+
+    /// MDS_GETATTR_BATCH: [`Mds::getattr_lock`] for each name, in turn; a name that fails
+    /// (no such entry) is answered `None`.
+    #[tracing::instrument(level = "debug", skip_all, fields(parent = %r.parent, n = r.names.len()))]
+    async fn getattr_batch(
+        &self,
+        export: Option<ExportId>,
+        r: GetattrBatchReq,
+    ) -> Result<GetattrBatchReply, ServiceError> {
+        if r.names.len() > GETATTR_BATCH_MAX {
+            return Err(ServiceError::new(
+                Errno::EINVAL,
+                format!(
+                    "a getattr batch of {} names (at most {GETATTR_BATCH_MAX})",
+                    r.names.len()
+                ),
+            ));
+        }
+        check_getattr_locks(r.mode, &r.bits)?;
+        let mut entries = Vec::with_capacity(r.names.len());
+        for name in r.names {
+            let one = GetattrLockReq {
+                fid: r.parent,
+                name: Some(name),
+                want_symlink: false,
+                mode: r.mode,
+                bits: r.bits.clone(),
+            };
+            entries.push(self.getattr_lock(export, one).await.ok());
+        }
+        Ok(GetattrBatchReply { entries })
     }
 
     /// MDS_READDIR_PLUS: a page of a directory, each entry with its attributes, and for at
@@ -1578,6 +1617,11 @@ impl Service for Mds {
             Opcode::MdsGetattrLock => {
                 let r: GetattrLockReq = req.decode()?;
                 let reply = self.getattr_lock(req.export, r).await?;
+                Ok(Response::new(&reply))
+            }
+            Opcode::MdsGetattrBatch => {
+                let r: GetattrBatchReq = req.decode()?;
+                let reply = self.getattr_batch(req.export, r).await?;
                 Ok(Response::new(&reply))
             }
             Opcode::LdlmEnqueue => {

@@ -552,6 +552,66 @@ fn read_follows_changes(env: &Env) {
     checks.finish("right after B truncated the file A read");
 }
 
+#[test]
+fn names_looked_up_ahead_follow_changes_elsewhere() {
+    run(
+        "names_looked_up_ahead_follow_changes_elsewhere",
+        LIMIT,
+        Logs::Clean,
+        looked_up_ahead_follow_changes,
+    );
+}
+
+/// A stats numbered names in order, so that it looks the next ones up ahead (with their
+/// locks); B then unlinks, renames, chmods and writes some of those, and A's stats of them
+/// show each change at once.
+fn looked_up_ahead_follow_changes(env: &Env) {
+    let dir_a = env.a.join("ahead");
+    let dir_b = env.b.join("ahead");
+    fs::create_dir(&dir_b).expect("mkdir on B");
+    let name = |n: usize| format!("f{n:04}");
+    for n in 0..40 {
+        fs::write(dir_b.join(name(n)), b"x").expect("create on B");
+    }
+    for n in 0..3 {
+        fs::metadata(dir_a.join(name(n))).expect("stat on A");
+    }
+    // The batch looked up ahead comes back in the background.
+    std::thread::sleep(Duration::from_millis(300));
+    fs::remove_file(dir_b.join(name(10))).expect("unlink on B");
+    fs::rename(dir_b.join(name(11)), dir_b.join("moved")).expect("rename on B");
+    fs::set_permissions(dir_b.join(name(12)), fs::Permissions::from_mode(0o600))
+        .expect("chmod on B");
+    fs::write(dir_b.join(name(13)), [1u8; 100]).expect("rewrite on B");
+    let mut checks = Checks::default();
+    for n in 3..10 {
+        checks.size(
+            &format!("stat {} on A", name(n)),
+            fs::metadata(dir_a.join(name(n))),
+            1,
+        );
+    }
+    checks.gone(
+        "stat of the name B unlinked, on A",
+        fs::metadata(dir_a.join(name(10))),
+    );
+    checks.gone(
+        "stat of the name B renamed, on A",
+        fs::metadata(dir_a.join(name(11))),
+    );
+    let mode = fs::metadata(dir_a.join(name(12))).map(|m| m.permissions().mode() & 0o7777);
+    checks.expect(matches!(mode, Ok(0o600)), || {
+        format!("mode on A of the file B chmodded 0600: {mode:?}")
+    });
+    checks.size(
+        "stat on A of the file B rewrote",
+        fs::metadata(dir_a.join(name(13))),
+        100,
+    );
+    checks.size("stat f0014 on A", fs::metadata(dir_a.join(name(14))), 1);
+    checks.finish("right after B changed names A had looked up ahead");
+}
+
 /// Makes one name in the directory it is given.
 type MakeName<'a> = dyn Fn(&Path) -> io::Result<()> + 'a;
 

@@ -24,11 +24,11 @@ use sheen_wire::limits::{
 use sheen_wire::msg::{falloc, OstFallocateReq};
 use sheen_wire::msg::{
     Attr, AttrReply, CloseReq, ConfigReadReq, Creds, DirEntry, Empty, FlockOp, FlockReply,
-    FlockReq, FsConfig, GetattrLockReply, GetattrLockReq, GetattrReq, Layout, LookupReq, ObjAttr,
-    ObjReq, OpenReq, OstListReply, OstListReq, OstObject, OstPunchReq, OstReadReq, OstSetattrReq,
-    OstSyncReq, OstWriteReply, OstWriteReq, ReaddirPlusReply, ReaddirPlusReq, ReaddirReply,
-    ReaddirReq, ReintCancelReq, ReintReply, ReintReq, SetAttr, StatfsReply, StripeLayout,
-    TargetInfo, Timespec, XattrReply, XattrReq,
+    FlockReq, FsConfig, GetattrBatchReply, GetattrBatchReq, GetattrLockReply, GetattrLockReq,
+    GetattrReq, Layout, LookupReq, ObjAttr, ObjReq, OpenReq, OstListReply, OstListReq, OstObject,
+    OstPunchReq, OstReadReq, OstSetattrReq, OstSyncReq, OstWriteReply, OstWriteReq,
+    ReaddirPlusReply, ReaddirPlusReq, ReaddirReply, ReaddirReq, ReintCancelReq, ReintReply,
+    ReintReq, SetAttr, StatfsReply, StripeLayout, TargetInfo, Timespec, XattrReply, XattrReq,
 };
 use sheen_wire::{
     Errno, Fid, LockHandle, LockMode, Nid, Opcode, TargetKind, WireDecode, WireEncode,
@@ -44,6 +44,7 @@ use crate::locks::{
     CacheInvalidator, Held, Invalidation, Locks, Reopen, ServerCallbacks, Target, ATTR_BITS,
 };
 use crate::opens::OpenFiles;
+use crate::statahead::{Fetched, Statahead};
 use crate::{ClientError, MountSpec};
 
 /// The MDT every metadata operation goes to (DNE comes later).
@@ -288,6 +289,8 @@ struct Inner {
     /// Every name of directories this client made or changed ([`DirNames`]), good while
     /// the attribute lock they came with is held.
     dir_names: std::sync::Mutex<UnderLock<DirNames>>,
+    /// Names looked up ahead of a sequence of lookups ([`Statahead`]).
+    statahead: std::sync::Mutex<Statahead>,
     /// Opens for writing of files over all clients, as the MDS counted them under an
     /// attribute lock still held (an open for writing elsewhere calls it back): whether this
     /// client is a file's only writer ([`Client::sole_writer`]).
@@ -567,6 +570,7 @@ impl Client {
                 changed_attrs: Default::default(),
                 no_capability: Default::default(),
                 dir_names: Default::default(),
+                statahead: Default::default(),
                 writers_known: Default::default(),
                 data_changes: DataChanges::new(),
                 fs_config,
@@ -1645,6 +1649,10 @@ impl Client {
             if self.known_absent(fid, n) {
                 return Err(ClientError::NoEntry);
             }
+            if let Some(hit) = self.fetched_ahead(fid, n) {
+                self.look_ahead(fid, n);
+                return Ok(hit);
+            }
         }
         // For a lookup, the child is not known before the answer: ask for both.
         let wanted: Vec<u64> = match name {
@@ -1667,6 +1675,15 @@ impl Client {
             bits: wanted,
         };
         let reply: GetattrLockReply = self.mds(Opcode::MdsGetattrLock, &req).await?;
+        self.got_locked(fid, name, &reply);
+        if let Some(n) = name {
+            self.look_ahead(fid, n);
+        }
+        Ok((reply.reply.attr, reply.reply.layout, reply.writers))
+    }
+
+    /// Takes in the locks of a getattr with locks of `fid`, or of its entry `name`.
+    fn got_locked(&self, fid: Fid, name: Option<&[u8]>, reply: &GetattrLockReply) {
         let child = reply.reply.attr.fid;
         self.inner
             .locks
@@ -1680,7 +1697,84 @@ impl Client {
                 self.writers_known().insert(child, reply.writers, lock);
             }
         }
-        Ok((reply.reply.attr, reply.reply.layout, reply.writers))
+    }
+
+    fn statahead(&self) -> std::sync::MutexGuard<'_, Statahead> {
+        self.inner
+            .statahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What statahead fetched for `name` in `dir`, if the locks it came with (LOOKUP and
+    /// attributes) are still held: nobody renamed, unlinked or changed it since.
+    fn fetched_ahead(&self, dir: Fid, name: &[u8]) -> Option<(Attr, Option<Layout>, u32)> {
+        let fetched = self.statahead().take(dir, name)?;
+        let held =
+            fetched.locks.len() == 2 && self.inner.locks.all_held(MDT0_INDEX, &fetched.locks);
+        held.then(|| {
+            let r = fetched.reply;
+            (r.reply.attr, r.reply.layout, r.writers)
+        })
+    }
+
+    /// `name` was found in `dir`: when that continues a numbered sequence of lookups, looks
+    /// the next names up ahead, in the background.
+    fn look_ahead(&self, dir: Fid, name: &[u8]) {
+        let Some(names) = self.statahead().found(dir, name) else {
+            return;
+        };
+        let client = self.clone();
+        tokio::spawn(async move {
+            let answers = client.getattr_batch(dir, names).await;
+            let mut statahead = client.statahead();
+            match answers {
+                Ok(answers) => statahead.fetched(dir, answers),
+                Err(e) => {
+                    debug!(%dir, "statahead: {e}");
+                    statahead.failed(dir);
+                }
+            }
+        });
+    }
+
+    /// Looks `names` of `dir` up in one MDS_GETATTR_BATCH, with their LOOKUP and attribute
+    /// locks; an answer whose locks were not both granted is left out.
+    async fn getattr_batch(
+        &self,
+        dir: Fid,
+        names: Vec<Vec<u8>>,
+    ) -> Result<Vec<(Vec<u8>, Option<Fetched>)>, ClientError> {
+        let req = GetattrBatchReq {
+            parent: dir,
+            names,
+            mode: sheen_wire::LockMode::Pr,
+            bits: vec![sheen_wire::ibits::LOOKUP, ATTR_BITS],
+        };
+        let reply: GetattrBatchReply = self.mds(Opcode::MdsGetattrBatch, &req).await?;
+        if reply.entries.len() != req.names.len() {
+            return Err(ClientError::protocol(
+                "mds_getattr_batch",
+                format!(
+                    "{} answers to {} names",
+                    reply.entries.len(),
+                    req.names.len()
+                ),
+            ));
+        }
+        let answers = req
+            .names
+            .into_iter()
+            .zip(reply.entries)
+            .map(|(name, entry)| {
+                let fetched = entry.and_then(|reply| {
+                    self.got_locked(dir, Some(&name), &reply);
+                    let locks: Vec<LockHandle> = reply.locks.iter().map(|g| g.handle).collect();
+                    (locks.len() == 2).then_some(Fetched { reply, locks })
+                });
+                (name, fetched)
+            });
+        Ok(answers.collect())
     }
 
     /// Takes this client's own locks on what a namespace change touches out of its cache,

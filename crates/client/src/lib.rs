@@ -23,6 +23,7 @@ pub mod mounts;
 mod opens;
 mod readahead;
 mod spec;
+mod statahead;
 
 pub use client::{ping_nid, Client, ClientConfig, Created, LockedWrite, ReaddirPlusEntry};
 pub use error::ClientError;

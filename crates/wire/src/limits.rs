@@ -37,6 +37,8 @@ pub const READDIRPLUS_LOCKED_ENTRIES_MAX: u32 = 1024;
 /// Most sets of inode bits one request asks locks for, per inode (MDS_GETATTR_LOCK,
 /// MDS_READDIR_PLUS).
 pub const IBITS_SETS_MAX: usize = 4;
+/// Most names one MDS_GETATTR_BATCH asks about.
+pub const GETATTR_BATCH_MAX: usize = 64;
 /// Most objects destroyed by one OST_DESTROY_BATCH.
 pub const DESTROY_BATCH_MAX: usize = 1024;
 /// Most objects created by one OST_CREATE (precreate batch).

@@ -992,6 +992,24 @@ wire_type! {
 }
 
 wire_type! {
+    /// MDS_GETATTR_BATCH: what MDS_GETATTR_LOCK answers for each of `names` in directory
+    /// `parent` (at most [`crate::limits::GETATTR_BATCH_MAX`]), with locks in `mode` on
+    /// each set of `bits`.
+    pub struct GetattrBatchReq {
+        pub parent: Fid,
+        pub names: Vec<Vec<u8>>,
+        pub mode: LockMode,
+        pub bits: Vec<u64>,
+    }
+}
+
+wire_type! {
+    /// The answers, one per name and in order; `None` for a name that has no entry (or
+    /// whose lookup failed otherwise: the client asks on its own when it needs it).
+    pub struct GetattrBatchReply { pub entries: Vec<Option<GetattrLockReply>> }
+}
+
+wire_type! {
     /// MDS_REINT_CANCEL: a namespace change, after cancelling the client's own locks named
     /// in `cancels` (those the change would call back). Replied with a `ReintReply`.
     pub struct ReintCancelReq {

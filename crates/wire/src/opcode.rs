@@ -73,6 +73,9 @@ pub enum Opcode {
     /// Destroys several objects of one OST in one commit: what the MDS sends for removed
     /// files (Lustre sends one OST_DESTROY per object and lets the OST's journal batch them).
     OstDestroyBatch = 2005,
+    /// MDS_GETATTR_LOCK for several names of one directory at once: what a client looks up
+    /// ahead of an application that stats names in a sequence (Lustre's batched statahead).
+    MdsGetattrBatch = 2006,
 }
 
 impl Opcode {
@@ -120,6 +123,7 @@ impl Opcode {
             2003 => MdsReaddirPlus,
             2004 => MdsFlock,
             2005 => OstDestroyBatch,
+            2006 => MdsGetattrBatch,
             _ => return None,
         })
     }
@@ -173,6 +177,7 @@ impl Opcode {
             MdsReaddirPlus => "mds_readdir_plus",
             MdsFlock => "mds_flock",
             OstDestroyBatch => "ost_destroy_batch",
+            MdsGetattrBatch => "mds_getattr_batch",
         }
     }
 }
