@@ -25,13 +25,17 @@ pub const DIR_NAMES_DIRS_MAX: usize = 32;
 pub const DIR_NAMES_MAX: usize = 16384;
 /// Names one statahead batch asks the MDS about (MDS_GETATTR_BATCH).
 pub const STATAHEAD_BATCH: usize = 32;
+/// How far ahead of the last lookup statahead asks, in names of the sequence.
+pub const STATAHEAD_WINDOW: usize = 2 * STATAHEAD_BATCH;
+/// Statahead batches on their way at once, per directory.
+pub const STATAHEAD_IN_FLIGHT: usize = 2;
 /// Lookups in a row, each of the name after the last in a numbered sequence, before the
 /// names after them are looked up ahead.
 pub const STATAHEAD_STREAK: u32 = 2;
 /// Most directories statahead follows at once; past it, it starts over.
 pub const STATAHEAD_DIRS_MAX: usize = 16;
 /// Most answers fetched ahead and not used yet, per directory.
-pub const STATAHEAD_KEPT_MAX: usize = 4 * STATAHEAD_BATCH;
+pub const STATAHEAD_KEPT_MAX: usize = 2 * STATAHEAD_WINDOW;
 /// Slots of the client's count of its own changes to file data (files share a slot by
 /// hash; a change to one drops what was read ahead of the others in its slot).
 pub const DATA_CHANGE_SLOTS: usize = 256;
@@ -61,3 +65,4 @@ const _: () = assert!(MAX_RPC_BYTES as u64 <= MAX_BULK_BYTES);
 const _: () = assert!(MAX_RPC_BYTES as u64 <= MAX_IO_BYTES);
 const _: () = assert!(MAX_RPCS_IN_FLIGHT_PER_OST > 0);
 const _: () = assert!(STATAHEAD_BATCH <= sheen_wire::limits::GETATTR_BATCH_MAX);
+const _: () = assert!(STATAHEAD_BATCH <= STATAHEAD_WINDOW);

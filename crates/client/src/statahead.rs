@@ -63,8 +63,8 @@ struct DirAhead {
     streak: u32,
     /// The highest number of the sequence asked for ahead.
     ahead_to: u64,
-    /// A batch is on its way.
-    in_flight: bool,
+    /// Batches on their way.
+    in_flight: usize,
     /// The last batch found none of its names: none is asked for until the sequence
     /// starts again.
     dry: bool,
@@ -86,7 +86,9 @@ impl Statahead {
 
     /// `name` was found in `dir`. Returns the names to fetch ahead now, if any: the next
     /// [`limits::STATAHEAD_BATCH`] of its sequence past what was asked already, once the
-    /// lookups follow a sequence and less than half a batch is left ahead of this one.
+    /// lookups follow a sequence and what was asked ahead of this one leaves room for a
+    /// batch in [`limits::STATAHEAD_WINDOW`] (at most [`limits::STATAHEAD_IN_FLIGHT`]
+    /// batches on their way at once).
     pub(crate) fn found(&mut self, dir: Fid, name: &[u8]) -> Option<Vec<Vec<u8>>> {
         if !self.dirs.contains_key(&dir) && self.dirs.len() >= limits::STATAHEAD_DIRS_MAX {
             self.dirs.clear();
@@ -117,17 +119,18 @@ impl Statahead {
         }
         d.last = Some(now.clone());
         let batch = limits::STATAHEAD_BATCH as u64;
-        if d.streak < limits::STATAHEAD_STREAK || d.in_flight || d.dry {
+        let busy = d.in_flight >= limits::STATAHEAD_IN_FLIGHT;
+        if d.streak < limits::STATAHEAD_STREAK || busy || d.dry {
             return None;
         }
         let from = d.ahead_to.max(now.n);
-        if from - now.n >= batch / 2 {
+        if from - now.n > limits::STATAHEAD_WINDOW as u64 - batch {
             return None;
         }
         let to = from.saturating_add(batch);
         let names: Vec<Vec<u8>> = (from + 1..=to).map(|n| now.name(n)).collect();
         d.ahead_to = to;
-        d.in_flight = true;
+        d.in_flight += 1;
         Some(names)
     }
 
@@ -137,7 +140,7 @@ impl Statahead {
         let Some(d) = self.dirs.get_mut(&dir) else {
             return;
         };
-        d.in_flight = false;
+        d.in_flight = d.in_flight.saturating_sub(1);
         d.dry = answers.iter().all(|(_, a)| a.is_none());
         for (name, answer) in answers {
             if let Some(answer) = answer {
@@ -151,7 +154,7 @@ impl Statahead {
     /// The batch asked for in `dir` failed.
     pub(crate) fn failed(&mut self, dir: Fid) {
         if let Some(d) = self.dirs.get_mut(&dir) {
-            d.in_flight = false;
+            d.in_flight = d.in_flight.saturating_sub(1);
             d.dry = true;
         }
     }
@@ -215,35 +218,35 @@ mod tests {
 
     #[test]
     fn a_sequence_of_lookups_fetches_the_next_names_ahead() {
+        let batch = limits::STATAHEAD_BATCH;
+        let name = |n: usize| format!("f{n:03}").into_bytes();
         let mut s = Statahead::default();
         assert_eq!(s.found(dir(), b"f007"), None);
         assert_eq!(s.found(dir(), b"f008"), None);
-        let ahead = s
+        let first = s
             .found(dir(), b"f009")
             .expect("third in a row fetches ahead");
-        assert_eq!(ahead.len(), limits::STATAHEAD_BATCH);
-        assert_eq!(ahead[0], b"f010");
+        assert_eq!(first.len(), batch);
         assert_eq!(
-            ahead.last().unwrap(),
-            format!("f{:03}", 9 + limits::STATAHEAD_BATCH).as_bytes()
+            (&first[0], first.last().unwrap()),
+            (&name(10), &name(9 + batch))
         );
-        // One batch at a time.
-        assert_eq!(s.found(dir(), b"f010"), None);
-        s.fetched(dir(), ahead.iter().map(|n| (n.clone(), answer())).collect());
-        assert!(s.take(dir(), b"f011").is_some());
-        assert!(s.take(dir(), b"f011").is_none(), "an answer serves once");
-        // The next batch starts where the last one ended, once half of it is used.
-        let half = limits::STATAHEAD_BATCH as u64 / 2;
+        // The next lookup fills the window with a second batch.
+        let second = s.found(dir(), b"f010").expect("a second batch");
+        assert_eq!(second[0], name(10 + batch));
+        // No more until one comes back, and the window has room.
         assert_eq!(s.found(dir(), b"f011"), None);
-        let mut next = None;
-        for n in 12..=(9 + half + 1) {
-            next = next.or(s.found(dir(), format!("f{n:03}").as_bytes()));
+        s.fetched(dir(), first.iter().map(|n| (n.clone(), answer())).collect());
+        assert!(s.take(dir(), &name(12)).is_some());
+        assert!(s.take(dir(), &name(12)).is_none(), "an answer serves once");
+        assert_eq!(s.found(dir(), &name(12)), None, "the window is full");
+        let ahead_to = 9 + 2 * batch;
+        let room_at = ahead_to - (limits::STATAHEAD_WINDOW - batch);
+        let mut third = None;
+        for n in 13..=room_at {
+            third = third.or(s.found(dir(), &name(n)));
         }
-        let next = next.expect("a second batch");
-        assert_eq!(
-            next[0],
-            format!("f{:03}", 10 + limits::STATAHEAD_BATCH).as_bytes()
-        );
+        assert_eq!(third.expect("a third batch")[0], name(ahead_to + 1));
     }
 
     #[test]
@@ -263,21 +266,19 @@ mod tests {
     #[test]
     fn a_sequence_that_starts_over_is_fetched_again() {
         let mut s = Statahead::default();
-        let mut batches = 0;
         for round in 0..2 {
+            let mut firsts = Vec::new();
             for n in 0..10 {
                 if let Some(names) = s.found(dir(), format!("f{n:02}").as_bytes()) {
-                    assert_eq!(
-                        names[0],
-                        format!("f{:02}", n + 1).as_bytes(),
-                        "round {round}"
-                    );
-                    batches += 1;
+                    firsts.push(names[0].clone());
                     s.fetched(dir(), names.into_iter().map(|n| (n, answer())).collect());
                 }
             }
+            // From the third name on: the next one, then the batch after it.
+            let batch = limits::STATAHEAD_BATCH;
+            let want = vec![b"f03".to_vec(), format!("f{:02}", 3 + batch).into_bytes()];
+            assert_eq!(firsts, want, "round {round}");
         }
-        assert_eq!(batches, 2);
     }
 
     #[test]

@@ -11,9 +11,11 @@ pub const MAX_WAITERS_PER_RESOURCE: usize = 1024;
 /// How long a holder has to answer a blocking callback (cancel or downgrade) before it is
 /// evicted. Lustre's `ldlm_timeout` is adaptive, at least 20 s; we take a fixed default.
 pub const CALLBACK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most unused locks a client keeps cached (Lustre's `lru_size`); beyond this the least
-/// recently used are cancelled.
-pub const CLIENT_LRU_MAX_UNUSED: usize = 4096;
+/// Most unused locks a client keeps cached per server (Lustre's `lru_size`); beyond this
+/// the least recently used are cancelled. Two MDT locks per file a client looked up or
+/// created (LOOKUP and attributes): enough for the names of a directory of 16,000 files,
+/// well under what a server lets one client hold ([`MAX_LOCKS_PER_CLIENT`]).
+pub const CLIENT_LRU_MAX_UNUSED: usize = 32768;
 /// Blocking callbacks remembered for locks a client does not know yet (the callback
 /// overtook the enqueue reply); beyond this the oldest are forgotten.
 pub const CLIENT_EARLY_BLOCKING_MAX: usize = 256;
@@ -25,5 +27,6 @@ pub const EXTENT_GROW_CONTENDED_LOCKS: usize = 32;
 pub const EXTENT_GROW_CONTENDED_BYTES: u64 = 32 << 20;
 
 const _: () = assert!(MAX_WAITERS_PER_RESOURCE <= MAX_LOCKS_PER_CLIENT);
+const _: () = assert!(CLIENT_LRU_MAX_UNUSED < MAX_LOCKS_PER_CLIENT);
 const _: () = assert!(CALLBACK_TIMEOUT.as_secs() >= 1);
 const _: () = assert!(EXTENT_GROW_CONTENDED_BYTES.is_power_of_two());
