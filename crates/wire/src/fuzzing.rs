@@ -150,6 +150,9 @@ pub fn body(data: &[u8]) {
             FlockReply,
             OstDestroyBatchReq,
             OstDestroyBatchReply,
+            DirVersion,
+            GetattrBatchReq,
+            GetattrBatchReply,
         ]
     )
 }
