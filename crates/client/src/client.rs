@@ -389,6 +389,13 @@ fn target_nids(target: &TargetInfo) -> Result<Vec<Nid>, ClientError> {
     Ok(nids)
 }
 
+/// The grant of an attribute lock (`ATTR_BITS`) among `locks`.
+fn attr_grant(locks: &[sheen_wire::EnqueueReply]) -> Option<&sheen_wire::EnqueueReply> {
+    locks.iter().find(
+        |g| matches!(g.desc.policy, sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS),
+    )
+}
+
 /// The directory whose names a change adds to or removes from, and how; `None` for changes
 /// whose reply does not carry the directory's versions (a link or rename cancels the
 /// directory's lock, and with it what this client knew of its names).
@@ -896,7 +903,7 @@ impl Client {
         creds: Creds,
         symlink: Option<Vec<u8>>,
         layout: Option<Layout>,
-    ) -> Result<(Attr, Option<Layout>), ClientError> {
+    ) -> Result<(Attr, ReintReply), ClientError> {
         let req = ReintReq::Create {
             parent,
             name: name.to_vec(),
@@ -910,17 +917,19 @@ impl Client {
         self.create_with(name, req).await
     }
 
+    /// Sends a REINT_CREATE; returns the new inode's attributes and the rest of the reply.
     async fn create_with(
         &self,
         name: &[u8],
         req: ReintReq,
-    ) -> Result<(Attr, Option<Layout>), ClientError> {
+    ) -> Result<(Attr, ReintReply), ClientError> {
         check_name(name)?;
-        let reply = self.reint(&req).await?;
+        let mut reply = self.reint(&req).await?;
         let attr = reply
             .attr
+            .take()
             .ok_or_else(|| ClientError::protocol("mds_reint", "create without attr"))?;
-        Ok((attr, reply.layout))
+        Ok((attr, reply))
     }
 
     /// Creates a regular file; the MDS allocates its objects. `layout` is a template asking
@@ -935,8 +944,10 @@ impl Client {
         layout: Option<Layout>,
     ) -> Result<(Attr, Option<Layout>), ClientError> {
         let mode = (mode & 0o7777) | libc::S_IFREG;
-        self.create_inode(parent, name, mode, 0, creds, None, layout)
-            .await
+        let (attr, reply) = self
+            .create_inode(parent, name, mode, 0, creds, None, layout)
+            .await?;
+        Ok((attr, reply.layout))
     }
 
     /// Creates a regular file and opens it in one request (open(2) with O_CREAT): like
@@ -950,7 +961,6 @@ impl Client {
         creds: Creds,
         layout: Option<Layout>,
     ) -> Result<Created, ClientError> {
-        check_name(name)?;
         let req = ReintReq::Create {
             parent,
             name: name.to_vec(),
@@ -961,10 +971,7 @@ impl Client {
             layout,
             open: true,
         };
-        let reply = self.reint(&req).await?;
-        let attr = reply
-            .attr
-            .ok_or_else(|| ClientError::protocol("mds_reint", "create without attr"))?;
+        let (attr, reply) = self.create_with(name, req).await?;
         // The MDS counts an open with create as one that may write.
         self.inner.opens.opened(attr.fid, true);
         // The new file's locks, granted with the create (an open intent).
@@ -972,10 +979,7 @@ impl Client {
             .locks
             .add_inode_locks(MDT0_INDEX, attr.fid, Some((parent, name)), &reply.locks);
         // A new file has no security xattrs, for as long as its attribute lock is held.
-        let attr_lock = reply.locks.iter().find(|g| {
-            matches!(g.desc.policy, sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
-        });
-        if let Some(grant) = attr_lock {
+        if let Some(grant) = attr_grant(&reply.locks) {
             self.no_capability().insert(attr.fid, (), grant.handle);
             self.writers_known()
                 .insert(attr.fid, reply.writers, grant.handle);
@@ -1009,30 +1013,15 @@ impl Client {
         mode: u32,
         creds: Creds,
     ) -> Result<Attr, ClientError> {
-        check_name(name)?;
-        let req = ReintReq::Create {
-            parent,
-            name: name.to_vec(),
-            mode: (mode & 0o7777) | libc::S_IFDIR,
-            rdev: 0,
-            creds,
-            symlink: None,
-            layout: None,
-            open: false,
-        };
-        let reply = self.reint(&req).await?;
-        let attr = reply
-            .attr
-            .ok_or_else(|| ClientError::protocol("mds_reint", "mkdir without attr"))?;
+        let mode = (mode & 0o7777) | libc::S_IFDIR;
+        let (attr, reply) = self
+            .create_inode(parent, name, mode, 0, creds, None, None)
+            .await?;
         // The new directory's attribute lock, granted with its version: it is empty then.
         if let Some(version) = reply.dir_version {
             let locks = &self.inner.locks;
             locks.add_inode_locks(MDT0_INDEX, attr.fid, None, &reply.locks);
-            let attr_lock = reply.locks.iter().find(|g| {
-                matches!(g.desc.policy,
-                    sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
-            });
-            if let Some(grant) = attr_lock {
+            if let Some(grant) = attr_grant(&reply.locks) {
                 self.dir_names().insert_bounded(
                     attr.fid,
                     DirNames::empty(version),
@@ -1211,11 +1200,7 @@ impl Client {
         let reply = self.reint(&ReintReq::Setattr { fid, attr }).await?;
         // An access-time update is answered with the attribute lock back, and what the
         // kernel is about to ask for again read under it.
-        let attr_lock = reply.locks.iter().find(|g| {
-            matches!(g.desc.policy,
-                sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS)
-        });
-        if let (Some(grant), Some(attr)) = (attr_lock, &reply.attr) {
+        if let (Some(grant), Some(attr)) = (attr_grant(&reply.locks), &reply.attr) {
             if attr.fid == fid {
                 self.inner
                     .locks
