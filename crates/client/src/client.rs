@@ -1706,11 +1706,15 @@ impl Client {
     /// `name` was found in `dir`: when that continues a numbered sequence of lookups, looks
     /// the next names up ahead, in the background.
     fn look_ahead(&self, dir: Fid, name: &[u8]) {
+        // Outside a runtime (a caller polling by hand) nothing is looked up ahead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let Some(names) = self.statahead().found(dir, name) else {
             return;
         };
         let client = self.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let answers = client.getattr_batch(dir, names).await;
             let mut statahead = client.statahead();
             match answers {
