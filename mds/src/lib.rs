@@ -289,13 +289,14 @@ fn version_across(changes: &[DirChange], dir: Fid, now: Option<u64>) -> Option<D
     (now == Some(after)).then_some(DirVersion { before, after })
 }
 
-/// The locks a getattr may ask for: PR or CR, on at most 4 sets of known inode bits.
-fn check_getattr_locks(mode: LockMode, bits: &[u64]) -> Result<(), ServiceError> {
+/// The locks a getattr or a listing (`what`) may ask for: PR or CR, on at most 4 sets of
+/// known inode bits.
+fn check_getattr_locks(what: &str, mode: LockMode, bits: &[u64]) -> Result<(), ServiceError> {
     let bad_bits = bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
     if !matches!(mode, LockMode::Pr | LockMode::Cr) || bad_bits || bits.len() > IBITS_SETS_MAX {
         return Err(ServiceError::new(
             Errno::EINVAL,
-            "getattr locks are PR or CR, on at most 4 sets of known inode bits",
+            format!("{what} locks are PR or CR, on at most 4 sets of known inode bits"),
         ));
     }
     Ok(())
@@ -519,7 +520,7 @@ impl Mds {
         export: Option<ExportId>,
         r: GetattrLockReq,
     ) -> Result<GetattrLockReply, ServiceError> {
-        check_getattr_locks(r.mode, &r.bits)?;
+        check_getattr_locks("getattr", r.mode, &r.bits)?;
         let parent = r.fid;
         let want_symlink = r.want_symlink;
         let name = r.name.clone();
@@ -604,7 +605,7 @@ impl Mds {
                 ),
             ));
         }
-        check_getattr_locks(r.mode, &r.bits)?;
+        check_getattr_locks("getattr", r.mode, &r.bits)?;
         let mut entries = Vec::with_capacity(r.names.len());
         for name in r.names {
             let one = GetattrLockReq {
@@ -631,16 +632,7 @@ impl Mds {
         export: Option<ExportId>,
         r: ReaddirPlusReq,
     ) -> Result<ReaddirPlusReply, ServiceError> {
-        let bad_bits = r.bits.iter().any(|b| *b == 0 || b & !ibits::ALL != 0);
-        if !matches!(r.mode, LockMode::Pr | LockMode::Cr)
-            || bad_bits
-            || r.bits.len() > IBITS_SETS_MAX
-        {
-            return Err(ServiceError::new(
-                Errno::EINVAL,
-                "readdirplus locks are PR or CR, on at most 4 sets of known inode bits",
-            ));
-        }
+        check_getattr_locks("readdirplus", r.mode, &r.bits)?;
         let (dir, cookie) = (r.fid, r.cookie);
         let max = r.max_entries.clamp(1, READDIR_MAX_ENTRIES);
         let mut page = self

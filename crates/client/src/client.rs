@@ -1692,11 +1692,11 @@ impl Client {
     }
 
     /// What statahead fetched for `name` in `dir`, if the locks it came with (LOOKUP and
-    /// attributes) are still held: nobody renamed, unlinked or changed it since.
+    /// attributes; [`Client::getattr_batch`] keeps only answers with both) are still held:
+    /// nobody renamed, unlinked or changed it since.
     fn fetched_ahead(&self, dir: Fid, name: &[u8]) -> Option<(Attr, Option<Layout>, u32)> {
         let fetched = self.statahead().take(dir, name)?;
-        let held =
-            fetched.locks.len() == 2 && self.inner.locks.all_held(MDT0_INDEX, &fetched.locks);
+        let held = self.inner.locks.all_held(MDT0_INDEX, &fetched.locks);
         held.then(|| {
             let r = fetched.reply;
             (r.reply.attr, r.reply.layout, r.writers)
