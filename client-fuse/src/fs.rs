@@ -28,7 +28,7 @@ use sheen_client::{
     TimeSet, Timespec,
 };
 use sheen_wire::{xattr_flags, FlockKind, FlockOp, FlockReq, FlockType};
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::behind::WritesInFlight;
 use crate::convert::{self, errno, fid, file_attr};
@@ -48,6 +48,8 @@ type FsResult<T> = Result<T, Errno>;
 pub struct SheenFs {
     inner: Arc<Inner>,
     runtime: tokio::runtime::Handle,
+    /// Ask the kernel for FUSE over io_uring when it offers it (`nouring` says no).
+    uring: bool,
 }
 
 struct Inner {
@@ -143,6 +145,7 @@ impl SheenFs {
         runtime: tokio::runtime::Handle,
         read_only: bool,
         noatime: bool,
+        uring: bool,
     ) -> SheenFs {
         SheenFs {
             inner: Arc::new(Inner {
@@ -158,6 +161,7 @@ impl SheenFs {
                 writes: WritesInFlight::new(),
             }),
             runtime,
+            uring,
         }
     }
 
@@ -1347,6 +1351,15 @@ impl Filesystem for SheenFs {
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!(?cap, "kernel does not offer a FUSE capability");
+            }
+        }
+        // Requests through io_uring queues, one per CPU, instead of read and writev on
+        // /dev/fuse: offered by kernels from 6.14 when the fuse module's `enable_uring`
+        // parameter is set. fuser falls back to /dev/fuse if it cannot make the queues.
+        if self.uring {
+            match config.add_capabilities(InitFlags::FUSE_OVER_IO_URING) {
+                Ok(()) => info!("FUSE over io_uring offered by the kernel: asking for it"),
+                Err(_) => debug!("kernel does not offer FUSE over io_uring"),
             }
         }
         // Write-behind needs the OSTs' free space: asked now, not at the first write.

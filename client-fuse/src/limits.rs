@@ -44,6 +44,12 @@ pub const BEHIND_SPACE_TOO_OLD: Duration = Duration::from_secs(10);
 pub const BLKSIZE: u32 = 1 << 20;
 /// Threads reading requests from /dev/fuse by default (the work itself runs on tokio).
 pub const FUSE_THREADS_DEFAULT: usize = 1;
+/// Requests each CPU's FUSE-over-io_uring queue holds at once (`-o uring_depth=N`). The
+/// kernel keeps a queue's further requests until an entry is free; each entry has a payload
+/// buffer of the largest request (1 MiB), touched only as far as requests fill it.
+pub const URING_DEPTH_DEFAULT: usize = 16;
+/// Most ring entries `-o uring_depth=N` may ask for.
+pub const URING_DEPTH_MAX: usize = 256;
 /// Most threads `-o fuse_threads=N` may ask for.
 pub const FUSE_THREADS_MAX: usize = 16;
 /// How long the mount helper waits for the background process's mount to appear.

@@ -38,6 +38,9 @@ Mount options (-o, comma-separated):
   log=PATH            where the background process writes its log
   debug               log at debug level (RUST_LOG overrides)
   fuse_threads=N      threads reading /dev/fuse (default 1; the work runs on tokio)
+  uring, nouring      FUSE over io_uring when the kernel offers it (default uring; the
+                      kernel offers it from 6.14 with the fuse module's enable_uring=Y)
+  uring_depth=N       requests each CPU's io_uring queue holds at once (default 16)
 fstab and Lustre options (defaults, _netdev, flock, user_xattr, x-*, ...) are ignored.
 
 Example: sheen-mount 127.0.0.1:7000@tcp:/sheen /mnt/sheen -o noatime
@@ -143,6 +146,7 @@ fn serve(
         runtime.handle().clone(),
         opts.read_only,
         opts.noatime(),
+        opts.uring,
     );
     let marks = fs.cache_marks();
     let background = fs.background();

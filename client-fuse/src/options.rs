@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::limits::{FUSE_THREADS_DEFAULT, FUSE_THREADS_MAX, RPC_TIMEOUT_MAX_SECS};
+use crate::limits::{
+    FUSE_THREADS_DEFAULT, FUSE_THREADS_MAX, RPC_TIMEOUT_MAX_SECS, URING_DEPTH_DEFAULT,
+    URING_DEPTH_MAX,
+};
 
 /// Options fstab or Lustre's mount.lustre use that mean nothing to this client.
 const IGNORED: &[&str] = &[
@@ -56,6 +59,10 @@ pub struct MountOpts {
     /// resends, to the next NID first (`timeout=SECONDS`; keep it above the servers'
     /// callback timeout, which a lock enqueue may wait out).
     pub rpc_timeout: Option<std::time::Duration>,
+    /// FUSE over io_uring when the kernel offers it (`uring`, the default; `nouring`).
+    pub uring: bool,
+    /// Ring entries of each CPU's io_uring queue (`uring_depth=N`).
+    pub uring_depth: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +90,8 @@ impl MountOpts {
 pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
     let mut opts = MountOpts {
         fuse_threads: FUSE_THREADS_DEFAULT,
+        uring: true,
+        uring_depth: URING_DEPTH_DEFAULT,
         ..MountOpts::default()
     };
     for opt in lists.iter().flat_map(|l| l.split(',')).map(str::trim) {
@@ -141,6 +150,21 @@ pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
                 }
             }
             ("fuse_threads", None) => return Err(OptionError::MissingValue(name.to_string())),
+            ("uring", None) => opts.uring = true,
+            ("nouring", None) => opts.uring = false,
+            ("uring_depth", Some(v)) => {
+                opts.uring_depth = match v.parse::<usize>() {
+                    Ok(n) if (1..=URING_DEPTH_MAX).contains(&n) => n,
+                    _ => {
+                        return Err(OptionError::BadValue {
+                            name: name.to_string(),
+                            value: v.to_string(),
+                            reason: format!("expected 1 to {URING_DEPTH_MAX}"),
+                        })
+                    }
+                }
+            }
+            ("uring_depth", None) => return Err(OptionError::MissingValue(name.to_string())),
             ("timeout", Some(v)) => {
                 opts.rpc_timeout = match v.parse::<u64>() {
                     Ok(secs) if (1..=RPC_TIMEOUT_MAX_SECS).contains(&secs) => {
@@ -203,6 +227,7 @@ pub fn fuse_config(spec: &str, opts: &MountOpts, is_root: bool) -> Config {
     };
     config.n_threads = Some(opts.fuse_threads);
     config.clone_fd = opts.fuse_threads > 1;
+    config.uring_depth = Some(opts.uring_depth);
     config
 }
 
@@ -218,6 +243,8 @@ mod tests {
     fn opts(f: impl FnOnce(&mut MountOpts)) -> Result<MountOpts, OptionError> {
         let mut o = MountOpts {
             fuse_threads: FUSE_THREADS_DEFAULT,
+            uring: true,
+            uring_depth: URING_DEPTH_DEFAULT,
             ..MountOpts::default()
         };
         f(&mut o);
@@ -253,6 +280,9 @@ mod tests {
             &["timeout=7"],
             opts(|o| o.rpc_timeout = Some(std::time::Duration::from_secs(7))),
         );
+        check(&["nouring"], opts(|o| o.uring = false));
+        check(&["nouring,uring"], opts(|_| {}));
+        check(&["uring_depth=4"], opts(|o| o.uring_depth = 4));
     }
 
     #[test]
@@ -269,7 +299,15 @@ mod tests {
             parse(&["fuse_threads=x".into()]),
             Err(OptionError::BadValue { .. })
         ));
-        for bad in ["timeout=0", "timeout=-1", "timeout=1.5", "timeout=99999"] {
+        for bad in [
+            "timeout=0",
+            "timeout=-1",
+            "timeout=1.5",
+            "timeout=99999",
+            "uring_depth=0",
+            "uring_depth=257",
+            "uring_depth=x",
+        ] {
             assert!(
                 matches!(parse(&[bad.into()]), Err(OptionError::BadValue { .. })),
                 "{bad}"
@@ -278,6 +316,14 @@ mod tests {
         check(
             &["timeout"],
             Err(OptionError::MissingValue("timeout".into())),
+        );
+        check(
+            &["nouring=1"],
+            Err(OptionError::Unknown("nouring=1".into())),
+        );
+        check(
+            &["uring_depth"],
+            Err(OptionError::MissingValue("uring_depth".into())),
         );
     }
 
