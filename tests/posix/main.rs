@@ -89,6 +89,10 @@ impl Mounted {
             failed.len(),
             started.elapsed()
         );
+        if sheen_tests::fuse_uring_pass() {
+            let pid = self.cluster.mount_pid(&self.mnt).expect("the mount's pid");
+            sheen_tests::assert_fuse_uring_queues(pid);
+        }
         let errors = self.cluster.log_errors();
         self.cluster.stop().unwrap();
         assert!(

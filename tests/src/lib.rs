@@ -58,6 +58,42 @@ pub fn parse_getstripe(out: &str) -> (u32, u64, Vec<(u32, u64)>) {
     (count, size, rows)
 }
 
+/// Set by `cargo xtask test` for its second pass of the POSIX suite, over FUSE over io_uring.
+pub const FUSE_URING_ENV: &str = "SHEEN_TEST_FUSE_URING";
+
+/// Whether this run is the pass over FUSE over io_uring.
+pub fn fuse_uring_pass() -> bool {
+    std::env::var_os(FUSE_URING_ENV).is_some()
+}
+
+/// Panics unless the mount process `pid` serves every CPU's FUSE-over-io_uring queue: a
+/// queue's thread (`fuser-uring-N`) runs while the kernel holds ring entries it registered,
+/// and ends when all of them failed (the kernel then falls back to /dev/fuse).
+pub fn assert_fuse_uring_queues(pid: u32) {
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .expect("read the possible CPUs");
+    let cpus = possible
+        .trim()
+        .split(',')
+        .filter_map(|part| part.rsplit('-').next()?.parse::<usize>().ok())
+        .max()
+        .expect("parse the possible CPUs")
+        + 1;
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the mount's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|comm| comm.trim().to_string())
+        .filter(|comm| comm.starts_with("fuser-uring-"))
+        .collect();
+    threads.sort();
+    let mut expected: Vec<String> = (0..cpus).map(|q| format!("fuser-uring-{q}")).collect();
+    expected.sort();
+    assert_eq!(
+        threads, expected,
+        "the mount (pid {pid}) does not serve every CPU's io_uring queue"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ mod util;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -166,8 +166,40 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
             .args(["test", "--workspace"])
             .args(cargo_test_args),
     )?;
+    if cargo_test_args.is_empty() {
+        fuse_uring_pass()?;
+    }
     util::step("all tests passed");
     Ok(())
+}
+
+/// The kernel's switch for FUSE over io_uring (Linux 6.14 and later).
+const FUSE_URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+/// Tells the suites this is the io_uring pass (`sheen_tests::FUSE_URING_ENV`; xtask does not
+/// depend on the test crate).
+const TEST_FUSE_URING_ENV: &str = "SHEEN_TEST_FUSE_URING";
+
+/// The suites that mount run a second time with the kernel offering FUSE over io_uring, which
+/// the mount then uses (the POSIX suite checks that every CPU's queue served it); the
+/// parameter is put back as it was, pass or fail.
+fn fuse_uring_pass() -> Result<()> {
+    util::step("run the suites that mount again, over FUSE over io_uring");
+    let Ok(before) = std::fs::read_to_string(FUSE_URING_PARAM) else {
+        println!("this kernel has no FUSE over io_uring ({FUSE_URING_PARAM} is missing): skipped");
+        return Ok(());
+    };
+    std::fs::write(FUSE_URING_PARAM, "Y")
+        .with_context(|| format!("enabling FUSE over io_uring in {FUSE_URING_PARAM}"))?;
+    let result = util::run(
+        util::cargo()
+            .args(["test", "-p", "sheen-tests"])
+            .args(["--test", "posix", "--test", "coherence"])
+            .args(["--test", "faults", "--test", "cluster"])
+            .env(TEST_FUSE_URING_ENV, "1"),
+    );
+    let restored = std::fs::write(FUSE_URING_PARAM, before.trim())
+        .with_context(|| format!("restoring {FUSE_URING_PARAM} to {}", before.trim()));
+    result.and(restored)
 }
 
 /// `cargo xtask ci`.
