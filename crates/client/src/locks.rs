@@ -32,7 +32,7 @@
 //! When the connection to a server ends, the server has dropped this client's locks there:
 //! they are forgotten and everything cached under them is invalidated.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -59,6 +59,11 @@ const MAX_NAMES_PER_INODE: usize = 8;
 
 /// Most locks named in one LDLM_CANCEL of locks pushed out of the LRU.
 const LRU_CANCEL_BATCH: usize = 256;
+/// Most superseded locks remembered with the lock that took their place (oldest forgotten
+/// first; what was recorded under a forgotten one is then fetched again).
+const SUPERSEDED_MAX: usize = 32768;
+/// Most steps followed from a superseded lock to the lock that now covers it.
+const SUPERSEDED_HOPS: usize = 4;
 
 /// The inode bits of the attribute lock a client takes.
 pub const ATTR_BITS: u64 = ibits::ATTR;
@@ -110,6 +115,11 @@ struct State {
     owners: HashMap<ResourceId, Fid>,
     /// The names under which each inode's LOOKUP lock was handed to the kernel.
     names: HashMap<Fid, Vec<(Fid, Vec<u8>)>>,
+    /// Unused locks a new grant made redundant ([`LockCache::take_superseded`]), with the
+    /// lock that covers what they did: what was recorded under one (statahead answers, the
+    /// names of a directory, attributes) stays good while that lock is held.
+    superseded: HashMap<(Target, LockHandle), LockHandle>,
+    superseded_order: VecDeque<(Target, LockHandle)>,
 }
 
 /// Every lock of one client.
@@ -120,6 +130,8 @@ pub(crate) struct Locks {
     /// Locks pushed out of the LRU, dropped here and waiting to be cancelled at their server
     /// together (nobody waits for these cancels).
     lru_cancels: Mutex<LruCancels>,
+    /// This, for queueing cancels from where only `&self` is at hand.
+    me: std::sync::Weak<Locks>,
 }
 
 /// Cancels of LRU victims, sent in batches: while one batch is on the wire the next
@@ -166,15 +178,18 @@ fn inode_lock(fid: Fid, bits: u64) -> LockDesc {
 
 impl Locks {
     pub(crate) fn new() -> Arc<Locks> {
-        Arc::new(Locks {
+        Arc::new_cyclic(|me| Locks {
             state: Mutex::new(State {
                 caches: HashMap::new(),
                 owners: HashMap::new(),
                 names: HashMap::new(),
+                superseded: HashMap::new(),
+                superseded_order: VecDeque::new(),
             }),
             imports: OnceLock::new(),
             invalidator: OnceLock::new(),
             lru_cancels: Mutex::new(LruCancels::default()),
+            me: me.clone(),
         })
     }
 
@@ -249,12 +264,30 @@ impl Locks {
                 "the server answered an enqueue without granting it",
             ));
         }
-        let inserted = self
-            .state()
-            .caches
-            .entry(target)
-            .or_default()
-            .insert(reply.handle, reply.desc);
+        let (inserted, superseded) = {
+            let mut st = self.state();
+            let cache = st.caches.entry(target).or_default();
+            let inserted = cache.insert(reply.handle, reply.desc);
+            let superseded = match inserted {
+                Ok(()) => cache.take_superseded(reply.handle),
+                Err(_) => Vec::new(),
+            };
+            for old in &superseded {
+                if st.superseded_order.len() >= SUPERSEDED_MAX {
+                    if let Some(gone) = st.superseded_order.pop_front() {
+                        st.superseded.remove(&gone);
+                    }
+                }
+                st.superseded.insert((target, *old), reply.handle);
+                st.superseded_order.push_back((target, *old));
+            }
+            (inserted, superseded)
+        };
+        if let Some(me) = self.me.upgrade() {
+            for handle in superseded {
+                me.queue_lru_cancel(target, handle);
+            }
+        }
         match inserted {
             Ok(()) => Ok(Held {
                 target,
@@ -452,11 +485,23 @@ impl Locks {
         handles
     }
 
-    /// Whether `handle` of `target` is still held and not called back.
+    /// Whether `handle` of `target`, or the lock that superseded it, is still held and not
+    /// called back.
     fn live(st: &State, target: Target, handle: LockHandle) -> bool {
-        st.caches
-            .get(&target)
-            .is_some_and(|c| c.desc(handle).is_some() && !c.is_cancel_pending(handle))
+        let Some(cache) = st.caches.get(&target) else {
+            return false;
+        };
+        let mut handle = handle;
+        for _ in 0..=SUPERSEDED_HOPS {
+            if cache.desc(handle).is_some() {
+                return !cache.is_cancel_pending(handle);
+            }
+            match st.superseded.get(&(target, handle)) {
+                Some(next) => handle = *next,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// Whether every lock of `held` (given back since) is still held and not called back.
@@ -556,14 +601,16 @@ impl Locks {
     /// Queues the cancel of an LRU victim already dropped here; starts a sender unless one
     /// is running.
     fn queue_lru_cancel(self: &Arc<Self>, target: Target, handle: LockHandle) {
+        // Outside a runtime (a caller polling by hand) the cancel waits for the next sender.
+        let runtime = tokio::runtime::Handle::try_current().ok();
         let start = {
             let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
             q.pending.entry(target).or_default().push(handle);
-            !std::mem::replace(&mut q.sending, true)
+            runtime.is_some() && !std::mem::replace(&mut q.sending, true)
         };
-        if start {
+        if let (true, Some(runtime)) = (start, runtime) {
             let me = Arc::clone(self);
-            tokio::spawn(async move { me.send_lru_cancels().await });
+            runtime.spawn(async move { me.send_lru_cancels().await });
         }
     }
 
@@ -947,9 +994,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn locks_pushed_out_of_the_lru_are_cancelled_in_batches() {
-        use std::sync::atomic::Ordering::SeqCst;
+    /// A server on loopback that counts the cancels it gets, and an import to it.
+    async fn cancel_server() -> (
+        Import,
+        Arc<CancelCounter>,
+        tokio_util::sync::CancellationToken,
+    ) {
         let t = sheen_transport::TcpTransport::default();
         let any = Nid::parse("127.0.0.1:0@tcp").unwrap();
         let listener = sheen_transport::Transport::listen(&t, &any).await.unwrap();
@@ -957,8 +1007,71 @@ mod tests {
         let counter = Arc::new(CancelCounter::default());
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(sheen_rpc::serve(listener, counter.clone(), stop.clone()));
-        let cfg = sheen_rpc::ImportConfig::new("lru-client", Opcode::MdsConnect);
+        let cfg = sheen_rpc::ImportConfig::new("lock-client", Opcode::MdsConnect);
         let import = Import::new(sheen_transport::for_nid(&nid).unwrap(), nid, cfg);
+        (import, counter, stop)
+    }
+
+    /// Counts what it is asked to drop.
+    #[derive(Default)]
+    struct DropCounter(std::sync::atomic::AtomicUsize);
+
+    impl CacheInvalidator for DropCounter {
+        fn invalidate_data(&self, _: Fid) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn invalidate_attr(&self, _: Fid) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn invalidate_entry(&self, _: Fid, _: &[u8]) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_granted_again_supersedes_its_unused_copy_without_dropping_caches() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (import, counter, stop) = cancel_server().await;
+        let locks = Locks::new();
+        locks.set_imports(HashMap::from([(Target::Mdt(MDT), import)]));
+        let drops = Arc::new(DropCounter::default());
+        locks.set_invalidator(drops.clone());
+        let (dir, f) = (fid(1), fid(2));
+        let first = [grant(30, f, ibits::LOOKUP), grant(31, f, ATTR_BITS)];
+        locks.add_inode_locks(MDT, f, Some((dir, b"a")), &first);
+        // What a statahead answer or a directory's names record: the handles granted.
+        let recorded = [LockHandle { cookie: 30 }, LockHandle { cookie: 31 }];
+        let room = locks.room(MDT);
+        // The kernel forgot the name and looked it up again: the same locks, granted again.
+        let again = [grant(40, f, ibits::LOOKUP), grant(41, f, ATTR_BITS)];
+        locks.add_inode_locks(MDT, f, Some((dir, b"a")), &again);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while counter.handles.load(SeqCst) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "copies not cancelled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The copies went to the server; nothing the kernel cached was dropped.
+        assert_eq!(locks.room(MDT), room);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(drops.0.load(SeqCst), 0);
+        assert_eq!(locks.child_named(dir, b"a"), Some(f));
+        // What was recorded under them holds while the locks that took their place do.
+        assert!(locks.all_held(MDT, &recorded));
+        locks
+            .invalidate_and_cancel(Target::Mdt(MDT), LockHandle { cookie: 41 })
+            .await;
+        assert!(locks.all_held(MDT, &recorded[..1]));
+        assert!(!locks.all_held(MDT, &recorded));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn locks_pushed_out_of_the_lru_are_cancelled_in_batches() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (import, counter, stop) = cancel_server().await;
         let locks = Locks::new();
         locks.set_imports(HashMap::from([(Target::Mdt(MDT), import)]));
         let keep = 2;
@@ -997,9 +1110,13 @@ mod tests {
     async fn names_stay_while_a_lookup_lock_on_the_inode_does() {
         let locks = Locks::new();
         let (dir, f) = (fid(1), fid(2));
-        let first = [grant(20, f, ibits::LOOKUP), grant(21, f, ATTR_BITS)];
+        let first = [
+            grant(20, f, ibits::LOOKUP | ibits::OPEN),
+            grant(21, f, ATTR_BITS),
+        ];
         locks.add_listed_locks(MDT, f, (dir, b"a"), &first, true, &BITS);
-        // A second LOOKUP lock on the same inode (a lookup does not look for held ones).
+        // A second LOOKUP lock on the same inode, which does not cover the first (that one
+        // would go as superseded).
         locks.add_inode_locks(MDT, f, Some((dir, b"b")), &[grant(22, f, ibits::LOOKUP)]);
         locks
             .invalidate_and_cancel(Target::Mdt(MDT), LockHandle { cookie: 20 })

@@ -145,6 +145,41 @@ impl LockCache {
         Ok(self.shrink_lru())
     }
 
+    /// Takes out the unused locks that `handle`, just granted, makes redundant: on the same
+    /// resource, covered by it (mode, inode bits or extent), not pending cancel. What they
+    /// protect, it protects, so they go without dropping any cache. A client granted the
+    /// same lock again (a name looked up again after the kernel forgot it, a write past the
+    /// extent of an older lock) would otherwise fill its LRU with copies, and each copy
+    /// pushed out a lock that still covered something. Returns them, for the caller to
+    /// cancel at the server.
+    pub fn take_superseded(&mut self, handle: LockHandle) -> Vec<LockHandle> {
+        let Some(new) = self
+            .locks
+            .get(&handle)
+            .filter(|c| !c.cancel_pending)
+            .map(|c| c.desc)
+        else {
+            return Vec::new();
+        };
+        let Some(on_resource) = self.by_resource.get(&new.resource) else {
+            return Vec::new();
+        };
+        let old: Vec<LockHandle> = on_resource
+            .iter()
+            .copied()
+            .filter(|h| {
+                *h != handle
+                    && self.locks.get(h).is_some_and(|c| {
+                        c.users == 0 && !c.cancel_pending && policy::covers(&new, &c.desc)
+                    })
+            })
+            .collect();
+        for h in &old {
+            self.remove(*h);
+        }
+        old
+    }
+
     /// A blocking callback for `handle` arrived: the lock is matched no more and must be
     /// cancelled once unused.
     pub fn on_blocking(&mut self, handle: LockHandle) -> Blocked {
@@ -305,6 +340,7 @@ mod tests {
                 }
                 "users" => cache.users(handle(words[1])).to_string(),
                 "lru" => show_handles(&cache.lru()),
+                "supersede" => show_handles(&cache.take_superseded(handle(words[1]))),
                 "room" => cache.room().to_string(),
                 "on" => {
                     let r = desc(&["NL", "plain", words[1]]).resource;
@@ -378,6 +414,37 @@ mod tests {
             lru                  => []
             release h3           => error: lock 0x3 has no users to release
             release h9           => error: no lock with handle 0x9
+            ",
+        );
+    }
+
+    #[test]
+    fn a_new_lock_supersedes_the_unused_locks_it_covers() {
+        check(
+            10,
+            "
+            insert h1 PR bits LOOKUP          => ok
+            release h1                        => cancel []
+            insert h2 PR bits UPDATE          => ok
+            release h2                        => cancel []
+            insert h3 PR bits LOOKUP r2       => ok
+            release h3                        => cancel []
+            insert h4 PR bits LOOKUP|UPDATE   => ok
+            supersede h4                      => [h1 h2]
+            lru                               => [h3]
+            on r1                             => [h4 PR bits 0x3]
+            insert h5 PW 0-EOF r3             => ok
+            insert h6 PR 0-4095 r3            => ok
+            release h6                        => cancel []
+            insert h7 PR 0-EOF r3             => ok
+            supersede h7                      => [h6]
+            on r3                             => [h5 PW 0-EOF r3, h7 PR 0-EOF r3]
+            insert h8 PR 0-99 r4              => ok
+            release h8                        => cancel []
+            blocking h8                       => CancelNow
+            insert h9 PR 0-EOF r4             => ok
+            supersede h9                      => []
+            supersede h8                      => []
             ",
         );
     }
