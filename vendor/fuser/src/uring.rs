@@ -525,7 +525,14 @@ fn serve_queue<FS: Filesystem>(
         queue.wake_pending.store(false, Ordering::SeqCst);
         match queue.ring.submitter().submit_with_args(1, &args) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            // A timeout, a signal, or completions to reap first (the completion queue has
+            // room for twice the commands this queue can have pending, so it does not
+            // overflow): reap and wait again.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         // SAFETY: only this thread reads the completion queue.
