@@ -810,6 +810,7 @@ impl Inner {
             .await
             .map_err(|e| errno("write", &e))?;
         let end = locked.end();
+        let mtime = locked.mtime();
         match room {
             Some(room) if behind => {
                 self.writes
@@ -820,7 +821,7 @@ impl Inner {
                 drop(reservation);
             }
         }
-        self.open_files().wrote(ino.0, end);
+        self.open_files().wrote(ino.0, end, mtime);
         Ok(len)
     }
 
@@ -852,7 +853,7 @@ impl Inner {
             .await
             .map_err(|e| errno("fallocate", &e))?;
         if let Some(end) = grown {
-            self.open_files().wrote(ino.0, end);
+            self.open_files().fallocated(ino.0, end);
         }
         Ok(())
     }
@@ -880,7 +881,16 @@ impl Inner {
         let mut size = update.size;
         let mut mtime = update.mtime.then_some(TimeSet::Now);
         let layout = self.open_files().io_view(ino.0).and_then(|(l, _)| l);
-        if let Some(layout) = layout {
+        // A file this client created and alone changed since holds only its writes: their
+        // end and newest mtime are what a glimpse of the objects would find.
+        let file = fid(ino)?;
+        let only_ours = update
+            .write_mtime
+            .filter(|_| self.client.objects_only_ours(file));
+        if let (Some(m), true) = (only_ours, update.mtime) {
+            mtime = Some(TimeSet::At(m));
+        }
+        if let (Some(layout), None) = (layout, only_ours) {
             let (objects, objects_mtime) = self
                 .client
                 .glimpse(fid(ino)?, &layout)

@@ -19,6 +19,11 @@ pub struct SizeState {
     written_end: u64,
     /// Written since the last report: the MDS mtime is stale.
     mtime_dirty: bool,
+    /// The newest mtime this client's writes stamped on the objects, while writes are all
+    /// it did to them (a fallocate or punch sets `objects_changed`).
+    write_mtime: Option<Timespec>,
+    /// This client changed the objects otherwise than by writes since the inode was opened.
+    objects_changed: bool,
 }
 
 /// What a flush reports to the MDS.
@@ -28,6 +33,9 @@ pub struct FlushUpdate {
     pub size: Option<u64>,
     /// Whether the mtime must be set (to now).
     pub mtime: bool,
+    /// The newest mtime this client's writes stamped on the objects, when writes are all it
+    /// did to them: with nobody else writing, what a glimpse would find.
+    pub write_mtime: Option<Timespec>,
 }
 
 impl SizeState {
@@ -36,6 +44,8 @@ impl SizeState {
             mds_size,
             written_end: 0,
             mtime_dirty: false,
+            write_mtime: None,
+            objects_changed: false,
         }
     }
 
@@ -49,16 +59,26 @@ impl SizeState {
         self.mds_size = size;
     }
 
-    /// A write through this client ended at `end`.
-    pub fn wrote(&mut self, end: u64) {
+    /// A write through this client ended at `end`; it stamped the objects with `mtime`.
+    pub fn wrote(&mut self, end: u64, mtime: Timespec) {
         self.written_end = self.written_end.max(end);
         self.mtime_dirty = true;
+        self.write_mtime = Some(self.write_mtime.map_or(mtime, |m| m.max(mtime)));
+    }
+
+    /// A fallocate through this client grew the file to `end` (the OSTs stamped the
+    /// objects' mtime themselves).
+    pub fn fallocated(&mut self, end: u64) {
+        self.written_end = self.written_end.max(end);
+        self.mtime_dirty = true;
+        self.objects_changed = true;
     }
 
     /// The file was truncated (or extended) to `size`, objects and MDS both.
     pub fn truncated(&mut self, size: u64) {
         self.mds_size = size;
         self.written_end = self.written_end.min(size);
+        self.objects_changed = true;
     }
 
     /// An explicit mtime was set: the writes no longer need to set it.
@@ -73,7 +93,12 @@ impl SizeState {
             return None;
         }
         self.mtime_dirty = false;
-        Some(FlushUpdate { size, mtime: true })
+        let write_mtime = self.write_mtime.filter(|_| !self.objects_changed);
+        Some(FlushUpdate {
+            size,
+            mtime: true,
+            write_mtime,
+        })
     }
 
     /// The MDS recorded `update`.
@@ -229,9 +254,16 @@ impl OpenFiles {
         }
     }
 
-    pub fn wrote(&mut self, ino: u64, end: u64) {
+    pub fn wrote(&mut self, ino: u64, end: u64, mtime: Timespec) {
         if let Some(inode) = self.inodes.get_mut(&ino) {
-            inode.size.wrote(end);
+            inode.size.wrote(end, mtime);
+            inode.written = true;
+        }
+    }
+
+    pub fn fallocated(&mut self, ino: u64, end: u64) {
+        if let Some(inode) = self.inodes.get_mut(&ino) {
+            inode.size.fallocated(end);
             inode.written = true;
         }
     }
@@ -289,17 +321,19 @@ mod tests {
         let mut s = SizeState::new(100);
         assert_eq!(s.size(), 100);
         assert_eq!(s.take_flush(), None);
-        s.wrote(50); // Overwrite inside the file: only the mtime is stale.
+        s.wrote(50, ts(7)); // Overwrite inside the file: only the mtime is stale.
         assert_eq!(s.size(), 100);
         assert_eq!(
             s.take_flush(),
             Some(FlushUpdate {
                 size: None,
-                mtime: true
+                mtime: true,
+                write_mtime: Some(ts(7)),
             })
         );
         assert_eq!(s.take_flush(), None);
-        s.wrote(4096);
+        s.wrote(4096, ts(9));
+        s.wrote(2048, ts(8)); // Sent earlier, answered later: the newest mtime counts.
         s.observe_mds(100); // A getattr racing with the writes does not shrink the file.
         assert_eq!(s.size(), 4096);
         let update = s.take_flush().unwrap();
@@ -307,7 +341,8 @@ mod tests {
             update,
             FlushUpdate {
                 size: Some(4096),
-                mtime: true
+                mtime: true,
+                write_mtime: Some(ts(9)),
             }
         );
         s.flushed(update);
@@ -316,19 +351,35 @@ mod tests {
     }
 
     #[test]
+    fn the_write_mtime_is_known_only_while_writes_are_all_that_changed_the_objects() {
+        let mut s = SizeState::new(0);
+        s.wrote(10, ts(3));
+        assert_eq!(s.take_flush().unwrap().write_mtime, Some(ts(3)));
+        s.wrote(20, ts(4));
+        s.fallocated(1 << 20);
+        assert_eq!(s.take_flush().unwrap().write_mtime, None);
+        let mut s = SizeState::new(0);
+        s.wrote(10, ts(3));
+        s.truncated(5);
+        s.wrote(8, ts(5));
+        assert_eq!(s.take_flush().unwrap().write_mtime, None);
+    }
+
+    #[test]
     fn failed_reports_are_retried_and_truncate_resets() {
         let mut s = SizeState::new(0);
-        s.wrote(10);
+        s.wrote(10, ts(1));
         let update = s.take_flush().unwrap();
         s.flush_failed(update);
         assert_eq!(
             s.take_flush(),
             Some(FlushUpdate {
                 size: Some(10),
-                mtime: true
+                mtime: true,
+                write_mtime: Some(ts(1)),
             })
         );
-        s.wrote(1000);
+        s.wrote(1000, ts(2));
         s.truncated(5);
         assert_eq!(s.size(), 5);
         s.mtime_set();
@@ -357,7 +408,7 @@ mod tests {
         let fh2 = open.open(r, 0, None);
         assert_ne!(fh1, fh2);
         assert_eq!(open.handle(fh1), Some(w));
-        open.wrote(7, 300);
+        open.wrote(7, 300, ts(1));
         assert_eq!(open.observe(7, 0, None), 300);
         assert_eq!(open.observe(8, 42, None), 42); // Not open: the MDS size as is.
         let (l, size) = open.io_view(7).unwrap();
@@ -408,7 +459,7 @@ mod tests {
         assert!(!open.take_atime(current));
         assert!(!open.take_atime(off));
         // A write through this client moves mtime past atime.
-        open.wrote(3, 10);
+        open.wrote(3, 10, ts(1));
         assert!(open.take_atime(current));
         assert!(!open.take_atime(current));
         assert!(!open.take_atime(off), "O_NOATIME and noatime stay off");

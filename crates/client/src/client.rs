@@ -85,6 +85,11 @@ impl LockedWrite {
         self.end
     }
 
+    /// The mtime the write stamps on the objects it writes.
+    pub fn mtime(&self) -> Timespec {
+        self.mtime
+    }
+
     /// Sends every piece to its OST in parallel, then gives the locks back; returns once
     /// every OST replied (the data is durable), with the write's end.
     pub async fn send(mut self) -> Result<u64, ClientError> {
@@ -286,6 +291,10 @@ struct Inner {
     /// created, and files the MDS said so of, while the attribute lock (XATTR bit) held
     /// before the question is still held.
     no_capability: std::sync::Mutex<UnderLock<()>>,
+    /// Files this client created, while the attribute lock granted with the create is
+    /// held: nobody else has opened them for writing or changed their size since
+    /// ([`Client::objects_only_ours`]).
+    created_here: std::sync::Mutex<UnderLock<()>>,
     /// Every name of directories this client made or changed ([`DirNames`]), good while
     /// the attribute lock they came with is held.
     dir_names: std::sync::Mutex<UnderLock<DirNames>>,
@@ -394,6 +403,11 @@ fn attr_grant(locks: &[sheen_wire::EnqueueReply]) -> Option<&sheen_wire::Enqueue
     locks.iter().find(
         |g| matches!(g.desc.policy, sheen_wire::LockPolicy::Ibits { bits } if bits == ATTR_BITS),
     )
+}
+
+/// Locks `m`; a panic while it was held left plain data behind, which stays usable.
+fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The directory whose names a change adds to or removes from, and how; `None` for changes
@@ -576,6 +590,7 @@ impl Client {
                 opens,
                 changed_attrs: Default::default(),
                 no_capability: Default::default(),
+                created_here: Default::default(),
                 dir_names: Default::default(),
                 statahead: Default::default(),
                 writers_known: Default::default(),
@@ -981,6 +996,7 @@ impl Client {
         // A new file has no security xattrs, for as long as its attribute lock is held.
         if let Some(grant) = attr_grant(&reply.locks) {
             self.no_capability().insert(attr.fid, (), grant.handle);
+            lock_ignoring_poison(&self.inner.created_here).insert(attr.fid, (), grant.handle);
             self.writers_known()
                 .insert(attr.fid, reply.writers, grant.handle);
         }
@@ -989,6 +1005,25 @@ impl Client {
             layout: reply.layout,
             writers: reply.writers,
         })
+    }
+
+    /// Whether the objects of `fid` hold nothing but what this client wrote: it created the
+    /// file, still holds the attribute lock granted with the create (another client's open
+    /// for writing, and any setattr, this client's own truncates included, call it back or
+    /// cancel it), and is the file's only writer. Its writes then say the file's size and
+    /// mtime, and the objects need not be asked.
+    pub fn objects_only_ours(&self, fid: Fid) -> bool {
+        {
+            let mut created = lock_ignoring_poison(&self.inner.created_here);
+            let Some(&((), lock)) = created.facts.get(&fid) else {
+                return false;
+            };
+            if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
+                created.facts.remove(&fid);
+                return false;
+            }
+        }
+        self.sole_writer(fid)
     }
 
     /// Whether the name and attributes of a file this client has just created and opened
