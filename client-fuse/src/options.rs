@@ -137,33 +137,11 @@ pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
             ("log", _) => return Err(OptionError::MissingValue(name.to_string())),
             ("debug", None) => opts.debug = true,
             ("allow_other", None) => opts.allow_other = true,
-            ("fuse_threads", Some(v)) => {
-                opts.fuse_threads = match v.parse::<usize>() {
-                    Ok(n) if (1..=FUSE_THREADS_MAX).contains(&n) => n,
-                    _ => {
-                        return Err(OptionError::BadValue {
-                            name: name.to_string(),
-                            value: v.to_string(),
-                            reason: format!("expected 1 to {FUSE_THREADS_MAX}"),
-                        })
-                    }
-                }
-            }
+            ("fuse_threads", Some(v)) => opts.fuse_threads = count(name, v, FUSE_THREADS_MAX)?,
             ("fuse_threads", None) => return Err(OptionError::MissingValue(name.to_string())),
             ("uring", None) => opts.uring = true,
             ("nouring", None) => opts.uring = false,
-            ("uring_depth", Some(v)) => {
-                opts.uring_depth = match v.parse::<usize>() {
-                    Ok(n) if (1..=URING_DEPTH_MAX).contains(&n) => n,
-                    _ => {
-                        return Err(OptionError::BadValue {
-                            name: name.to_string(),
-                            value: v.to_string(),
-                            reason: format!("expected 1 to {URING_DEPTH_MAX}"),
-                        })
-                    }
-                }
-            }
+            ("uring_depth", Some(v)) => opts.uring_depth = count(name, v, URING_DEPTH_MAX)?,
             ("uring_depth", None) => return Err(OptionError::MissingValue(name.to_string())),
             ("timeout", Some(v)) => {
                 opts.rpc_timeout = match v.parse::<u64>() {
@@ -186,6 +164,18 @@ pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
         }
     }
     Ok(opts)
+}
+
+/// The value of option `name`: a count from 1 to `max`.
+fn count(name: &str, value: &str, max: usize) -> Result<usize, OptionError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(OptionError::BadValue {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: format!("expected 1 to {max}"),
+        }),
+    }
 }
 
 fn conflicts(a: &MountOption, b: &MountOption) -> bool {
