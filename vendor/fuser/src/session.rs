@@ -548,14 +548,19 @@ impl<FS: Filesystem> Session<FS> {
         };
         match crate::uring::UringSetup::new(&self.ch, sizes) {
             Ok(setup) => {
+                // Under the uring module's target: Sheen quiets `fuser::session` below errors.
                 info!(
+                    target: "fuser::uring",
                     "FUSE over io_uring: {} ring entries of {} bytes per CPU queue",
                     sizes.depth, sizes.payload
                 );
                 self.uring = Some(setup);
             }
             Err(e) => {
-                warn!("FUSE over io_uring unavailable ({e}); using /dev/fuse");
+                warn!(
+                    target: "fuser::uring",
+                    "FUSE over io_uring unavailable ({e}); using /dev/fuse"
+                );
                 config.requested.remove(InitFlags::FUSE_OVER_IO_URING);
             }
         }

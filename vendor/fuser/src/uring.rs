@@ -27,6 +27,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicU8;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -235,6 +236,8 @@ pub(crate) struct RingEntry {
     iovecs: Box<[libc::iovec; 2]>,
     state: AtomicU8,
     staged: Mutex<Vec<u8>>,
+    /// The `unique` of the request the entry holds, for an error reply.
+    unique: AtomicU64,
 }
 
 // SAFETY: the raw buffers are written by one party at a time: the kernel until the entry's
@@ -276,6 +279,7 @@ impl RingEntry {
             iovecs,
             state: AtomicU8::new(0),
             staged: Mutex::new(Vec::new()),
+            unique: AtomicU64::new(0),
         }
     }
 
@@ -303,6 +307,7 @@ impl RingEntry {
         let mut unique = [0u8; 8];
         unique.copy_from_slice(&head[8..16]);
         let unique = u64::from_ne_bytes(unique);
+        self.unique.store(unique, Ordering::Release);
         let sz = self.header_bytes(PAYLOAD_SZ_AT, 4);
         let payload = u32::from_ne_bytes([sz[0], sz[1], sz[2], sz[3]]) as usize;
         if payload > self.payload {
@@ -340,9 +345,13 @@ impl RingEntry {
         let mut at = 0;
         let payload_len = total.saturating_sub(OUT_HEADER);
         if total < OUT_HEADER || payload_len > self.payload {
-            return Err(io::Error::other(format!(
-                "a FUSE reply of {total} bytes does not fit a ring entry"
-            )));
+            // Never left unanswered: the caller would wait for ever.
+            error!(
+                "queue {}: a FUSE reply of {total} bytes does not fit a ring entry; EIO instead",
+                self.queue.qid
+            );
+            let unique = self.unique.load(Ordering::Acquire);
+            return self.commit_error(unique, libc::EIO);
         }
         // SAFETY: the request is ours until the commit below; bounds checked above.
         unsafe {
@@ -493,7 +502,15 @@ impl UringSetup {
             threads.push(
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || serve_queue(&queue, entries, &se, &stop))?,
+                    .spawn(move || {
+                        let served = serve_queue(&queue, entries, &se, &stop);
+                        if let Err(e) = &served {
+                            // Its CPU's requests now wait for a queue nobody serves: say so
+                            // at once, not when the session ends.
+                            error!("FUSE io_uring queue {} stopped: {e}", queue.qid);
+                        }
+                        served
+                    })?,
             );
         }
         Ok(threads)
