@@ -167,10 +167,29 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
             .args(cargo_test_args),
     )?;
     if cargo_test_args.is_empty() {
+        vendored_tests()?;
         fuse_uring_pass()?;
     }
     util::step("all tests passed");
     Ok(())
+}
+
+/// The unit tests of the vendored fuser, which has code of ours (`vendor/fuser/SHEEN.md`).
+/// `vendor/` is outside the workspace, so the package is tested on its own, with the
+/// workspace's lockfile (copied next to its manifest for the run) and its own target dir.
+fn vendored_tests() -> Result<()> {
+    util::step("run the vendored fuser's unit tests (its FUSE-over-io_uring code is ours)");
+    let root = util::project_root();
+    let lock = root.join("vendor/fuser/Cargo.lock");
+    std::fs::copy(root.join("Cargo.lock"), &lock).context("copying Cargo.lock for fuser")?;
+    let result = util::run(
+        util::cargo()
+            .args(["test", "--offline", "--lib", "--manifest-path"])
+            .arg(root.join("vendor/fuser/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", root.join("target/vendor-fuser")),
+    );
+    let removed = std::fs::remove_file(&lock).context("removing fuser's copied Cargo.lock");
+    result.and(removed)
 }
 
 /// The kernel's switch for FUSE over io_uring (Linux 6.14 and later).
