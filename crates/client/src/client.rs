@@ -375,6 +375,17 @@ impl<V> UnderLock<V> {
         }
         self.facts.insert(fid, (fact, lock));
     }
+
+    /// The fact about `fid`, if the lock it was learnt under is still held; a fact whose
+    /// lock is gone is forgotten.
+    fn held(&mut self, fid: Fid, locks: &Locks) -> Option<&V> {
+        let lock = self.facts.get(&fid)?.1;
+        if !locks.all_held(MDT0_INDEX, &[lock]) {
+            self.facts.remove(&fid);
+            return None;
+        }
+        self.facts.get(&fid).map(|(fact, _)| fact)
+    }
 }
 
 fn new_import(nids: &[Nid], config: ImportConfig) -> Result<Import, ClientError> {
@@ -675,10 +686,7 @@ impl Client {
     }
 
     fn dir_names(&self) -> std::sync::MutexGuard<'_, UnderLock<DirNames>> {
-        self.inner
-            .dir_names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner.dir_names)
     }
 
     /// Takes the names of `dir` out, if known under a lock still held.
@@ -695,29 +703,17 @@ impl Client {
     /// have called the lock back first).
     pub fn known_absent(&self, parent: Fid, name: &[u8]) -> bool {
         let mut known = self.dir_names();
-        let Some((names, lock)) = known.facts.get(&parent) else {
-            return false;
-        };
-        if !self.inner.locks.all_held(MDT0_INDEX, &[*lock]) {
-            known.facts.remove(&parent);
-            return false;
-        }
-        !names.has(name)
+        known
+            .held(parent, &self.inner.locks)
+            .is_some_and(|names| !names.has(name))
     }
 
     fn changed_attrs(&self) -> std::sync::MutexGuard<'_, UnderLock<ChangedAttr>> {
-        // A panic while holding the lock leaves plain data behind; keep using it.
-        self.inner
-            .changed_attrs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner.changed_attrs)
     }
 
     fn writers_known(&self) -> std::sync::MutexGuard<'_, UnderLock<u32>> {
-        self.inner
-            .writers_known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner.writers_known)
     }
 
     /// Whether this client is the only one with `fid` open for writing, as the MDS said under
@@ -742,34 +738,18 @@ impl Client {
     /// Whether this client is `fid`'s only writer, when the MDS's count of writers is known
     /// under an attribute lock still held (a count whose lock is gone is forgotten).
     fn known_sole_writer(&self, fid: Fid) -> Option<bool> {
-        let mut known = self.writers_known();
-        let &(writers, lock) = known.facts.get(&fid)?;
-        if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
-            known.facts.remove(&fid);
-            return None;
-        }
+        let writers = *self.writers_known().held(fid, &self.inner.locks)?;
         Some(writers <= self.inner.opens.writes(fid))
     }
 
     fn no_capability(&self) -> std::sync::MutexGuard<'_, UnderLock<()>> {
-        self.inner
-            .no_capability
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner.no_capability)
     }
 
     /// Whether `fid` is known to have no `security.capability` xattr: what made it known
     /// (a create, or the MDS's answer) happened under an attribute lock still held.
     fn known_without_capability(&self, fid: Fid) -> bool {
-        let mut known = self.no_capability();
-        let Some(&((), lock)) = known.facts.get(&fid) else {
-            return false;
-        };
-        if self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
-            return true;
-        }
-        known.facts.remove(&fid);
-        false
+        self.no_capability().held(fid, &self.inner.locks).is_some()
     }
 
     /// The attributes of `fid` as this client's last change of it (or of its entries) left
@@ -1013,17 +993,10 @@ impl Client {
     /// cancel it), and is the file's only writer. Its writes then say the file's size and
     /// mtime, and the objects need not be asked.
     pub fn objects_only_ours(&self, fid: Fid) -> bool {
-        {
-            let mut created = lock_ignoring_poison(&self.inner.created_here);
-            let Some(&((), lock)) = created.facts.get(&fid) else {
-                return false;
-            };
-            if !self.inner.locks.all_held(MDT0_INDEX, &[lock]) {
-                created.facts.remove(&fid);
-                return false;
-            }
-        }
-        self.sole_writer(fid)
+        let created = lock_ignoring_poison(&self.inner.created_here)
+            .held(fid, &self.inner.locks)
+            .is_some();
+        created && self.sole_writer(fid)
     }
 
     /// Whether the name and attributes of a file this client has just created and opened
@@ -1720,10 +1693,7 @@ impl Client {
     }
 
     fn statahead(&self) -> std::sync::MutexGuard<'_, Statahead> {
-        self.inner
-            .statahead
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_ignoring_poison(&self.inner.statahead)
     }
 
     /// What statahead fetched for `name` in `dir`, if the locks it came with (LOOKUP and

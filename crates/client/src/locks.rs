@@ -130,8 +130,6 @@ pub(crate) struct Locks {
     /// Locks pushed out of the LRU, dropped here and waiting to be cancelled at their server
     /// together (nobody waits for these cancels).
     lru_cancels: Mutex<LruCancels>,
-    /// This, for queueing cancels from where only `&self` is at hand.
-    me: std::sync::Weak<Locks>,
 }
 
 /// Cancels of LRU victims, sent in batches: while one batch is on the wire the next
@@ -178,7 +176,7 @@ fn inode_lock(fid: Fid, bits: u64) -> LockDesc {
 
 impl Locks {
     pub(crate) fn new() -> Arc<Locks> {
-        Arc::new_cyclic(|me| Locks {
+        Arc::new(Locks {
             state: Mutex::new(State {
                 caches: HashMap::new(),
                 owners: HashMap::new(),
@@ -189,7 +187,6 @@ impl Locks {
             imports: OnceLock::new(),
             invalidator: OnceLock::new(),
             lru_cancels: Mutex::new(LruCancels::default()),
-            me: me.clone(),
         })
     }
 
@@ -215,7 +212,7 @@ impl Locks {
     /// Takes a `mode` lock on `[start, end]` of object `oid` of OST `ost_idx` for file
     /// `fid`: a held one when it covers the range, else a new one from the OST.
     pub(crate) async fn lock_extent(
-        &self,
+        self: &Arc<Self>,
         fid: Fid,
         ost_idx: u32,
         oid: u64,
@@ -257,7 +254,7 @@ impl Locks {
         Ok(held)
     }
 
-    fn insert(&self, target: Target, reply: &EnqueueReply) -> Result<Held, ClientError> {
+    fn insert(self: &Arc<Self>, target: Target, reply: &EnqueueReply) -> Result<Held, ClientError> {
         if !reply.granted {
             return Err(ClientError::protocol(
                 "ldlm_enqueue",
@@ -283,10 +280,8 @@ impl Locks {
             }
             (inserted, superseded)
         };
-        if let Some(me) = self.me.upgrade() {
-            for handle in superseded {
-                me.queue_lru_cancel(target, handle);
-            }
+        for handle in superseded {
+            self.queue_lru_cancel(target, handle);
         }
         match inserted {
             Ok(()) => Ok(Held {
@@ -308,7 +303,7 @@ impl Locks {
     /// then throws the answer away). It is a writer then, and a mount writes behind only as
     /// the file's only writer, so the OST's size is whole (`None`).
     pub(crate) async fn glimpse(
-        &self,
+        self: &Arc<Self>,
         fid: Fid,
         ost_idx: u32,
         oid: u64,
@@ -356,7 +351,7 @@ impl Locks {
 
     /// The size and mtime a glimpse's grant carries; the lock stays cached, unused.
     fn glimpsed(
-        &self,
+        self: &Arc<Self>,
         target: Target,
         reply: &EnqueueReply,
     ) -> Result<Option<(u64, sheen_wire::msg::Timespec)>, ClientError> {
