@@ -1,12 +1,13 @@
-//! Micro-benchmarks: frame header encode/decode, body codec, striping math, crc32c, and the
-//! OSD's read and write path (io_uring with O_DIRECT where the filesystem allows it) on a
-//! temporary block file. Run with `cargo bench -p sheen-benches`; one group with
-//! `cargo bench -p sheen-benches -- osd`.
+//! Micro-benchmarks: frame header encode/decode, body codec, striping math, crc32c, the
+//! OSD's read and write path (io_uring with O_DIRECT where the filesystem allows it) on
+//! a temporary block file, and the MDT namespace's create, with and without a commit. Run
+//! with `cargo bench -p sheen-benches`; one group with `cargo bench -p sheen-benches -- osd`.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sheen_layout::Geometry;
+use sheen_namespace::{CreateArgs, Namespace};
 use sheen_osd::{Osd, OsdLabel};
 use sheen_wire::msg::Timespec;
 use sheen_wire::msg::{pattern, Layout, OstObject, StripeLayout};
@@ -118,12 +119,57 @@ fn osd_io(c: &mut Criterion) {
     group.finish();
 }
 
+/// `Namespace::create` of an empty file in one directory (one sled transaction), alone and
+/// followed by `Namespace::flush` (what the MDS's commit before a reply costs: sled writes
+/// its log buffer, then one fdatasync), in the system temp dir.
+fn namespace_create(c: &mut Criterion) {
+    let mut group = c.benchmark_group("namespace");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(3));
+    for commit in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ns = Namespace::open_flushed_by_caller(dir.path()).expect("open the namespace");
+        let parent = ns
+            .create(create_args(sheen_wire::Fid::ROOT, "d".into(), 0o040755))
+            .expect("mkdir")
+            .fid;
+        let mut n = 0u64;
+        let name = if commit { "create+commit" } else { "create" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                ns.create(create_args(parent, format!("f{n}"), 0o100644))
+                    .expect("create");
+                if commit {
+                    ns.flush().expect("commit");
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+fn create_args(parent: sheen_wire::Fid, name: String, mode: u32) -> CreateArgs {
+    CreateArgs {
+        parent,
+        name: name.into_bytes(),
+        mode,
+        rdev: 0,
+        uid: 0,
+        gid: 0,
+        umask: 0o022,
+        symlink: None,
+        layout: None,
+    }
+}
+
 criterion_group!(
     benches,
     frame_header,
     body_codec,
     striping,
     checksums,
-    osd_io
+    osd_io,
+    namespace_create
 );
 criterion_main!(benches);

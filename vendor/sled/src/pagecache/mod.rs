@@ -759,7 +759,13 @@ impl PageCache {
     /// Flushes any pending IO buffers to disk to ensure durability.
     /// Returns the number of bytes written during this call.
     pub(crate) fn flush(&self) -> Result<usize> {
-        self.log.flush()
+        let written = self.log.flush()?;
+        // Sheen: log buffers are written without a sync (iobuf.rs); this fdatasync is what
+        // makes a flush durable, as `Tree::flush` promises (SHEEN.md).
+        if !self.config.temporary {
+            self.config.file.sync_data()?;
+        }
+        Ok(written)
     }
 
     /// Create a new page, trying to reuse old freed pages if possible

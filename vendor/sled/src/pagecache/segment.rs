@@ -1016,6 +1016,13 @@ impl SegmentAccountant {
         let safe = self.free.iter().next().copied();
 
         let lid = if let Some(next) = safe {
+            // Sheen: log buffers are written without a sync (iobuf.rs), so make every
+            // completed write durable before this segment is overwritten: the pages it
+            // held were relocated by writes that completed before it was freed, and those
+            // copies must reach the disk first.
+            if !self.config.temporary {
+                self.config.file.sync_data()?;
+            }
             self.free.remove(&next);
             next
         } else {
