@@ -1868,7 +1868,11 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         register(&cfg, l.local_nid(), &mgs).await?;
         l
     };
-    let objects = Arc::new(ObjectAllocator::new(cfg.fsname.clone(), mgs));
+    let objects = Arc::new(ObjectAllocator::new(
+        cfg.fsname.clone(),
+        mgs,
+        Arc::clone(&ns),
+    ));
     objects.refresh_config().await;
     // Files unlinked while open when the MDS last stopped: clients that still have them
     // open reopen them when they reconnect; the others are removed after the window (after
@@ -1914,8 +1918,9 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         });
     }
     // OST objects a previous run precreated (or handed to a create that never committed)
-    // and no layout uses: destroyed in the background, without holding up the start; after
-    // recovery, since replayed creates use them.
+    // and no layout uses, and those of removed files it had not destroyed yet: destroyed in
+    // the background, without holding up the start; after recovery, since replayed creates
+    // use them.
     {
         let objects = Arc::clone(&objects);
         let ns = Arc::clone(&ns);
@@ -1928,6 +1933,8 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
                     _ = r.wait_end() => {}
                 }
             }
+            // Objects of files removed before the stop that their OSTs did not destroy.
+            objects.destroy_recorded().await;
             match tokio::task::spawn_blocking(move || ns.ost_watermarks()).await {
                 Ok(Ok(watermarks)) => objects.destroy_unused(&watermarks).await,
                 Ok(Err(e)) => warn!("reading the OST watermarks failed: {e}"),

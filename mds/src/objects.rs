@@ -1,7 +1,9 @@
 //! OST object allocation for new files [osp/lod]: the MDS keeps, per OST, a pool of objects
 //! precreated on the OSS in batches, picks the OSTs of a new file (round robin, or from the
 //! requested starting index) and takes one object from each pool. Destroys objects of
-//! removed files in the background, in batches per OST (OST_DESTROY_BATCH).
+//! removed files in the background, in batches per OST (OST_DESTROY_BATCH), and then forgets
+//! the namespace's records of them ([`Namespace::forget_destroys`]): what an OST did not
+//! destroy (it did not answer, or the MDS stopped first) is destroyed at the next start.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sheen_layout::resolve_template;
+use sheen_namespace::Namespace;
 use sheen_rpc::{Import, ImportConfig, ServiceError};
 use sheen_wire::limits::DESTROY_BATCH_MAX;
 use sheen_wire::msg::{
@@ -86,6 +89,8 @@ pub struct ObjectAllocator {
     mgs: Import,
     state: Arc<Mutex<State>>,
     destroys: Arc<Destroys>,
+    /// Where the records of objects to destroy are kept.
+    ns: Arc<Namespace>,
     round_robin: AtomicU32,
     /// When the configuration was last read from the MGS.
     refreshed_at: Mutex<Option<Instant>>,
@@ -104,12 +109,13 @@ fn err(errno: Errno, message: impl Into<String>) -> ServiceError {
 }
 
 impl ObjectAllocator {
-    pub fn new(fsname: String, mgs: Import) -> ObjectAllocator {
+    pub fn new(fsname: String, mgs: Import, ns: Arc<Namespace>) -> ObjectAllocator {
         ObjectAllocator {
             fsname,
             mgs,
             state: Arc::default(),
             destroys: Arc::default(),
+            ns,
             round_robin: AtomicU32::new(0),
             refreshed_at: Mutex::new(None),
         }
@@ -456,6 +462,25 @@ impl ObjectAllocator {
         Some(victims)
     }
 
+    /// Destroys the objects the namespace still records as dropped (a previous run stopped
+    /// before their OSTs destroyed them, or an OST did not answer). Call after recovery:
+    /// the records are those of committed changes.
+    pub async fn destroy_recorded(&self) {
+        let ns = Arc::clone(&self.ns);
+        match tokio::task::spawn_blocking(move || ns.pending_destroys()).await {
+            Ok(Ok(objects)) if objects.is_empty() => {}
+            Ok(Ok(objects)) => {
+                info!(
+                    count = objects.len(),
+                    "destroying objects of removed files left by a previous run"
+                );
+                self.destroy_objects_later(objects);
+            }
+            Ok(Err(e)) => warn!("reading the objects left to destroy failed: {e}"),
+            Err(e) => warn!("reading the objects left to destroy failed: {e}"),
+        }
+    }
+
     /// Queues objects for destruction; one task per OST sends what is queued for it in
     /// batches (one OST_DESTROY_BATCH, so one commit on the OST, per batch).
     fn destroy_objects_later(&self, objects: Vec<OstObject>) {
@@ -468,7 +493,8 @@ impl ObjectAllocator {
                 Entry::Vacant(e) => {
                     e.insert(vec![obj.oid]);
                     let (state, destroys) = (Arc::clone(&self.state), Arc::clone(&self.destroys));
-                    tokio::spawn(drain_destroys(state, destroys, obj.ost_idx));
+                    let ns = Arc::clone(&self.ns);
+                    tokio::spawn(drain_destroys(state, destroys, ns, obj.ost_idx));
                 }
             }
         }
@@ -482,7 +508,12 @@ fn ost_in(state: &Mutex<State>, ost_idx: u32) -> Option<Arc<Ost>> {
 
 /// Sends the objects queued for one OST in batches until none is left. The queue's key for
 /// the OST exists while this runs; it is removed (by this task) only when found empty.
-async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<Destroys>, ost_idx: u32) {
+async fn drain_destroys(
+    state: Arc<Mutex<State>>,
+    destroys: Arc<Destroys>,
+    ns: Arc<Namespace>,
+    ost_idx: u32,
+) {
     loop {
         let few = destroys
             .lock()
@@ -506,19 +537,32 @@ async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<Destroys>, ost_i
             let n = list.len().min(DESTROY_BATCH_MAX);
             list.drain(..n).collect()
         };
-        destroy_batch(&state, ost_idx, oids).await;
+        if destroy_batch(&state, ost_idx, &oids).await {
+            // The records go once the OST committed the destroys; a record lost with an
+            // uncommitted namespace only makes a later start ask again.
+            if let Err(e) = ns.forget_destroys(ost_idx, &oids) {
+                warn!(
+                    ost_idx,
+                    count = oids.len(),
+                    "forgetting destroyed objects failed: {e}"
+                );
+            }
+        }
     }
 }
 
-/// Destroys objects of one OST in one request, following the OST to new NIDs; a failure is
-/// logged (the objects stay, unreferenced).
-async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: Vec<ObjId>) {
+/// Destroys objects of one OST in one request, following the OST to new NIDs; whether the
+/// OST destroyed them (or no longer had them). A failure is logged: the objects stay, and
+/// the next start of the MDS destroys them from the namespace's records.
+async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: &[ObjId]) -> bool {
     let count = oids.len();
-    let req = OstDestroyBatchReq { oids };
+    let req = OstDestroyBatchReq {
+        oids: oids.to_vec(),
+    };
     loop {
         let Some(ost) = ost_in(state, ost_idx) else {
             warn!(ost_idx, count, "cannot destroy objects on an unknown OST");
-            return;
+            return false;
         };
         let call =
             ost.import
@@ -527,12 +571,15 @@ async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: Vec<ObjId>) {
             None => continue,
             Some(Ok(r)) => {
                 debug!(ost_idx, count, destroyed = r.destroyed, "destroyed objects");
-                return;
+                return true;
             }
             Some(Err(e)) => {
                 let first = req.oids.first().copied().unwrap_or(0);
-                warn!(ost_idx, count, first, "failed to destroy objects: {e}");
-                return;
+                warn!(
+                    ost_idx,
+                    count, first, "failed to destroy objects (left for the next start): {e}"
+                );
+                return false;
             }
         }
     }

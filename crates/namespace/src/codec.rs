@@ -51,6 +51,37 @@ pub(crate) const META_CLIENT: &[u8] = b"client/";
 /// LE); removed at the next open by [`crate::Namespace::take_clean_shutdown`].
 pub(crate) const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
 
+/// OST objects of removed files (Lustre's unlink llog): `destroy/` + OST index (u32 BE) +
+/// object id (u64 BE) → empty. Written in the transaction that drops the objects' layout
+/// (the last link of a file goes, or its layout is replaced), removed once the OST has
+/// destroyed them ([`crate::Namespace::forget_destroys`]); an MDS destroys what is left at
+/// start ([`crate::Namespace::pending_destroys`]).
+pub(crate) const META_DESTROY: &[u8] = b"destroy/";
+
+pub(crate) fn destroy_key(ost_idx: u32, oid: u64) -> Vec<u8> {
+    let mut k = META_DESTROY.to_vec();
+    k.extend_from_slice(&ost_idx.to_be_bytes());
+    k.extend_from_slice(&oid.to_be_bytes());
+    k
+}
+
+/// The OST index and object id of a `destroy/` key.
+pub(crate) fn decode_destroy_key(key: &[u8]) -> Result<(u32, u64), NsError> {
+    let rest = key
+        .strip_prefix(META_DESTROY)
+        .ok_or_else(|| NsError::Corrupt("not a destroy record".into()))?;
+    match (
+        rest.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()),
+        rest.get(4..).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+    ) {
+        (Some(ost), Some(oid)) => Ok((u32::from_be_bytes(ost), u64::from_be_bytes(oid))),
+        _ => Err(NsError::Corrupt(format!(
+            "destroy record key of {} bytes",
+            key.len()
+        ))),
+    }
+}
+
 pub(crate) fn client_key(client: &[u8]) -> Vec<u8> {
     let mut k = META_CLIENT.to_vec();
     k.extend_from_slice(client);
@@ -482,6 +513,24 @@ mod tests {
             let v = encode_inode(&i);
             assert_eq!(decode_inode(i.attr.fid, &v).unwrap(), i);
         }
+    }
+
+    #[test]
+    fn destroy_keys_round_trip_and_bad_ones_are_corrupt() {
+        let key = destroy_key(3, u64::MAX - 1);
+        assert_eq!(decode_destroy_key(&key).unwrap(), (3, u64::MAX - 1));
+        for cut in 0..key.len() {
+            assert!(matches!(
+                decode_destroy_key(&key[..cut]),
+                Err(NsError::Corrupt(_))
+            ));
+        }
+        let mut long = key.clone();
+        long.push(0);
+        assert!(matches!(
+            decode_destroy_key(&long),
+            Err(NsError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::TryLockError;
 
-use sheen_wire::{Attr, DirEntry, Fid, Layout, Timespec};
+use sheen_wire::{Attr, DirEntry, Fid, Layout, ObjId, OstObject, Timespec};
 use sled::transaction::TransactionError;
 use sled::{IVec, Transactional};
 use tracing::info;
@@ -410,6 +410,34 @@ impl Namespace {
                 layout,
             }))
         })
+    }
+
+    /// The OST objects of removed files (and of replaced layouts) not yet known destroyed,
+    /// in OST and object order: what an MDS that stopped, or whose OST did not answer, left
+    /// to destroy. Records are written with the change that dropped the objects.
+    pub fn pending_destroys(&self) -> Result<Vec<OstObject>, NsError> {
+        let mut out = Vec::new();
+        for key in self.meta.scan_prefix(codec::META_DESTROY).keys() {
+            let (ost_idx, oid) = codec::decode_destroy_key(&key?)?;
+            out.push(OstObject {
+                ost_idx,
+                oid,
+                seq: 0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets the destroy records of objects of OST `ost_idx` that the OST destroyed (or
+    /// no longer has). Not committed by itself: a record that comes back after a crash only
+    /// makes the next start destroy an object that is already gone.
+    pub fn forget_destroys(&self, ost_idx: u32, oids: &[ObjId]) -> Result<(), NsError> {
+        let mut batch = sled::Batch::default();
+        for &oid in oids {
+            batch.remove(codec::destroy_key(ost_idx, oid));
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(())
     }
 
     /// The highest object id any layout ever used, per OST index. Objects above it on that

@@ -539,6 +539,9 @@ impl Namespace {
                         l
                     });
                     tx.put_layout(fid, new.as_ref())?;
+                    if let Some(old) = &old {
+                        tx.record_destroys(old)?;
+                    }
                     tx.modify(fid, |i| {
                         i.attr.layout_gen = gen;
                         i.attr.ctime = now;

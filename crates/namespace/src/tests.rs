@@ -2237,3 +2237,58 @@ fn directory_versions_follow_every_change_of_their_entries() {
     assert!(ns.last_op_dirs().is_empty());
     assert_eq!(ns.dir_version(d), Some(last));
 }
+
+/// The (OST, object) pairs [`Namespace::pending_destroys`] lists.
+fn pending(ns: &Namespace) -> Vec<(u32, u64)> {
+    ns.pending_destroys()
+        .unwrap()
+        .iter()
+        .map(|o| (o.ost_idx, o.oid))
+        .collect()
+}
+
+#[test]
+fn dropped_objects_are_recorded_until_forgotten() {
+    let (d, ns) = open();
+    let mut a = args(Fid::ROOT, "f", S_IFREG | 0o644);
+    a.layout = Some(layout(2, &[7, 9]));
+    ns.create(a).unwrap();
+    let mut a = args(Fid::ROOT, "g", S_IFREG | 0o644);
+    a.layout = Some(layout(1, &[11]));
+    let g = ns.create(a).unwrap();
+    let mut a = args(Fid::ROOT, "h", S_IFREG | 0o644);
+    a.layout = Some(layout(1, &[12]));
+    let h = ns.create(a).unwrap();
+    ns.link(g.fid, Fid::ROOT, b"g2").unwrap();
+    assert!(pending(&ns).is_empty(), "nothing removed yet");
+
+    // The last name of `f` goes: both its objects are recorded, with the removal.
+    assert!(ns.unlink(Fid::ROOT, b"f").unwrap().destroyed);
+    assert_eq!(pending(&ns), vec![(0, 7), (1, 9)]);
+    // A name of `g` goes, not its last: nothing more.
+    assert!(!ns.unlink(Fid::ROOT, b"g").unwrap().destroyed);
+    // A failed removal records nothing.
+    assert_eq!(errno(ns.unlink(Fid::ROOT, b"f")), Errno::ENOENT);
+    // A replaced layout's objects are recorded; the new ones are not.
+    let (_, old) = ns.set_layout(h.fid, Some(layout(1, &[13]))).unwrap();
+    assert_eq!(old.unwrap().components[0].stripe.objects[0].oid, 12);
+    assert_eq!(pending(&ns), vec![(0, 7), (0, 12), (1, 9)]);
+    // An open file keeps its objects until its last close.
+    ns.pin(g.fid).unwrap();
+    assert!(!ns.unlink(Fid::ROOT, b"g2").unwrap().destroyed);
+    assert_eq!(pending(&ns).len(), 3);
+    assert!(ns.unpin(g.fid).unwrap().unwrap().destroyed);
+    assert_eq!(pending(&ns), vec![(0, 7), (0, 11), (0, 12), (1, 9)]);
+
+    // The records survive a restart (an MDS that stopped before the OSTs answered).
+    ns.flush().unwrap();
+    drop(ns);
+    let ns = reopen(d.path());
+    assert_eq!(pending(&ns), vec![(0, 7), (0, 11), (0, 12), (1, 9)]);
+    // What an OST destroyed is forgotten, OST by OST; forgetting twice is harmless.
+    ns.forget_destroys(0, &[7, 11, 12]).unwrap();
+    ns.forget_destroys(0, &[7]).unwrap();
+    assert_eq!(pending(&ns), vec![(1, 9)]);
+    ns.forget_destroys(1, &[9]).unwrap();
+    assert!(pending(&ns).is_empty());
+}

@@ -171,6 +171,9 @@ impl<'a> Tx<'a> {
             }
         }
         let layout = self.layout(fid)?;
+        if let Some(l) = &layout {
+            self.record_destroys(l)?;
+        }
         self.layouts.remove(&codec::fid_key(fid)[..])?;
         self.inode_delta -= 1;
         self.cache.insert(fid, Slot::Deleted);
@@ -298,6 +301,17 @@ impl<'a> Tx<'a> {
                 self.layouts.remove(key)?;
             }
         };
+        Ok(())
+    }
+
+    /// Records that the objects of `layout`, which this operation drops, are to be destroyed
+    /// (`destroy/` keys in `meta`): written with the change, so that no object of a removed
+    /// file outlives an MDS stop or an OST that did not answer.
+    pub fn record_destroys(&self, layout: &Layout) -> TxResult<()> {
+        for obj in layout.components.iter().flat_map(|c| &c.stripe.objects) {
+            self.meta
+                .insert(codec::destroy_key(obj.ost_idx, obj.oid), &[][..])?;
+        }
         Ok(())
     }
 
