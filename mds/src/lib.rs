@@ -78,6 +78,9 @@ pub struct MdsConfig {
     /// recovers uncommitted changes from its clients' replays after a restart
     /// (`--commit-interval-ms`, docs/RECOVERY.md).
     pub commit_interval: Duration,
+    /// How long a request to an OST keeps retrying an OSS that does not answer before it
+    /// fails (`--ost-retry-secs`).
+    pub ost_retry: Duration,
     /// Fault injection for tests (`--crash-image-dir`): after every commit, a copy of the
     /// namespace as it is on disk (what a power loss would leave) is kept here.
     pub crash_image: Option<PathBuf>,
@@ -1872,7 +1875,9 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
         cfg.fsname.clone(),
         mgs,
         Arc::clone(&ns),
+        cfg.ost_retry,
     ));
+    objects.spawn_destroy_retries(shutdown.clone());
     objects.refresh_config().await;
     // Files unlinked while open when the MDS last stopped: clients that still have them
     // open reopen them when they reconnect; the others are removed after the window (after

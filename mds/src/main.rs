@@ -42,6 +42,11 @@ struct Args {
     /// crash lost, within the recovery window.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     commit_interval_ms: u64,
+    /// Seconds a request to an OST (precreate, destroy, listing) keeps retrying an OSS that
+    /// does not answer before it fails. Objects whose destroy failed are sent again every
+    /// 10 s.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    ost_retry_secs: u64,
     /// Fault injection for tests: after every commit, copy the namespace as it is on disk
     /// (what a power loss would leave) to this directory.
     #[arg(long, hide = true)]
@@ -68,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             callback_timeout: std::time::Duration::from_secs(args.callback_timeout),
             recovery_window: std::time::Duration::from_secs(args.recovery_window),
             commit_interval: std::time::Duration::from_millis(args.commit_interval_ms),
+            ost_retry: std::time::Duration::from_secs(args.ost_retry_secs),
             crash_image: args.crash_image_dir,
         };
         sheen_mds::run(cfg, shutdown).await.context("MDS failed")

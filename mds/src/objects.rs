@@ -34,6 +34,11 @@ const ORPHAN_LIST_PAGES_MAX: usize = 1024;
 /// How long the first object queued for destruction on an OST waits for others, so that
 /// they go in one request and one commit on the OST. Nobody waits for a destroy.
 const DESTROY_GATHER: Duration = Duration::from_millis(20);
+/// How often objects whose destroy failed (their OST did not answer) are sent again.
+const DESTROY_RETRY_EVERY: Duration = Duration::from_secs(10);
+/// Most objects kept in memory to send again; past it, the rest wait for the next start
+/// (the namespace keeps their records either way).
+const DESTROY_FAILED_MAX: usize = 1 << 20;
 
 /// Objects precreated per OST per batch.
 pub const PRECREATE_BATCH: u32 = 1024;
@@ -84,13 +89,23 @@ type Snapshot = (FsConfig, Vec<(u32, Arc<Ost>)>);
 /// Objects waiting to be destroyed, by OST index.
 type Destroys = Mutex<BTreeMap<u32, Vec<ObjId>>>;
 
+/// What the destroy tasks share.
+struct DestroyQueue {
+    /// Objects to send, by OST; an OST's key exists while its task runs.
+    queued: Destroys,
+    /// Objects whose destroy failed, sent again every [`DESTROY_RETRY_EVERY`].
+    failed: Destroys,
+    /// Where the records of objects to destroy are kept.
+    ns: Arc<Namespace>,
+}
+
 pub struct ObjectAllocator {
     fsname: String,
     mgs: Import,
     state: Arc<Mutex<State>>,
-    destroys: Arc<Destroys>,
-    /// Where the records of objects to destroy are kept.
-    ns: Arc<Namespace>,
+    destroys: Arc<DestroyQueue>,
+    /// How long a request to an OST retries an OSS that does not answer.
+    ost_retry: Duration,
     round_robin: AtomicU32,
     /// When the configuration was last read from the MGS.
     refreshed_at: Mutex<Option<Instant>>,
@@ -109,13 +124,22 @@ fn err(errno: Errno, message: impl Into<String>) -> ServiceError {
 }
 
 impl ObjectAllocator {
-    pub fn new(fsname: String, mgs: Import, ns: Arc<Namespace>) -> ObjectAllocator {
+    pub fn new(
+        fsname: String,
+        mgs: Import,
+        ns: Arc<Namespace>,
+        ost_retry: Duration,
+    ) -> ObjectAllocator {
         ObjectAllocator {
             fsname,
             mgs,
             state: Arc::default(),
-            destroys: Arc::default(),
-            ns,
+            destroys: Arc::new(DestroyQueue {
+                queued: Mutex::default(),
+                failed: Mutex::default(),
+                ns,
+            }),
+            ost_retry,
             round_robin: AtomicU32::new(0),
             refreshed_at: Mutex::new(None),
         }
@@ -161,10 +185,11 @@ impl ObjectAllocator {
             let import = match st.imports.get(&key) {
                 Some(i) => i.clone(),
                 None => {
-                    let icfg = ImportConfig::new(
+                    let mut icfg = ImportConfig::new(
                         format!("{}-MDT0000-osp", self.fsname),
                         Opcode::OstConnect,
                     );
+                    icfg.retry_for = self.ost_retry;
                     let Ok(i) = Import::with_nids(&nids, icfg) else {
                         continue;
                     };
@@ -466,7 +491,7 @@ impl ObjectAllocator {
     /// before their OSTs destroyed them, or an OST did not answer). Call after recovery:
     /// the records are those of committed changes.
     pub async fn destroy_recorded(&self) {
-        let ns = Arc::clone(&self.ns);
+        let ns = Arc::clone(&self.destroys.ns);
         match tokio::task::spawn_blocking(move || ns.pending_destroys()).await {
             Ok(Ok(objects)) if objects.is_empty() => {}
             Ok(Ok(objects)) => {
@@ -484,7 +509,7 @@ impl ObjectAllocator {
     /// Queues objects for destruction; one task per OST sends what is queued for it in
     /// batches (one OST_DESTROY_BATCH, so one commit on the OST, per batch).
     fn destroy_objects_later(&self, objects: Vec<OstObject>) {
-        let Ok(mut queued) = self.destroys.lock() else {
+        let Ok(mut queued) = self.destroys.queued.lock() else {
             return;
         };
         for obj in objects {
@@ -493,11 +518,43 @@ impl ObjectAllocator {
                 Entry::Vacant(e) => {
                     e.insert(vec![obj.oid]);
                     let (state, destroys) = (Arc::clone(&self.state), Arc::clone(&self.destroys));
-                    let ns = Arc::clone(&self.ns);
-                    tokio::spawn(drain_destroys(state, destroys, ns, obj.ost_idx));
+                    tokio::spawn(drain_destroys(state, destroys, obj.ost_idx));
                 }
             }
         }
+    }
+
+    /// Sends the objects whose destroy failed again every [`DESTROY_RETRY_EVERY`], until
+    /// `shutdown`: an OSS that was down longer than the requests retry frees the space of
+    /// the files removed meanwhile once it is back, without waiting for an MDS restart.
+    pub fn spawn_destroy_retries(self: &Arc<Self>, shutdown: CancellationToken) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(DESTROY_RETRY_EVERY) => {}
+                }
+                let failed = match me.destroys.failed.lock() {
+                    Ok(mut f) => std::mem::take(&mut *f),
+                    Err(_) => return,
+                };
+                let objects: Vec<OstObject> = failed
+                    .into_iter()
+                    .flat_map(|(ost_idx, oids)| {
+                        oids.into_iter().map(move |oid| OstObject {
+                            ost_idx,
+                            oid,
+                            seq: 0,
+                        })
+                    })
+                    .collect();
+                if !objects.is_empty() {
+                    info!(count = objects.len(), "destroying objects again");
+                    me.destroy_objects_later(objects);
+                }
+            }
+        });
     }
 }
 
@@ -508,14 +565,10 @@ fn ost_in(state: &Mutex<State>, ost_idx: u32) -> Option<Arc<Ost>> {
 
 /// Sends the objects queued for one OST in batches until none is left. The queue's key for
 /// the OST exists while this runs; it is removed (by this task) only when found empty.
-async fn drain_destroys(
-    state: Arc<Mutex<State>>,
-    destroys: Arc<Destroys>,
-    ns: Arc<Namespace>,
-    ost_idx: u32,
-) {
+async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<DestroyQueue>, ost_idx: u32) {
     loop {
         let few = destroys
+            .queued
             .lock()
             .map(|q| q.get(&ost_idx).map_or(0, Vec::len) < DESTROY_BATCH_MAX)
             .unwrap_or(false);
@@ -524,7 +577,7 @@ async fn drain_destroys(
             tokio::time::sleep(DESTROY_GATHER).await;
         }
         let oids: Vec<ObjId> = {
-            let Ok(mut queued) = destroys.lock() else {
+            let Ok(mut queued) = destroys.queued.lock() else {
                 return;
             };
             let Some(list) = queued.get_mut(&ost_idx) else {
@@ -540,11 +593,22 @@ async fn drain_destroys(
         if destroy_batch(&state, ost_idx, &oids).await {
             // The records go once the OST committed the destroys; a record lost with an
             // uncommitted namespace only makes a later start ask again.
-            if let Err(e) = ns.forget_destroys(ost_idx, &oids) {
+            if let Err(e) = destroys.ns.forget_destroys(ost_idx, &oids) {
                 warn!(
                     ost_idx,
                     count = oids.len(),
                     "forgetting destroyed objects failed: {e}"
+                );
+            }
+        } else if let Ok(mut failed) = destroys.failed.lock() {
+            let kept: usize = failed.values().map(Vec::len).sum();
+            if kept + oids.len() <= DESTROY_FAILED_MAX {
+                failed.entry(ost_idx).or_default().extend(oids);
+            } else {
+                warn!(
+                    ost_idx,
+                    count = oids.len(),
+                    "too many objects to destroy again: left for the next start"
                 );
             }
         }
@@ -552,8 +616,8 @@ async fn drain_destroys(
 }
 
 /// Destroys objects of one OST in one request, following the OST to new NIDs; whether the
-/// OST destroyed them (or no longer had them). A failure is logged: the objects stay, and
-/// the next start of the MDS destroys them from the namespace's records.
+/// OST destroyed them (or no longer had them). A failure is logged; the caller sends the
+/// objects again later, and the namespace's records keep them for the next start.
 async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: &[ObjId]) -> bool {
     let count = oids.len();
     let req = OstDestroyBatchReq {
@@ -577,7 +641,7 @@ async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: &[ObjId]) -> bo
                 let first = req.oids.first().copied().unwrap_or(0);
                 warn!(
                     ost_idx,
-                    count, first, "failed to destroy objects (left for the next start): {e}"
+                    count, first, "failed to destroy objects (to be sent again): {e}"
                 );
                 return false;
             }

@@ -153,3 +153,60 @@ fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_after_an_mds_re
     rt.block_on(client.unmount());
     assert!(fs::read(dir.join("f3")).unwrap() == pattern(3, 3 << 20));
 }
+
+#[test]
+fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_once_it_is_back() {
+    let (_tmp, mut cluster, mnt) = crate::mounted_with(2, |spec| {
+        spec.mds_ost_retry = Some(Duration::from_secs(1));
+    });
+    let lfs = cluster.bin("lfs");
+    // A directory default: no file's layout is replaced (its objects would be destroyed
+    // too, and their failures would be logged alike).
+    let dir = mnt.join("d");
+    fs::create_dir(&dir).unwrap();
+    run_ok(&lfs, &["setstripe", "-c", "2", dir.to_str().unwrap()]);
+    let mut removed = BTreeSet::new();
+    for i in 0..2u64 {
+        let f = dir.join(format!("f{i}"));
+        let mut file = fs::File::create(&f).unwrap();
+        std::io::Write::write_all(&mut file, &pattern(i, 3 << 20)).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        let (_, _, objects) = parse_getstripe(&run_ok(&lfs, &["getstripe", f.to_str().unwrap()]));
+        removed.extend(objects);
+    }
+    // The OSS is down for longer than the MDS's requests retry it.
+    cluster.stop_oss().unwrap();
+    for i in 0..2u64 {
+        fs::remove_file(dir.join(format!("f{i}"))).unwrap();
+    }
+    // Both OSTs' destroys fail before the OSS is back.
+    let log = cluster.log_path(sheen_cluster::Daemon::Mds).to_path_buf();
+    let failed_on = |ost: u32| {
+        fs::read_to_string(&log).unwrap().lines().any(|l| {
+            l.contains("failed to destroy objects") && l.contains(&format!("ost_idx={ost} "))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(failed_on(0) && failed_on(1)) {
+        assert!(Instant::now() < deadline, "the destroys never failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.start_oss().unwrap();
+    // Sent again within the MDS's retry period, without a restart of the MDS.
+    let (rt, client) = crate::native_client(&cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = ost_objects(&rt, &client);
+        if now.is_disjoint(&removed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "objects of removed files left: {:?}",
+            now.intersection(&removed).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rt.block_on(client.unmount());
+}

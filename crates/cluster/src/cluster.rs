@@ -659,6 +659,10 @@ impl Cluster {
                     let ms = i.as_millis().max(1);
                     args.extend(["--commit-interval-ms".to_owned(), ms.to_string()]);
                 }
+                if let Some(r) = spec.mds_ost_retry {
+                    let secs = (r.as_secs() + u64::from(r.subsec_nanos() > 0)).max(1);
+                    args.extend(["--ost-retry-secs".to_owned(), secs.to_string()]);
+                }
                 if spec.mds_crash_image {
                     args.extend(["--crash-image-dir".to_owned(), path(MDS_CRASH_IMAGE)]);
                 }

@@ -48,6 +48,9 @@ pub struct ClusterSpec {
     /// lost: `--commit-interval-ms MS`. `None` (default) passes nothing (commit before
     /// every reply).
     pub mds_commit_interval: Option<Duration>,
+    /// How long the MDS's requests to an OST retry an OSS that does not answer:
+    /// `--ost-retry-secs SECS` (whole seconds, rounded up). `None` (default) passes nothing.
+    pub mds_ost_retry: Option<Duration>,
     /// Fault injection: the MDS keeps, after every commit, the image of its MDT a power loss
     /// would leave (`--crash-image-dir`), for
     /// [`Cluster::power_fail_mds`](crate::Cluster::power_fail_mds).
@@ -76,6 +79,7 @@ impl ClusterSpec {
             callback_timeout: None,
             recovery_window: None,
             mds_commit_interval: None,
+            mds_ost_retry: None,
             mds_crash_image: false,
             host: std::net::Ipv4Addr::LOCALHOST,
         }
