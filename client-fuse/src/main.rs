@@ -25,7 +25,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use sheen_client::{Client, ClientConfig, MountSpec};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Mount a Sheen filesystem (FUSE, type fuse.sheen).
 #[derive(Parser, Debug)]
@@ -161,6 +161,7 @@ fn serve(
         }
     };
     let mut session = session;
+    abort_on_uring_queue_failure(&mut session, mountpoint);
     client.set_cache_invalidator(fs::invalidator(session.notifier(), marks));
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -200,6 +201,66 @@ fn serve(
     runtime.block_on(client.unmount());
     info!(mountpoint = %mountpoint.display(), "unmounted");
     served
+}
+
+/// If a FUSE-over-io_uring queue's thread stops while the mount is served, the kernel keeps
+/// queueing that CPU's requests where nobody takes them: every process on that CPU would
+/// hang in the filesystem for ever. The mount aborts its FUSE connection instead
+/// (`/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed): every waiting
+/// and later request fails with ENOTCONN, the session ends, and the mount stops as after an
+/// unmount (writes it answered are still sent to the OSTs first).
+fn abort_on_uring_queue_failure<FS: fuser::Filesystem>(
+    session: &mut fuser::Session<FS>,
+    mountpoint: &Path,
+) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some(conn) = sheen_client::mounts::fuse_connection(&mountinfo, mountpoint) else {
+        warn!(
+            "cannot find the FUSE connection of {}: a failed io_uring queue would not be \
+             aborted",
+            mountpoint.display()
+        );
+        return;
+    };
+    session.on_uring_queue_failure(move |qid, e| {
+        error!(
+            qid,
+            conn, "io_uring queue failed ({e}): aborting the FUSE connection"
+        );
+        match abort_fuse_connection(conn) {
+            Ok(()) => info!(conn, "aborted the FUSE connection"),
+            Err(e) => error!(
+                conn,
+                "cannot abort the FUSE connection ({e}): requests on CPU {qid} will wait \
+                 until it is unmounted"
+            ),
+        }
+    });
+}
+
+/// Writes to the connection's `abort` file, mounting the FUSE control filesystem first if
+/// it is not mounted.
+fn abort_fuse_connection(conn: u32) -> std::io::Result<()> {
+    const CONNECTIONS: &str = "/sys/fs/fuse/connections";
+    let abort = format!("{CONNECTIONS}/{conn}/abort");
+    if !Path::new(&abort).exists() {
+        let (source, target, fstype) = (c"fusectl", c"/sys/fs/fuse/connections", c"fusectl");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            debug!("mounting fusectl on {CONNECTIONS}: {e}");
+        }
+    }
+    std::fs::write(&abort, "1\n")
 }
 
 /// Raises the mount's readahead to [`limits::MAX_READAHEAD_BYTES`]. The kernel offers FUSE

@@ -63,6 +63,9 @@ pub struct MountOpts {
     pub uring: bool,
     /// Ring entries of each CPU's io_uring queue (`uring_depth=N`).
     pub uring_depth: usize,
+    /// Fault injection for tests (`fault_uring_stop=N`, not in the help): the thread of
+    /// CPU N's io_uring queue stops once its entries are registered.
+    pub fault_uring_stop: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -143,6 +146,13 @@ pub fn parse(lists: &[String]) -> Result<MountOpts, OptionError> {
             ("nouring", None) => opts.uring = false,
             ("uring_depth", Some(v)) => opts.uring_depth = count(name, v, URING_DEPTH_MAX)?,
             ("uring_depth", None) => return Err(OptionError::MissingValue(name.to_string())),
+            ("fault_uring_stop", Some(v)) => {
+                opts.fault_uring_stop = Some(v.parse().map_err(|_| OptionError::BadValue {
+                    name: name.to_string(),
+                    value: v.to_string(),
+                    reason: "not a CPU number".to_string(),
+                })?);
+            }
             ("timeout", Some(v)) => {
                 opts.rpc_timeout = match v.parse::<u64>() {
                     Ok(secs) if (1..=RPC_TIMEOUT_MAX_SECS).contains(&secs) => {
@@ -218,6 +228,7 @@ pub fn fuse_config(spec: &str, opts: &MountOpts, is_root: bool) -> Config {
     config.n_threads = Some(opts.fuse_threads);
     config.clone_fd = opts.fuse_threads > 1;
     config.uring_depth = Some(opts.uring_depth);
+    config.uring_fault_stop_queue = opts.fault_uring_stop;
     config
 }
 
@@ -273,6 +284,10 @@ mod tests {
         check(&["nouring"], opts(|o| o.uring = false));
         check(&["nouring,uring"], opts(|_| {}));
         check(&["uring_depth=4"], opts(|o| o.uring_depth = 4));
+        check(
+            &["fault_uring_stop=1"],
+            opts(|o| o.fault_uring_stop = Some(1)),
+        );
     }
 
     #[test]
@@ -297,6 +312,8 @@ mod tests {
             "uring_depth=0",
             "uring_depth=257",
             "uring_depth=x",
+            "fault_uring_stop=x",
+            "fault_uring_stop=-1",
         ] {
             assert!(
                 matches!(parse(&[bad.into()]), Err(OptionError::BadValue { .. })),

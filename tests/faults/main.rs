@@ -11,6 +11,7 @@ mod failover;
 mod kill;
 mod leftovers;
 mod resend;
+mod uring;
 
 use sheen_client::{Client, ClientConfig, MountSpec};
 use sheen_cluster::{Cluster, ClusterSpec};

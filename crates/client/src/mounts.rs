@@ -37,6 +37,24 @@ pub fn count_fuse_mounts(mountinfo: &str, mount_dir: &Path) -> usize {
         .count()
 }
 
+/// The FUSE connection of the newest FUSE mount on `mount_dir`: its name under
+/// `/sys/fs/fuse/connections` (the mount's device number as the kernel encodes it,
+/// `major << 20 | minor`), read from mountinfo without a request to the filesystem.
+pub fn fuse_connection(mountinfo: &str, mount_dir: &Path) -> Option<u32> {
+    mountinfo
+        .lines()
+        .filter(|line| {
+            parse_line(line)
+                .is_some_and(|(fstype, m)| m.dir == mount_dir && fstype.starts_with("fuse"))
+        })
+        .filter_map(|line| {
+            let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+            let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+            (major < 1 << 12 && minor < 1 << 20).then_some(major << 20 | minor)
+        })
+        .next_back()
+}
+
 /// The mount that holds `path` (already made absolute and canonical): the one with the
 /// longest mount directory that is a prefix of it, component-wise.
 pub fn mount_for<'a>(mounts: &'a [SheenMount], path: &Path) -> Option<&'a SheenMount> {
@@ -108,6 +126,23 @@ garbage
         let dirs: Vec<_> = mounts.iter().map(|m| m.dir.to_str().unwrap()).collect();
         assert_eq!(dirs, ["/mnt/sheen", "/mnt/sheen/inner", "/tmp/with space"]);
         assert_eq!(mounts[0].spec, "127.0.0.1:7000@tcp:/sheen");
+    }
+
+    #[test]
+    fn finds_the_fuse_connection_of_a_mount() {
+        let conn = |p: &str| fuse_connection(SAMPLE, Path::new(p));
+        assert_eq!(conn("/mnt/sheen"), Some(52));
+        assert_eq!(conn("/tmp/with space"), Some(54));
+        assert_eq!(conn("/mnt/plainfuse"), Some(55));
+        // Not FUSE, or not mounted.
+        assert_eq!(conn("/proc"), None);
+        assert_eq!(conn("/mnt/none"), None);
+        // Mounted twice: the newest; a major number is encoded as the kernel does.
+        let twice = format!("{SAMPLE}94 27 8:3 / /mnt/sheen rw - fuse.sheen x@tcp:/s rw\n");
+        assert_eq!(
+            fuse_connection(&twice, Path::new("/mnt/sheen")),
+            Some(8 << 20 | 3)
+        );
     }
 
     #[test]

@@ -142,6 +142,21 @@ pub struct Session<FS: Filesystem> {
     /// The io_uring queues, when the INIT reply asked for FUSE over io_uring.
     #[cfg(target_os = "linux")]
     uring: Option<crate::uring::UringSetup>,
+    /// What to do when a queue's thread stops while the session runs.
+    #[cfg(target_os = "linux")]
+    uring_failure: FailureHook,
+}
+
+/// [`crate::uring::QueueFailureHook`], printable for the session's `Debug`.
+#[cfg(target_os = "linux")]
+#[derive(Default)]
+struct FailureHook(Option<crate::uring::QueueFailureHook>);
+
+#[cfg(target_os = "linux")]
+impl std::fmt::Debug for FailureHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -191,6 +206,8 @@ impl<FS: Filesystem> Session<FS> {
             config: options.clone(),
             #[cfg(target_os = "linux")]
             uring: None,
+            #[cfg(target_os = "linux")]
+            uring_failure: FailureHook::default(),
         };
 
         session.handshake()?;
@@ -221,6 +238,8 @@ impl<FS: Filesystem> Session<FS> {
             config,
             #[cfg(target_os = "linux")]
             uring: None,
+            #[cfg(target_os = "linux")]
+            uring_failure: FailureHook::default(),
         };
 
         session.handshake()?;
@@ -261,6 +280,8 @@ impl<FS: Filesystem> Session<FS> {
             config,
             #[cfg(target_os = "linux")]
             uring,
+            #[cfg(target_os = "linux")]
+            uring_failure,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -330,6 +351,8 @@ impl<FS: Filesystem> Session<FS> {
                     session_owner,
                 },
                 &stop,
+                uring_failure.0,
+                config.uring_fault_stop_queue,
             )?,
             None => Vec::new(),
         };
@@ -569,6 +592,14 @@ impl<FS: Filesystem> Session<FS> {
     /// Unmount the filesystem
     pub fn unmount(&mut self) -> io::Result<()> {
         self.mount.umount()
+    }
+
+    /// Sets what to do if a FUSE-over-io_uring queue's thread stops while the session runs
+    /// (with the queue's id and the error): its CPU's requests would wait for ever, so the
+    /// hook should abort the connection. (Added for Sheen.)
+    #[cfg(target_os = "linux")]
+    pub fn on_uring_queue_failure(&mut self, hook: impl Fn(u16, &io::Error) + Send + Sync + 'static) {
+        self.uring_failure = FailureHook(Some(Arc::new(hook)));
     }
 
     /// Returns a thread-safe object that can be used to unmount the Filesystem

@@ -78,6 +78,12 @@ thread_local! {
 /// User data of the wake eventfd's read.
 const WAKE: u64 = u64::MAX;
 
+/// Called when a queue's thread stops while the session still runs (with the queue's id and
+/// why): the kernel keeps queueing that CPU's requests on entries nobody serves, so they
+/// would wait for ever. Set with `Session::on_uring_queue_failure`; the filesystem should
+/// abort the connection, so that they fail instead.
+pub(crate) type QueueFailureHook = Arc<dyn Fn(u16, &io::Error) + Send + Sync>;
+
 /// The dispatch of an entry's request returned.
 const DISPATCHED: u8 = 1;
 /// The reply of an entry's request is staged.
@@ -488,26 +494,37 @@ impl UringSetup {
         Ok(UringSetup { queues })
     }
 
-    /// Registers every entry and starts one thread per queue.
+    /// Registers every entry and starts one thread per queue. `fault_stop` (fault injection
+    /// for tests) makes that queue's thread stop with an error once its entries are
+    /// registered.
     pub(crate) fn start<FS: Filesystem>(
         self,
         event_loop: impl Fn(String) -> SessionEventLoop<FS>,
         stop: &Arc<AtomicBool>,
+        on_failure: Option<QueueFailureHook>,
+        fault_stop: Option<u16>,
     ) -> io::Result<Vec<std::thread::JoinHandle<io::Result<()>>>> {
         let mut threads = Vec::with_capacity(self.queues.len());
         for (queue, entries) in self.queues {
             let name = format!("fuser-uring-{}", queue.qid);
             let se = event_loop(name.clone());
             let stop = Arc::clone(stop);
+            let on_failure = on_failure.clone();
+            let fault = fault_stop == Some(queue.qid);
             threads.push(
                 std::thread::Builder::new()
                     .name(name)
                     .spawn(move || {
-                        let served = serve_queue(&queue, entries, &se, &stop);
+                        let served = serve_queue(&queue, entries, &se, &stop, fault);
                         if let Err(e) = &served {
                             // Its CPU's requests now wait for a queue nobody serves: say so
-                            // at once, not when the session ends.
+                            // at once, and let the filesystem end the connection.
                             error!("FUSE io_uring queue {} stopped: {e}", queue.qid);
+                            if !stop.load(Ordering::Acquire) {
+                                if let Some(hook) = &on_failure {
+                                    hook(queue.qid, e);
+                                }
+                            }
                         }
                         served
                     })?,
@@ -518,21 +535,44 @@ impl UringSetup {
 }
 
 /// One queue's thread: registers its entries, then dispatches each request that completes
-/// one, until every entry ended (the connection went) or the session stopped.
+/// one, until every entry ended (the connection went) or the session stopped. An error, or
+/// entries that failed for another reason than the connection's end, stops the queue with
+/// an error.
 fn serve_queue<FS: Filesystem>(
     queue: &Arc<Queue>,
     entries: Vec<Arc<RingEntry>>,
     se: &SessionEventLoop<FS>,
     stop: &AtomicBool,
+    fault: bool,
 ) -> io::Result<()> {
     QUEUE_THREAD.with(|q| q.set(Some(queue.qid)));
     pin_to_cpu(usize::from(queue.qid));
     let mut live = vec![false; entries.len()];
-    for entry in &entries {
+    let served = serve_entries(queue, &entries, &mut live, se, stop, fault);
+    if live.iter().any(|&l| l) {
+        // The kernel may still hold these entries' buffers: leave them allocated.
+        std::mem::forget(entries);
+    }
+    served
+}
+
+fn serve_entries<FS: Filesystem>(
+    queue: &Arc<Queue>,
+    entries: &[Arc<RingEntry>],
+    live: &mut [bool],
+    se: &SessionEventLoop<FS>,
+    stop: &AtomicBool,
+    fault: bool,
+) -> io::Result<()> {
+    for entry in entries {
         entry.register()?;
         live[entry.index] = true;
     }
+    if fault {
+        return Err(io::Error::other("fault injection: the queue's thread stops"));
+    }
     let mut remaining = entries.len();
+    let mut failed = 0usize;
     let timeout = types::Timespec::from(STOP_POLL);
     let args = types::SubmitArgs::new().timespec(&timeout);
     let mut done = Vec::new();
@@ -580,6 +620,7 @@ fn serve_queue<FS: Filesystem>(
                 if matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED | libc::ENODEV) {
                     debug!("queue {} entry {index} ended: errno {errno}", queue.qid);
                 } else {
+                    failed += 1;
                     error!(
                         "queue {} entry {index} failed: {}",
                         queue.qid,
@@ -591,9 +632,11 @@ fn serve_queue<FS: Filesystem>(
             serve_request(entry, se);
         }
     }
-    if remaining > 0 {
-        // The kernel may still hold these entries' buffers: leave them allocated.
-        std::mem::forget(entries);
+    if remaining == 0 && failed > 0 && !stop.load(Ordering::Acquire) {
+        return Err(io::Error::other(format!(
+            "{failed} of its {} ring entries failed",
+            entries.len()
+        )));
     }
     Ok(())
 }

@@ -22,6 +22,9 @@ pub struct Config {
     /// it with `InitFlags::FUSE_OVER_IO_URING` in `init`, and the kernel offers it).
     /// Unspecified: 16. (Added for Sheen.)
     pub uring_depth: Option<usize>,
+    /// Fault injection for tests: the thread of this FUSE-over-io_uring queue stops with an
+    /// error once its entries are registered. (Added for Sheen.)
+    pub uring_fault_stop_queue: Option<u16>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
