@@ -535,9 +535,8 @@ impl UringSetup {
 }
 
 /// One queue's thread: registers its entries, then dispatches each request that completes
-/// one, until every entry ended (the connection went) or the session stopped. An error, or
-/// entries that failed for another reason than the connection's end, stops the queue with
-/// an error.
+/// one, until every entry ended (the connection went, or the kernel refused them and fell
+/// back to `/dev/fuse`) or the session stopped.
 fn serve_queue<FS: Filesystem>(
     queue: &Arc<Queue>,
     entries: Vec<Arc<RingEntry>>,
@@ -572,7 +571,6 @@ fn serve_entries<FS: Filesystem>(
         return Err(io::Error::other("fault injection: the queue's thread stops"));
     }
     let mut remaining = entries.len();
-    let mut failed = 0usize;
     let timeout = types::Timespec::from(STOP_POLL);
     let args = types::SubmitArgs::new().timespec(&timeout);
     let mut done = Vec::new();
@@ -620,7 +618,6 @@ fn serve_entries<FS: Filesystem>(
                 if matches!(errno, libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED | libc::ENODEV) {
                     debug!("queue {} entry {index} ended: errno {errno}", queue.qid);
                 } else {
-                    failed += 1;
                     error!(
                         "queue {} entry {index} failed: {}",
                         queue.qid,
@@ -631,12 +628,6 @@ fn serve_entries<FS: Filesystem>(
             }
             serve_request(entry, se);
         }
-    }
-    if remaining == 0 && failed > 0 && !stop.load(Ordering::Acquire) {
-        return Err(io::Error::other(format!(
-            "{failed} of its {} ring entries failed",
-            entries.len()
-        )));
     }
     Ok(())
 }
