@@ -946,21 +946,24 @@ impl Mds {
     /// Destroys the OST objects of inodes whose last link went away, once the change that
     /// removed them (numbered `transno` or below) is durable.
     fn destroy_removed(&self, removed: Option<&Removed>, transno: u64) {
-        if let Some(Removed {
-            destroyed: true,
-            layout: Some(layout),
-            ..
-        }) = removed
+        if let Some(
+            removed @ Removed {
+                destroyed: true,
+                layout: Some(layout),
+                ..
+            },
+        ) = removed
         {
-            self.destroy_layout_after(transno, layout.clone());
+            self.destroy_layout_after(transno, removed.attr.fid, layout.clone());
         }
     }
 
-    /// Destroys the OST objects of `layout` once transno `transno` is durable: until then
-    /// a crash could bring the file back.
-    fn destroy_layout_after(&self, transno: u64, layout: Layout) {
+    /// Destroys the OST objects of `fid`'s dropped `layout` (which the namespace recorded
+    /// with the change) once transno `transno` is durable: until then a crash could bring
+    /// the file back.
+    fn destroy_layout_after(&self, transno: u64, fid: Fid, layout: Layout) {
         if self.commits.committed() >= transno {
-            self.objects.destroy_layout_later(layout);
+            self.objects.destroy_dropped_layout(fid, layout);
             return;
         }
         let commits = Arc::clone(&self.commits);
@@ -968,7 +971,7 @@ impl Mds {
         tokio::spawn(
             async move {
                 if commits.wait_for(transno).await {
-                    objects.destroy_layout_later(layout);
+                    objects.destroy_dropped_layout(fid, layout);
                 }
             }
             .instrument(tracing::debug_span!("destroy_after_commit", transno)),
@@ -1539,7 +1542,7 @@ impl Mds {
         {
             Ok((attr, old)) => {
                 if let Some(old) = old {
-                    self.destroy_layout_after(Self::op_transno(), old);
+                    self.destroy_layout_after(Self::op_transno(), fid, old);
                 }
                 let layout = self.ns(move |ns| ns.layout(fid)).await?;
                 Ok(ReintReply {
@@ -1913,7 +1916,7 @@ pub async fn run(cfg: MdsConfig, shutdown: CancellationToken) -> Result<(), MdsE
                     for removed in orphans {
                         info!(fid = %removed.attr.fid, "removed an orphan nobody reopened");
                         if let Some(layout) = removed.layout {
-                            objects.destroy_layout_later(layout);
+                            objects.destroy_dropped_layout(removed.attr.fid, layout);
                         }
                     }
                 }

@@ -2,8 +2,9 @@
 //! precreated on the OSS in batches, picks the OSTs of a new file (round robin, or from the
 //! requested starting index) and takes one object from each pool. Destroys objects of
 //! removed files in the background, in batches per OST (OST_DESTROY_BATCH), and then forgets
-//! the namespace's records of them ([`Namespace::forget_destroys`]): what an OST did not
-//! destroy (it did not answer, or the MDS stopped first) is destroyed at the next start.
+//! the namespace's record of each dropped layout whose objects are all gone
+//! ([`Namespace::forget_destroy`]): what the OSTs did not destroy (they did not answer, or
+//! the MDS stopped first) is sent again, or destroyed at the next start.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +21,7 @@ use sheen_wire::msg::{
     OstDestroyBatchReq, OstListReply, OstListReq, OstObject, STRIPE_COUNT_ALL, STRIPE_DEFAULT,
     STRIPE_OFFSET_ANY,
 };
-use sheen_wire::{frame::NO_TARGET, Errno, Nid, ObjId, Opcode, TargetKind};
+use sheen_wire::{frame::NO_TARGET, Errno, Fid, Nid, ObjId, Opcode, TargetKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -89,14 +90,74 @@ type Snapshot = (FsConfig, Vec<(u32, Arc<Ost>)>);
 /// Objects waiting to be destroyed, by OST index.
 type Destroys = Mutex<BTreeMap<u32, Vec<ObjId>>>;
 
+/// A destroy record of the namespace: the file and the generation of its dropped layout.
+type RecordId = (Fid, u32);
+
+/// Which record each object being destroyed belongs to, and how many objects of each record
+/// are not destroyed yet: the record is forgotten when none is left.
+#[derive(Default)]
+struct Records {
+    owner: HashMap<(u32, ObjId), RecordId>,
+    remaining: HashMap<RecordId, usize>,
+}
+
 /// What the destroy tasks share.
 struct DestroyQueue {
     /// Objects to send, by OST; an OST's key exists while its task runs.
     queued: Destroys,
     /// Objects whose destroy failed, sent again every [`DESTROY_RETRY_EVERY`].
     failed: Destroys,
+    records: Mutex<Records>,
     /// Where the records of objects to destroy are kept.
     ns: Arc<Namespace>,
+}
+
+impl DestroyQueue {
+    /// Notes that `objects` are the objects of record `id` still to destroy.
+    fn track(&self, id: RecordId, objects: &[OstObject]) {
+        let Ok(mut r) = self.records.lock() else {
+            return;
+        };
+        let mut added = 0;
+        for o in objects {
+            if let std::collections::hash_map::Entry::Vacant(e) = r.owner.entry((o.ost_idx, o.oid))
+            {
+                e.insert(id);
+                added += 1;
+            }
+        }
+        *r.remaining.entry(id).or_default() += added;
+    }
+
+    /// Notes that OST `ost_idx` destroyed `oids`, and forgets the records with nothing
+    /// left to destroy. Not committed: a record that comes back after a crash only makes a
+    /// later start ask again for objects already gone.
+    fn destroyed(&self, ost_idx: u32, oids: &[ObjId]) {
+        let done: Vec<RecordId> = {
+            let Ok(mut r) = self.records.lock() else {
+                return;
+            };
+            let mut done = Vec::new();
+            for &oid in oids {
+                let Some(id) = r.owner.remove(&(ost_idx, oid)) else {
+                    continue;
+                };
+                if let Some(n) = r.remaining.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        r.remaining.remove(&id);
+                        done.push(id);
+                    }
+                }
+            }
+            done
+        };
+        for (fid, gen) in done {
+            if let Err(e) = self.ns.forget_destroy(fid, gen) {
+                warn!(%fid, layout_gen = gen, "forgetting a destroyed layout failed: {e}");
+            }
+        }
+    }
 }
 
 pub struct ObjectAllocator {
@@ -137,6 +198,7 @@ impl ObjectAllocator {
             destroys: Arc::new(DestroyQueue {
                 queued: Mutex::default(),
                 failed: Mutex::default(),
+                records: Mutex::default(),
                 ns,
             }),
             ost_retry,
@@ -394,13 +456,18 @@ impl ObjectAllocator {
         Some(Ok(oid))
     }
 
-    /// Destroys a removed file's objects in the background.
+    /// Destroys in the background the objects of a layout no file uses (a create that
+    /// failed): nothing records them.
     pub fn destroy_layout_later(&self, layout: Layout) {
-        let objects: Vec<OstObject> = layout
-            .components
-            .into_iter()
-            .flat_map(|c| c.stripe.objects)
-            .collect();
+        self.destroy_objects_later(objects_of(layout));
+    }
+
+    /// Destroys in the background the objects of `fid`'s dropped `layout`, which the
+    /// namespace recorded with the change that dropped it, and then forgets the record.
+    pub fn destroy_dropped_layout(&self, fid: Fid, layout: Layout) {
+        let id = (fid, layout.layout_gen);
+        let objects = objects_of(layout);
+        self.destroys.track(id, &objects);
         self.destroy_objects_later(objects);
     }
 
@@ -493,13 +560,16 @@ impl ObjectAllocator {
     pub async fn destroy_recorded(&self) {
         let ns = Arc::clone(&self.destroys.ns);
         match tokio::task::spawn_blocking(move || ns.pending_destroys()).await {
-            Ok(Ok(objects)) if objects.is_empty() => {}
-            Ok(Ok(objects)) => {
+            Ok(Ok(records)) if records.is_empty() => {}
+            Ok(Ok(records)) => {
                 info!(
-                    count = objects.len(),
+                    layouts = records.len(),
                     "destroying objects of removed files left by a previous run"
                 );
-                self.destroy_objects_later(objects);
+                for r in records {
+                    self.destroys.track((r.fid, r.layout_gen), &r.objects);
+                    self.destroy_objects_later(r.objects);
+                }
             }
             Ok(Err(e)) => warn!("reading the objects left to destroy failed: {e}"),
             Err(e) => warn!("reading the objects left to destroy failed: {e}"),
@@ -558,6 +628,15 @@ impl ObjectAllocator {
     }
 }
 
+/// Every object of `layout`.
+fn objects_of(layout: Layout) -> Vec<OstObject> {
+    layout
+        .components
+        .into_iter()
+        .flat_map(|c| c.stripe.objects)
+        .collect()
+}
+
 /// The OST with this index as the last configuration names it.
 fn ost_in(state: &Mutex<State>, ost_idx: u32) -> Option<Arc<Ost>> {
     state.lock().ok()?.osts.get(&ost_idx).cloned()
@@ -591,15 +670,7 @@ async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<DestroyQueue>, o
             list.drain(..n).collect()
         };
         if destroy_batch(&state, ost_idx, &oids).await {
-            // The records go once the OST committed the destroys; a record lost with an
-            // uncommitted namespace only makes a later start ask again.
-            if let Err(e) = destroys.ns.forget_destroys(ost_idx, &oids) {
-                warn!(
-                    ost_idx,
-                    count = oids.len(),
-                    "forgetting destroyed objects failed: {e}"
-                );
-            }
+            destroys.destroyed(ost_idx, &oids);
         } else if let Ok(mut failed) = destroys.failed.lock() {
             let kept: usize = failed.values().map(Vec::len).sum();
             if kept + oids.len() <= DESTROY_FAILED_MAX {
@@ -646,5 +717,83 @@ async fn destroy_batch(state: &Mutex<State>, ost_idx: u32, oids: &[ObjId]) -> bo
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sheen_namespace::CreateArgs;
+    use sheen_wire::msg::{pattern, StripeLayout};
+
+    fn layout(objects: &[(u32, ObjId)]) -> Layout {
+        Layout::plain(StripeLayout {
+            pattern: pattern::RAID0,
+            stripe_size: 1 << 20,
+            stripe_count: u32::try_from(objects.len()).unwrap(),
+            stripe_offset: 0,
+            pool: String::new(),
+            objects: objects
+                .iter()
+                .map(|&(ost_idx, oid)| OstObject {
+                    ost_idx,
+                    oid,
+                    seq: 0,
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn a_record_is_forgotten_once_every_object_of_it_is_destroyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Arc::new(Namespace::open(dir.path()).unwrap());
+        let mut fids = Vec::new();
+        for (name, objects) in [("a", &[(0, 5), (1, 5)][..]), ("b", &[(0, 6)][..])] {
+            let attr = ns
+                .create(CreateArgs {
+                    parent: Fid::ROOT,
+                    name: name.as_bytes().to_vec(),
+                    mode: 0o100_644,
+                    rdev: 0,
+                    uid: 0,
+                    gid: 0,
+                    umask: 0,
+                    symlink: None,
+                    layout: Some(layout(objects)),
+                })
+                .unwrap();
+            ns.unlink(Fid::ROOT, name.as_bytes()).unwrap();
+            fids.push(attr.fid);
+        }
+        let q = DestroyQueue {
+            queued: Mutex::default(),
+            failed: Mutex::default(),
+            records: Mutex::default(),
+            ns: Arc::clone(&ns),
+        };
+        let pending = || {
+            let mut v: Vec<Fid> = ns
+                .pending_destroys()
+                .unwrap()
+                .iter()
+                .map(|r| r.fid)
+                .collect();
+            v.sort();
+            v
+        };
+        for r in ns.pending_destroys().unwrap() {
+            q.track((r.fid, r.layout_gen), &r.objects);
+            // Tracked twice (a start-up listing and a removal racing): counted once.
+            q.track((r.fid, r.layout_gen), &r.objects);
+        }
+        // OST 0 destroyed its objects: `b` is gone, `a` still has one on OST 1. Objects no
+        // record owns (a failed create's) change nothing.
+        q.destroyed(0, &[5, 6, 99]);
+        assert_eq!(pending(), vec![fids[0]]);
+        q.destroyed(1, &[5]);
+        assert!(pending().is_empty());
+        assert!(q.records.lock().unwrap().owner.is_empty());
+        assert!(q.records.lock().unwrap().remaining.is_empty());
     }
 }

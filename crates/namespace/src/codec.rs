@@ -15,9 +15,9 @@
 //! | `meta`    | ASCII name (`META_*`)                  | u32/u64 LE counters and version    |
 
 use sheen_wire::limits::PATH_MAX_BYTES;
-use sheen_wire::{Attr, Fid, Layout, Timespec};
+use sheen_wire::{Attr, Fid, Layout, OstObject, Timespec};
 
-use crate::NsError;
+use crate::{DestroyRecord, NsError};
 
 pub(crate) const TREE_INODES: &[u8] = b"inodes";
 pub(crate) const TREE_DIRENTS: &[u8] = b"dirents";
@@ -51,35 +51,74 @@ pub(crate) const META_CLIENT: &[u8] = b"client/";
 /// LE); removed at the next open by [`crate::Namespace::take_clean_shutdown`].
 pub(crate) const META_CLEAN_SHUTDOWN: &[u8] = b"clean_shutdown";
 
-/// OST objects of removed files (Lustre's unlink llog): `destroy/` + OST index (u32 BE) +
-/// object id (u64 BE) → empty. Written in the transaction that drops the objects' layout
-/// (the last link of a file goes, or its layout is replaced), removed once the OST has
-/// destroyed them ([`crate::Namespace::forget_destroys`]); an MDS destroys what is left at
-/// start ([`crate::Namespace::pending_destroys`]).
+/// OST objects of removed files (Lustre's unlink llog): `destroy/` + the file's fid + the
+/// dropped layout's generation (u32 BE) → format byte + (OST index u32 LE, object id u64
+/// LE) per object. Written in the transaction that drops the layout (the file's last link
+/// goes, or its layout is replaced, which bumps the generation: the key is unique), removed
+/// once the OSTs have destroyed every object ([`crate::Namespace::forget_destroy`]); an MDS
+/// destroys what is left at start ([`crate::Namespace::pending_destroys`]).
 pub(crate) const META_DESTROY: &[u8] = b"destroy/";
+const DESTROY_FORMAT: u8 = 1;
 
-pub(crate) fn destroy_key(ost_idx: u32, oid: u64) -> Vec<u8> {
+pub(crate) fn destroy_key(fid: Fid, layout_gen: u32) -> Vec<u8> {
     let mut k = META_DESTROY.to_vec();
-    k.extend_from_slice(&ost_idx.to_be_bytes());
-    k.extend_from_slice(&oid.to_be_bytes());
+    k.extend_from_slice(&fid.to_be_bytes());
+    k.extend_from_slice(&layout_gen.to_be_bytes());
     k
 }
 
-/// The OST index and object id of a `destroy/` key.
-pub(crate) fn decode_destroy_key(key: &[u8]) -> Result<(u32, u64), NsError> {
+pub(crate) fn encode_destroy(objects: &[OstObject]) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(1 + 12 * objects.len()));
+    w.u8(DESTROY_FORMAT);
+    for o in objects {
+        w.u32(o.ost_idx);
+        w.u64(o.oid);
+    }
+    w.0
+}
+
+/// The record a `destroy/` key and value make.
+pub(crate) fn decode_destroy(key: &[u8], value: &[u8]) -> Result<DestroyRecord, NsError> {
+    let bad = |why: &str| NsError::Corrupt(format!("destroy record: {why}"));
     let rest = key
         .strip_prefix(META_DESTROY)
-        .ok_or_else(|| NsError::Corrupt("not a destroy record".into()))?;
-    match (
-        rest.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()),
-        rest.get(4..).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+        .ok_or_else(|| bad("not a destroy key"))?;
+    let (fid, gen) = match (
+        rest.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()),
+        rest.get(16..).and_then(|b| <[u8; 4]>::try_from(b).ok()),
     ) {
-        (Some(ost), Some(oid)) => Ok((u32::from_be_bytes(ost), u64::from_be_bytes(oid))),
-        _ => Err(NsError::Corrupt(format!(
-            "destroy record key of {} bytes",
-            key.len()
-        ))),
+        (Some(f), Some(g)) => (
+            Fid::from_be_bytes(&f).ok_or_else(|| bad("bad fid"))?,
+            u32::from_be_bytes(g),
+        ),
+        _ => return Err(bad("key length")),
+    };
+    let (format, body) = value.split_first().ok_or_else(|| bad("empty value"))?;
+    if *format != DESTROY_FORMAT {
+        return Err(bad("unknown format"));
     }
+    if body.len() % 12 != 0 {
+        return Err(bad("value length"));
+    }
+    let objects = body
+        .chunks_exact(12)
+        .map(|c| {
+            let (ost, oid) = c.split_at(4);
+            match (<[u8; 4]>::try_from(ost), <[u8; 8]>::try_from(oid)) {
+                (Ok(ost), Ok(oid)) => Ok(OstObject {
+                    ost_idx: u32::from_le_bytes(ost),
+                    oid: u64::from_le_bytes(oid),
+                    seq: 0,
+                }),
+                _ => Err(bad("object")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DestroyRecord {
+        fid,
+        layout_gen: gen,
+        objects,
+    })
 }
 
 pub(crate) fn client_key(client: &[u8]) -> Vec<u8> {
@@ -516,19 +555,52 @@ mod tests {
     }
 
     #[test]
-    fn destroy_keys_round_trip_and_bad_ones_are_corrupt() {
-        let key = destroy_key(3, u64::MAX - 1);
-        assert_eq!(decode_destroy_key(&key).unwrap(), (3, u64::MAX - 1));
+    fn destroy_records_round_trip_and_bad_ones_are_corrupt() {
+        let objects = vec![
+            OstObject {
+                ost_idx: 3,
+                oid: u64::MAX - 1,
+                seq: 0,
+            },
+            OstObject {
+                ost_idx: 0,
+                oid: 7,
+                seq: 0,
+            },
+        ];
+        let fid = Fid {
+            seq: Fid::FIRST_NORMAL_SEQ,
+            oid: 9,
+            ver: 0,
+        };
+        let (key, value) = (destroy_key(fid, 4), encode_destroy(&objects));
+        let record = decode_destroy(&key, &value).unwrap();
+        assert_eq!(
+            (record.fid, record.layout_gen, record.objects),
+            (fid, 4, objects)
+        );
         for cut in 0..key.len() {
             assert!(matches!(
-                decode_destroy_key(&key[..cut]),
+                decode_destroy(&key[..cut], &value),
+                Err(NsError::Corrupt(_))
+            ));
+        }
+        for cut in (0..value.len()).filter(|c| c % 12 != 1) {
+            assert!(matches!(
+                decode_destroy(&key, &value[..cut]),
                 Err(NsError::Corrupt(_))
             ));
         }
         let mut long = key.clone();
         long.push(0);
         assert!(matches!(
-            decode_destroy_key(&long),
+            decode_destroy(&long, &value),
+            Err(NsError::Corrupt(_))
+        ));
+        let mut other_format = value.clone();
+        other_format[0] = 9;
+        assert!(matches!(
+            decode_destroy(&key, &other_format),
             Err(NsError::Corrupt(_))
         ));
     }

@@ -34,7 +34,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::TryLockError;
 
-use sheen_wire::{Attr, DirEntry, Fid, Layout, ObjId, OstObject, Timespec};
+use sheen_wire::{Attr, DirEntry, Fid, Layout, OstObject, Timespec};
 use sled::transaction::TransactionError;
 use sled::{IVec, Transactional};
 use tracing::info;
@@ -76,6 +76,16 @@ pub struct CreateArgs {
     pub symlink: Option<Vec<u8>>,
     /// A regular file's layout, or a directory's default layout. Refused for other types.
     pub layout: Option<Layout>,
+}
+
+/// The objects of a dropped layout still to destroy ([`Namespace::pending_destroys`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestroyRecord {
+    /// The file whose layout it was.
+    pub fid: Fid,
+    /// The layout's generation: with the fid, it names the record.
+    pub layout_gen: u32,
+    pub objects: Vec<OstObject>,
 }
 
 /// What an operation that drops a link left behind.
@@ -412,31 +422,23 @@ impl Namespace {
         })
     }
 
-    /// The OST objects of removed files (and of replaced layouts) not yet known destroyed,
-    /// in OST and object order: what an MDS that stopped, or whose OST did not answer, left
-    /// to destroy. Records are written with the change that dropped the objects.
-    pub fn pending_destroys(&self) -> Result<Vec<OstObject>, NsError> {
+    /// The layouts of removed files (and replaced layouts) whose objects are not yet known
+    /// destroyed, in fid order: what an MDS that stopped, or whose OSTs did not answer, left
+    /// to destroy. Each is written with the change that dropped it.
+    pub fn pending_destroys(&self) -> Result<Vec<DestroyRecord>, NsError> {
         let mut out = Vec::new();
-        for key in self.meta.scan_prefix(codec::META_DESTROY).keys() {
-            let (ost_idx, oid) = codec::decode_destroy_key(&key?)?;
-            out.push(OstObject {
-                ost_idx,
-                oid,
-                seq: 0,
-            });
+        for kv in self.meta.scan_prefix(codec::META_DESTROY) {
+            let (key, value) = kv?;
+            out.push(codec::decode_destroy(&key, &value)?);
         }
         Ok(out)
     }
 
-    /// Forgets the destroy records of objects of OST `ost_idx` that the OST destroyed (or
-    /// no longer has). Not committed by itself: a record that comes back after a crash only
-    /// makes the next start destroy an object that is already gone.
-    pub fn forget_destroys(&self, ost_idx: u32, oids: &[ObjId]) -> Result<(), NsError> {
-        let mut batch = sled::Batch::default();
-        for &oid in oids {
-            batch.remove(codec::destroy_key(ost_idx, oid));
-        }
-        self.meta.apply_batch(batch)?;
+    /// Forgets the destroy record of `fid`'s layout generation `layout_gen`, whose objects
+    /// the OSTs destroyed (or no longer have). Not committed by itself: a record that comes
+    /// back after a crash only makes the next start destroy objects that are already gone.
+    pub fn forget_destroy(&self, fid: Fid, layout_gen: u32) -> Result<(), NsError> {
+        self.meta.remove(codec::destroy_key(fid, layout_gen))?;
         Ok(())
     }
 

@@ -540,7 +540,7 @@ impl Namespace {
                     });
                     tx.put_layout(fid, new.as_ref())?;
                     if let Some(old) = &old {
-                        tx.record_destroys(old)?;
+                        tx.record_destroys(fid, old)?;
                     }
                     tx.modify(fid, |i| {
                         i.attr.layout_gen = gen;

@@ -2238,57 +2238,78 @@ fn directory_versions_follow_every_change_of_their_entries() {
     assert_eq!(ns.dir_version(d), Some(last));
 }
 
-/// The (OST, object) pairs [`Namespace::pending_destroys`] lists.
-fn pending(ns: &Namespace) -> Vec<(u32, u64)> {
+/// What [`Namespace::pending_destroys`] lists: (fid, layout generation, object ids).
+fn pending(ns: &Namespace) -> Vec<(Fid, u32, Vec<u64>)> {
     ns.pending_destroys()
         .unwrap()
-        .iter()
-        .map(|o| (o.ost_idx, o.oid))
+        .into_iter()
+        .map(|r| {
+            (
+                r.fid,
+                r.layout_gen,
+                r.objects.iter().map(|o| o.oid).collect(),
+            )
+        })
         .collect()
 }
 
 #[test]
-fn dropped_objects_are_recorded_until_forgotten() {
+fn dropped_layouts_are_recorded_until_forgotten() {
     let (d, ns) = open();
     let mut a = args(Fid::ROOT, "f", S_IFREG | 0o644);
     a.layout = Some(layout(2, &[7, 9]));
-    ns.create(a).unwrap();
+    let f = ns.create(a).unwrap();
     let mut a = args(Fid::ROOT, "g", S_IFREG | 0o644);
     a.layout = Some(layout(1, &[11]));
     let g = ns.create(a).unwrap();
     let mut a = args(Fid::ROOT, "h", S_IFREG | 0o644);
     a.layout = Some(layout(1, &[12]));
     let h = ns.create(a).unwrap();
+    ns.create(args(Fid::ROOT, "empty", S_IFREG | 0o644))
+        .unwrap();
     ns.link(g.fid, Fid::ROOT, b"g2").unwrap();
     assert!(pending(&ns).is_empty(), "nothing removed yet");
 
-    // The last name of `f` goes: both its objects are recorded, with the removal.
+    // The last name of `f` goes: its layout is recorded, with the removal.
     assert!(ns.unlink(Fid::ROOT, b"f").unwrap().destroyed);
-    assert_eq!(pending(&ns), vec![(0, 7), (1, 9)]);
-    // A name of `g` goes, not its last: nothing more.
+    assert_eq!(pending(&ns), vec![(f.fid, 0, vec![7, 9])]);
+    // A name of `g` goes, not its last; a file without objects goes: nothing more.
     assert!(!ns.unlink(Fid::ROOT, b"g").unwrap().destroyed);
+    assert!(ns.unlink(Fid::ROOT, b"empty").unwrap().destroyed);
     // A failed removal records nothing.
     assert_eq!(errno(ns.unlink(Fid::ROOT, b"f")), Errno::ENOENT);
-    // A replaced layout's objects are recorded; the new ones are not.
+    // A replaced layout is recorded under its own generation; the new one is not, and
+    // when the file goes its layout is a record of its own.
     let (_, old) = ns.set_layout(h.fid, Some(layout(1, &[13]))).unwrap();
     assert_eq!(old.unwrap().components[0].stripe.objects[0].oid, 12);
-    assert_eq!(pending(&ns), vec![(0, 7), (0, 12), (1, 9)]);
-    // An open file keeps its objects until its last close.
+    assert!(ns.unlink(Fid::ROOT, b"h").unwrap().destroyed);
+    let mut want = vec![
+        (f.fid, 0, vec![7, 9]),
+        (h.fid, 0, vec![12]),
+        (h.fid, 1, vec![13]),
+    ];
+    want.sort();
+    assert_eq!(pending(&ns), want);
+    // An open file keeps its layout until its last close.
     ns.pin(g.fid).unwrap();
     assert!(!ns.unlink(Fid::ROOT, b"g2").unwrap().destroyed);
     assert_eq!(pending(&ns).len(), 3);
     assert!(ns.unpin(g.fid).unwrap().unwrap().destroyed);
-    assert_eq!(pending(&ns), vec![(0, 7), (0, 11), (0, 12), (1, 9)]);
+    want.push((g.fid, 0, vec![11]));
+    want.sort();
+    assert_eq!(pending(&ns), want);
 
     // The records survive a restart (an MDS that stopped before the OSTs answered).
     ns.flush().unwrap();
     drop(ns);
     let ns = reopen(d.path());
-    assert_eq!(pending(&ns), vec![(0, 7), (0, 11), (0, 12), (1, 9)]);
-    // What an OST destroyed is forgotten, OST by OST; forgetting twice is harmless.
-    ns.forget_destroys(0, &[7, 11, 12]).unwrap();
-    ns.forget_destroys(0, &[7]).unwrap();
-    assert_eq!(pending(&ns), vec![(1, 9)]);
-    ns.forget_destroys(1, &[9]).unwrap();
+    assert_eq!(pending(&ns), want);
+    // What the OSTs destroyed is forgotten, record by record; forgetting twice is harmless.
+    ns.forget_destroy(h.fid, 0).unwrap();
+    ns.forget_destroy(h.fid, 0).unwrap();
+    ns.forget_destroy(f.fid, 0).unwrap();
+    ns.forget_destroy(g.fid, 0).unwrap();
+    assert_eq!(pending(&ns), vec![(h.fid, 1, vec![13])]);
+    ns.forget_destroy(h.fid, 1).unwrap();
     assert!(pending(&ns).is_empty());
 }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sheen_wire::{Fid, Layout, Timespec};
+use sheen_wire::{Fid, Layout, OstObject, Timespec};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::IVec;
 
@@ -172,7 +172,7 @@ impl<'a> Tx<'a> {
         }
         let layout = self.layout(fid)?;
         if let Some(l) = &layout {
-            self.record_destroys(l)?;
+            self.record_destroys(fid, l)?;
         }
         self.layouts.remove(&codec::fid_key(fid)[..])?;
         self.inode_delta -= 1;
@@ -304,13 +304,20 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Records that the objects of `layout`, which this operation drops, are to be destroyed
-    /// (`destroy/` keys in `meta`): written with the change, so that no object of a removed
-    /// file outlives an MDS stop or an OST that did not answer.
-    pub fn record_destroys(&self, layout: &Layout) -> TxResult<()> {
-        for obj in layout.components.iter().flat_map(|c| &c.stripe.objects) {
-            self.meta
-                .insert(codec::destroy_key(obj.ost_idx, obj.oid), &[][..])?;
+    /// Records that the objects of `fid`'s `layout`, which this operation drops, are to be
+    /// destroyed (one `destroy/` key in `meta`): written with the change, so that no object
+    /// of a removed file outlives an MDS stop or an OST that did not answer.
+    pub fn record_destroys(&self, fid: Fid, layout: &Layout) -> TxResult<()> {
+        let objects: Vec<OstObject> = layout
+            .components
+            .iter()
+            .flat_map(|c| c.stripe.objects.iter().cloned())
+            .collect();
+        if !objects.is_empty() {
+            self.meta.insert(
+                codec::destroy_key(fid, layout.layout_gen),
+                codec::encode_destroy(&objects),
+            )?;
         }
         Ok(())
     }
