@@ -1,80 +1,40 @@
-//! Objects the MDS precreated on the OSTs and never used are destroyed when the MDS starts
-//! again; objects in use are kept.
+//! OST objects nothing uses any more are destroyed: those the MDS precreated and never used
+//! when it starts again, and those of removed files even when the MDS stopped, or the OSS
+//! did not answer, before they were; objects in use are kept.
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sheen_client::{Client, ClientConfig, MountSpec};
+use sheen_client::Client;
+use sheen_cluster::Cluster;
 use sheen_tests::{parse_getstripe, pattern, run_ok};
 
-#[test]
-fn unused_precreated_objects_are_destroyed_at_mds_start() {
-    let (_tmp, mut cluster, mnt) = crate::mounted(2);
+/// Makes `d` under `mnt` with a default layout of 2 stripes (so no file's first layout is
+/// replaced: a replaced layout's objects are destroyed in the background, which would race
+/// with what the tests do), writes `n` files of 3 MiB in it, fsynced, and returns the
+/// directory and each file's (OST, object) pairs.
+fn striped_files(cluster: &Cluster, mnt: &Path, n: u64) -> (PathBuf, Vec<BTreeSet<(u32, u64)>>) {
     let lfs = cluster.bin("lfs");
-    // A directory default, so no file's first layout is replaced (a replaced layout's
-    // objects are destroyed in the background, which would race with the restart).
     let dir = mnt.join("d");
     fs::create_dir(&dir).unwrap();
     run_ok(
         &lfs,
         &["setstripe", "-c", "2", "-S", "1M", dir.to_str().unwrap()],
     );
-    let mut used = BTreeSet::new();
-    for i in 0..6u64 {
+    let mut objects = Vec::new();
+    for i in 0..n {
         let f = dir.join(format!("f{i}"));
-        fs::write(&f, pattern(i, 3 << 20)).unwrap();
-        let (_, _, objects) = parse_getstripe(&run_ok(&lfs, &["getstripe", f.to_str().unwrap()]));
-        used.extend(objects);
+        let mut file = fs::File::create(&f).unwrap();
+        std::io::Write::write_all(&mut file, &pattern(i, 3 << 20)).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        let (_, _, of) = parse_getstripe(&run_ok(&lfs, &["getstripe", f.to_str().unwrap()]));
+        assert_eq!(of.len(), 2);
+        objects.push(of.into_iter().collect());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
-    let listed = |client: &Client| {
-        rt.block_on(async {
-            let mut all = BTreeSet::new();
-            for ost in 0..2u32 {
-                let list = client.ost_list(ost, 0, 4096).await.unwrap();
-                all.extend(list.objects.iter().map(|o| (ost, o.oid)));
-            }
-            all
-        })
-    };
-    let client = rt
-        .block_on(Client::mount(&spec, ClientConfig::default()))
-        .unwrap();
-    let before = listed(&client);
-    assert!(
-        before.len() > used.len(),
-        "the MDS precreates ahead: {}",
-        before.len()
-    );
-
-    cluster.restart_mds().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = listed(&client);
-        if now == used {
-            break;
-        }
-        assert!(used.is_subset(&now), "an object in use was destroyed");
-        assert!(
-            Instant::now() < deadline,
-            "{} objects left, {} in use",
-            now.len(),
-            used.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    rt.block_on(client.unmount());
-    for i in 0..6u64 {
-        assert!(fs::read(dir.join(format!("f{i}"))).unwrap() == pattern(i, 3 << 20));
-    }
-    // New files after the restart get fresh objects.
-    fs::write(mnt.join("new"), b"after").unwrap();
-    assert_eq!(fs::read(mnt.join("new")).unwrap(), b"after");
+    (dir, objects)
 }
 
 /// The objects on the two OSTs, as the OSS lists them.
@@ -89,32 +49,64 @@ fn ost_objects(rt: &tokio::runtime::Runtime, client: &Client) -> BTreeSet<(u32, 
     })
 }
 
+/// Waits (at most 30 s) until the OSTs hold none of `gone` and all of `kept`, which must
+/// stay throughout; with `exactly`, nothing else either.
+fn wait_for_objects(
+    cluster: &Cluster,
+    gone: &BTreeSet<(u32, u64)>,
+    kept: &BTreeSet<(u32, u64)>,
+    exactly: bool,
+) {
+    let (rt, client) = crate::native_client(cluster);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = ost_objects(&rt, &client);
+        assert!(kept.is_subset(&now), "an object in use was destroyed");
+        if now.is_disjoint(gone) && (!exactly || now == *kept) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} objects left, {} in use; of those to go: {:?}",
+            now.len(),
+            kept.len(),
+            now.intersection(gone).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rt.block_on(client.unmount());
+}
+
+#[test]
+fn unused_precreated_objects_are_destroyed_at_mds_start() {
+    let (_tmp, mut cluster, mnt) = crate::mounted(2);
+    let (dir, objects) = striped_files(&cluster, &mnt, 6);
+    let used: BTreeSet<_> = objects.into_iter().flatten().collect();
+    let (rt, client) = crate::native_client(&cluster);
+    let before = ost_objects(&rt, &client);
+    rt.block_on(client.unmount());
+    assert!(
+        before.len() > used.len(),
+        "the MDS precreates ahead: {}",
+        before.len()
+    );
+
+    cluster.restart_mds().unwrap();
+    wait_for_objects(&cluster, &BTreeSet::new(), &used, true);
+    for i in 0..6u64 {
+        assert!(fs::read(dir.join(format!("f{i}"))).unwrap() == pattern(i, 3 << 20));
+    }
+    // New files after the restart get fresh objects.
+    fs::write(mnt.join("new"), b"after").unwrap();
+    assert_eq!(fs::read(mnt.join("new")).unwrap(), b"after");
+}
+
 #[test]
 fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_after_an_mds_restart() {
     let (_tmp, mut cluster, mnt) = crate::mounted(2);
-    let lfs = cluster.bin("lfs");
-    let dir = mnt.join("d");
-    fs::create_dir(&dir).unwrap();
-    run_ok(
-        &lfs,
-        &["setstripe", "-c", "2", "-S", "1M", dir.to_str().unwrap()],
-    );
-    let mut removed = BTreeSet::new();
-    let mut kept = BTreeSet::new();
-    for i in 0..4u64 {
-        let f = dir.join(format!("f{i}"));
-        let mut file = fs::File::create(&f).unwrap();
-        std::io::Write::write_all(&mut file, &pattern(i, 3 << 20)).unwrap();
-        file.sync_all().unwrap();
-        drop(file);
-        let (_, _, objects) = parse_getstripe(&run_ok(&lfs, &["getstripe", f.to_str().unwrap()]));
-        assert_eq!(objects.len(), 2);
-        if i < 3 {
-            removed.extend(objects);
-        } else {
-            kept.extend(objects);
-        }
-    }
+    let (dir, mut objects) = striped_files(&cluster, &mnt, 4);
+    let kept = objects.pop().unwrap();
+    let removed: BTreeSet<_> = objects.into_iter().flatten().collect();
 
     // The OSS is down when the files go: the MDS cannot destroy their objects, and then
     // stops before the OSS is back.
@@ -126,31 +118,9 @@ fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_after_an_mds_re
     cluster.start_oss().unwrap();
     cluster.start_mds().unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let spec: MountSpec = cluster.mount_spec().parse().unwrap();
-    let client = rt
-        .block_on(Client::mount(&spec, ClientConfig::default()))
-        .unwrap();
     // The restarted MDS destroys them from its records (and the objects it precreated and
     // never used); the kept file's objects stay.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = ost_objects(&rt, &client);
-        assert!(kept.is_subset(&now), "an object in use was destroyed");
-        if now == kept {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "objects of removed files left: {:?}",
-            now.intersection(&removed).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    rt.block_on(client.unmount());
+    wait_for_objects(&cluster, &removed, &kept, true);
     assert!(fs::read(dir.join("f3")).unwrap() == pattern(3, 3 << 20));
 }
 
@@ -159,22 +129,8 @@ fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_once_it_is_back
     let (_tmp, mut cluster, mnt) = crate::mounted_with(2, |spec| {
         spec.mds_ost_retry = Some(Duration::from_secs(1));
     });
-    let lfs = cluster.bin("lfs");
-    // A directory default: no file's layout is replaced (its objects would be destroyed
-    // too, and their failures would be logged alike).
-    let dir = mnt.join("d");
-    fs::create_dir(&dir).unwrap();
-    run_ok(&lfs, &["setstripe", "-c", "2", dir.to_str().unwrap()]);
-    let mut removed = BTreeSet::new();
-    for i in 0..2u64 {
-        let f = dir.join(format!("f{i}"));
-        let mut file = fs::File::create(&f).unwrap();
-        std::io::Write::write_all(&mut file, &pattern(i, 3 << 20)).unwrap();
-        file.sync_all().unwrap();
-        drop(file);
-        let (_, _, objects) = parse_getstripe(&run_ok(&lfs, &["getstripe", f.to_str().unwrap()]));
-        removed.extend(objects);
-    }
+    let (dir, objects) = striped_files(&cluster, &mnt, 2);
+    let removed: BTreeSet<_> = objects.into_iter().flatten().collect();
     // The OSS is down for longer than the MDS's requests retry it.
     cluster.stop_oss().unwrap();
     for i in 0..2u64 {
@@ -194,19 +150,5 @@ fn objects_of_files_removed_while_the_oss_was_down_are_destroyed_once_it_is_back
     }
     cluster.start_oss().unwrap();
     // Sent again within the MDS's retry period, without a restart of the MDS.
-    let (rt, client) = crate::native_client(&cluster);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = ost_objects(&rt, &client);
-        if now.is_disjoint(&removed) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "objects of removed files left: {:?}",
-            now.intersection(&removed).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    rt.block_on(client.unmount());
+    wait_for_objects(&cluster, &removed, &BTreeSet::new(), false);
 }
