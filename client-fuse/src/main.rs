@@ -207,8 +207,8 @@ fn serve(
 /// queueing that CPU's requests where nobody takes them: every process on that CPU would
 /// hang in the filesystem for ever. The mount aborts its FUSE connection instead
 /// (`/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed): the waiting
-/// requests fail with ECONNABORTED and later ones with ENOTCONN, the session ends, and the mount stops as after an
-/// unmount (writes it answered are still sent to the OSTs first).
+/// requests fail with ECONNABORTED and later ones with ENOTCONN, the session ends, and the
+/// mount stops as after an unmount (writes it answered are still sent to the OSTs first).
 fn abort_on_uring_queue_failure<FS: fuser::Filesystem>(
     session: &mut fuser::Session<FS>,
     mountpoint: &Path,
