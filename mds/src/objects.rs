@@ -7,6 +7,7 @@
 //! the MDS stopped first) is sent again, or destroyed at the next start.
 
 use std::collections::btree_map::Entry;
+use std::collections::hash_map::Entry as HashEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,13 +121,15 @@ impl DestroyQueue {
         };
         let mut added = 0;
         for o in objects {
-            if let std::collections::hash_map::Entry::Vacant(e) = r.owner.entry((o.ost_idx, o.oid))
-            {
+            if let HashEntry::Vacant(e) = r.owner.entry((o.ost_idx, o.oid)) {
                 e.insert(id);
                 added += 1;
             }
         }
-        *r.remaining.entry(id).or_default() += added;
+        // A count of 0 would never reach the decrement that forgets the record.
+        if added > 0 {
+            *r.remaining.entry(id).or_default() += added;
+        }
     }
 
     /// Notes that OST `ost_idx` destroyed `oids`, and forgets the records with nothing
