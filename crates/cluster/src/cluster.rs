@@ -652,15 +652,14 @@ impl Cluster {
                 }
                 args.extend(callback_timeout_args(spec.callback_timeout));
                 if let Some(w) = spec.recovery_window {
-                    let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
-                    args.extend(["--recovery-window".to_owned(), secs.to_string()]);
+                    args.extend(["--recovery-window".to_owned(), whole_secs(w).to_string()]);
                 }
                 if let Some(i) = spec.mds_commit_interval {
                     let ms = i.as_millis().max(1);
                     args.extend(["--commit-interval-ms".to_owned(), ms.to_string()]);
                 }
                 if let Some(r) = spec.mds_ost_retry {
-                    let secs = (r.as_secs() + u64::from(r.subsec_nanos() > 0)).max(1);
+                    let secs = whole_secs(r).max(1);
                     args.extend(["--ost-retry-secs".to_owned(), secs.to_string()]);
                 }
                 if spec.mds_crash_image {
@@ -869,8 +868,15 @@ fn callback_timeout_args(timeout: Option<Duration>) -> Vec<String> {
     let Some(timeout) = timeout else {
         return Vec::new();
     };
-    let secs = timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0);
-    vec!["--callback-timeout".to_owned(), secs.max(1).to_string()]
+    vec![
+        "--callback-timeout".to_owned(),
+        whole_secs(timeout).max(1).to_string(),
+    ]
+}
+
+/// `d` in whole seconds, rounded up: what the daemons' seconds options take.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 fn nid(host: Ipv4Addr, port: u16, net: &str) -> String {
