@@ -5,9 +5,11 @@
 //! of objects to cache them, and a punch calls back the clients caching what goes away.
 //!
 //! Architecture invariant: the OSS knows objects and byte ranges, never names or files.
-//! OSD calls block (io_uring completion waits, fsync), so they run on the blocking pool.
+//! OSD calls block (io_uring completion waits, fsync), so they run on the blocking pool; reads
+//! the OSD can start without blocking are awaited on the runtime instead.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,8 @@ use sheen_wire::{
     frame::NO_TARGET, Errno, LockDesc, LockExtent, LockMode, LockPolicy, Lvb, Nid, ObjId, Opcode,
     ResourceId, TargetKind, LOCK_EXTENT_EOF,
 };
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
@@ -127,12 +131,15 @@ impl Drop for InlineSlot<'_> {
 impl Oss {
     /// Reads `len` bytes of object `oid` on OST `ost`.
     ///
-    /// A small read runs right here, on the runtime worker that received it, when no other
-    /// read is running that way: a 4 KiB read from a fast device takes tens of
-    /// microseconds, less than handing it to the blocking pool and back (two thread
-    /// wake-ups, which on a small VM cost more than the read). The others go to the
-    /// blocking pool, so reads in parallel still reach the device in parallel, and a slow
-    /// device (or a write holding the range) holds up at most one worker at a time.
+    /// Where the OST's engine can, the read is submitted right here and awaited without
+    /// holding a thread ([`Osd::start_read`]; [`reap_reads`] collects the completions): no
+    /// thread hand-off at all, and any number in flight. Otherwise (the pread engine, a write
+    /// holding the range, a full ring) a small read runs on the runtime worker that received
+    /// it, when no other read is running that way: a 4 KiB read from a fast device takes
+    /// tens of microseconds, less than handing it to the blocking pool and back (two thread
+    /// wake-ups, which on a small VM cost more than the read). The others go to the blocking
+    /// pool, so reads in parallel still reach the device in parallel, and a slow device (or
+    /// a write holding the range) holds up at most one worker at a time.
     async fn read(
         &self,
         ost: Arc<Osd>,
@@ -140,6 +147,9 @@ impl Oss {
         offset: u64,
         len: u32,
     ) -> Result<Bytes, ServiceError> {
+        if let Some(pending) = ost.start_read(oid, offset, len).map_err(osd_err)? {
+            return pending.await.map_err(osd_err);
+        }
         if len <= self.inline_read_max
             && self
                 .inline_read_busy
@@ -439,6 +449,60 @@ impl Service for Oss {
     }
 }
 
+/// An OST's read eventfd, for the runtime's reactor; the OSD owns the descriptor, so holding
+/// the OSD keeps it open.
+struct ReadEvents {
+    osd: Arc<Osd>,
+    fd: RawFd,
+}
+
+impl AsRawFd for ReadEvents {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// Collects the completions of an OST's reads started by [`Osd::start_read`] whenever its
+/// eventfd becomes readable, until `shutdown`. Without an eventfd (no read ring) it returns
+/// at once: no read starts that way then.
+async fn reap_reads(index: u32, osd: Arc<Osd>, shutdown: CancellationToken) {
+    let Some(fd) = osd.read_event_fd() else {
+        return;
+    };
+    // SAFETY: the descriptor belongs to the OSD, which `ReadEvents` holds, and it stays open
+    // and the same for the OSD's whole life.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(ReadEvents { osd, fd }, Interest::READABLE) };
+    let events = match registered {
+        Ok(events) => events,
+        Err(e) => {
+            // Reads started on this OST would never complete; this cannot be served.
+            error!(
+                index,
+                "cannot watch the OST's read completions: {e}; stopping the OSS"
+            );
+            shutdown.cancel();
+            return;
+        }
+    };
+    loop {
+        let mut ready = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ready = events.readable() => match ready {
+                Ok(ready) => ready,
+                Err(e) => {
+                    error!(index, "watching the OST's read completions failed: {e}");
+                    shutdown.cancel();
+                    return;
+                }
+            },
+        };
+        if !events.get_ref().osd.reap_reads() {
+            ready.clear_ready();
+        }
+    }
+}
+
 /// Opens (formatting when missing) every OST block file.
 fn open_osts(cfg: &OssConfig) -> Result<BTreeMap<u32, Arc<Osd>>, OssError> {
     let mut osts = BTreeMap::new();
@@ -518,6 +582,9 @@ pub async fn run(cfg: OssConfig, shutdown: CancellationToken) -> Result<(), OssE
         register(&cfg, l.local_nid(), &osts).await?;
         l
     };
+    for (index, osd) in &osts {
+        tokio::spawn(reap_reads(*index, Arc::clone(osd), shutdown.clone()));
+    }
     info!(nid = %listener.local_nid(), osts = osts.len(), "OSS ready");
     let instance = sheen_daemon::instance_id();
     let exports = Exports::new();

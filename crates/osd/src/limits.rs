@@ -85,6 +85,12 @@ pub const LOG_READ_WINDOW_BYTES: u64 = 1 << 20;
 
 /// Submission queue entries of each io_uring.
 pub const RING_ENTRIES: u32 = 128;
+/// Submission queue entries of the ring for reads that leave their caller free: the most
+/// such reads' SQEs in flight at once on one OST (more wait on the blocking engine).
+pub const READ_RING_ENTRIES: u32 = 256;
+/// Longest read that may be started without blocking: its blocks are then verified on the
+/// caller's thread, which in a server is an event loop's (about 0.3 ms for 4 MiB).
+pub const ASYNC_READ_MAX_BYTES: u32 = 4 << 20;
 /// Most io_uring instances in an engine's pool (one is taken per request in flight).
 pub const RINGS_MAX: usize = 16;
 /// Largest single read or write SQE; longer runs are split so the device sees them in parallel.

@@ -9,12 +9,15 @@
 //! verify every block's crc32c before returning anything.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use sheen_wire::msg::{ObjAttr, Timespec};
@@ -25,13 +28,14 @@ use crate::checkpoint::{self, CkptHeader};
 use crate::cipher::{BlockCipher, IdentityCipher};
 use crate::codec::{align_up, u64_of, usize_of};
 use crate::commit::{CommitQueue, LogState, Op};
+use crate::dev::uring_reads::{ReadRing, Ticket};
 use crate::dev::{engine_for, AlignedBuf, BlockDev, ReadIo, WriteIo};
 use crate::error::OsdError;
 use crate::format::{validate_fsname, Geometry, Superblock};
 use crate::index::{blocks_for, Applied, Index, MappedRun};
 use crate::limits::*;
 use crate::locks::{lock, read};
-use crate::rangelock::{Mode, RangeLocks};
+use crate::rangelock::{Mode, RangeGuard, RangeLocks};
 use crate::record::{NewExtent, PreallocExtent, Record, TailBlock};
 use crate::replay::replay;
 
@@ -79,7 +83,7 @@ pub struct Osd {
     cipher: Box<dyn BlockCipher>,
     pub(crate) index: RwLock<Index>,
     pub(crate) alloc: Mutex<Allocator>,
-    ranges: RangeLocks,
+    pub(crate) ranges: RangeLocks,
     pub(crate) commit_queue: CommitQueue,
     pub(crate) log: Mutex<LogState>,
     pub(crate) halted: AtomicBool,
@@ -392,6 +396,93 @@ impl Osd {
         Ok(Bytes::from_owner(buf).slice(start..stop))
     }
 
+    /// Starts the read [`Osd::read`] does without blocking the calling thread: the I/O is
+    /// submitted here and the returned future resolves to what `read` would return, once
+    /// [`Osd::reap_reads`] has collected its completion. Meant for an event loop, which
+    /// calls `reap_reads` whenever [`Osd::read_event_fd`] becomes readable.
+    ///
+    /// `Ok(None)`: this read cannot start that way now (the engine has no read ring, a write
+    /// holds or waits for the range, the ring is full, or `len` is over
+    /// `ASYNC_READ_MAX_BYTES`); call `read` on a thread that may block instead.
+    pub fn start_read(
+        &self,
+        oid: ObjId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Option<PendingRead<'_>>, OsdError> {
+        let Some(ring) = self.dev.read_ring() else {
+            return Ok(None);
+        };
+        if len > ASYNC_READ_MAX_BYTES {
+            return Ok(None);
+        }
+        let req_end = offset.saturating_add(u64::from(len));
+        let b0 = offset / BLOCK_BYTES_U64;
+        let Some(range) =
+            self.ranges
+                .try_lock(oid, b0, blocks_for(req_end).max(b0 + 1), Mode::Shared)
+        else {
+            return Ok(None);
+        };
+        let (end, runs) = {
+            let idx = read(&self.index);
+            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
+            let end = req_end.min(obj.size);
+            if end <= offset {
+                return Ok(Some(PendingRead::ready(Ok(Bytes::new()))));
+            }
+            (end, obj.map.lookup(b0, blocks_for(end)))
+        };
+        let n_blocks = blocks_for(end) - b0;
+        let mut buf = AlignedBuf::stale(usize_of(n_blocks * BLOCK_BYTES_U64));
+        zero_unread(&mut buf, b0, &runs);
+        let start = usize_of(offset - b0 * BLOCK_BYTES_U64);
+        let stop = start + usize_of(end - offset);
+        let runs: Vec<MappedRun> = runs.into_iter().filter(|r| !r.prealloc).collect();
+        if runs.is_empty() {
+            return Ok(Some(PendingRead::ready(Ok(
+                Bytes::from_owner(buf).slice(start..stop)
+            ))));
+        }
+        let ios: Vec<(u64, usize, usize)> = runs
+            .iter()
+            .map(|run| {
+                (
+                    self.geo.block_offset(run.phys),
+                    usize_of((run.logical - b0) * BLOCK_BYTES_U64),
+                    run.crcs.len() * BLOCK_BYTES as usize,
+                )
+            })
+            .collect();
+        let Ok(ticket) = ring.start(buf, &ios) else {
+            return Ok(None);
+        };
+        Ok(Some(PendingRead(Pending::InFlight {
+            osd: self,
+            oid,
+            b0,
+            runs,
+            start,
+            stop,
+            ticket,
+            _range: range,
+        })))
+    }
+
+    /// Becomes readable when reads started by [`Osd::start_read`] complete (then call
+    /// [`Osd::reap_reads`]); `None` when the engine has no read ring, so that `start_read`
+    /// never starts one.
+    pub fn read_event_fd(&self) -> Option<RawFd> {
+        self.dev.read_ring().map(ReadRing::event_fd)
+    }
+
+    /// Collects the reads started by [`Osd::start_read`] that have completed and wakes their
+    /// futures. Returns whether the event descriptor had been signalled since the last call
+    /// (false: wait for it to become readable again).
+    pub fn reap_reads(&self) -> bool {
+        self.dev.read_ring().is_some_and(ReadRing::reap)
+    }
+
     /// Reads the mapped `runs` into `buf` (which holds logical blocks from `b0` on) with one
     /// submission, then decrypts and verifies each block. Unmapped blocks are left as they are.
     fn fetch(
@@ -424,7 +515,19 @@ impl Osd {
             }
             self.dev.read_at(&mut ios)?;
         }
-        for run in &runs {
+        self.verify(oid, b0, runs, buf)
+    }
+
+    /// Decrypts and verifies every block of the mapped `runs` in `buf` (which holds logical
+    /// blocks from `b0` on): a mismatch is `OsdError::Checksum`, logged at error level.
+    fn verify<'r>(
+        &self,
+        oid: ObjId,
+        b0: u64,
+        runs: impl IntoIterator<Item = &'r MappedRun>,
+        buf: &mut [u8],
+    ) -> Result<(), OsdError> {
+        for run in runs {
             for (i, stored) in run.crcs.iter().enumerate() {
                 let logical = run.logical + u64_of(i);
                 let at = usize_of((logical - b0) * BLOCK_BYTES_U64);
@@ -969,6 +1072,75 @@ struct Place {
 
 /// Places logical blocks `[from, to)` on the front of the `fresh` runs `(phys, len)`,
 /// splitting and consuming them in order.
+/// A read started by [`Osd::start_read`]: resolves to what [`Osd::read`] returns.
+pub struct PendingRead<'a>(Pending<'a>);
+
+enum Pending<'a> {
+    Ready(Option<Result<Bytes, OsdError>>),
+    InFlight {
+        osd: &'a Osd,
+        oid: ObjId,
+        b0: u64,
+        runs: Vec<MappedRun>,
+        /// The requested bytes within the buffer.
+        start: usize,
+        stop: usize,
+        ticket: Ticket<'a>,
+        /// Keeps the blocks read from being replaced and reused until the read is done.
+        _range: RangeGuard<'a>,
+    },
+}
+
+impl PendingRead<'_> {
+    fn ready(result: Result<Bytes, OsdError>) -> Self {
+        PendingRead(Pending::Ready(Some(result)))
+    }
+}
+
+impl std::fmt::Debug for PendingRead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.0 {
+            Pending::Ready(_) => "ready",
+            Pending::InFlight { .. } => "in flight",
+        };
+        f.debug_tuple("PendingRead").field(&state).finish()
+    }
+}
+
+impl Future for PendingRead<'_> {
+    type Output = Result<Bytes, OsdError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let (io, mut buf) = match &mut this.0 {
+            Pending::Ready(result) => {
+                return Poll::Ready(result.take().expect("read polled after it completed"));
+            }
+            Pending::InFlight { ticket, .. } => match Pin::new(ticket).poll(cx) {
+                Poll::Ready(out) => out,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        let Pending::InFlight {
+            osd,
+            oid,
+            b0,
+            runs,
+            start,
+            stop,
+            ..
+        } = std::mem::replace(&mut this.0, Pending::Ready(None))
+        else {
+            unreachable!("matched as in flight above");
+        };
+        let result = io
+            .map_err(OsdError::from)
+            .and_then(|()| osd.verify(oid, b0, &runs, &mut buf))
+            .map(|()| Bytes::from_owner(buf).slice(start..stop));
+        Poll::Ready(result)
+    }
+}
+
 fn place_fresh(
     fresh: &mut std::collections::VecDeque<(u64, u64)>,
     from: u64,

@@ -116,6 +116,30 @@ impl RangeLocks {
         }
     }
 
+    /// Blocks `[start, end)` of `oid` in `mode` if nothing holds them or waits for them in a
+    /// conflicting way right now; `None` instead of waiting.
+    pub fn try_lock(&self, oid: ObjId, start: u64, end: u64, mode: Mode) -> Option<RangeGuard<'_>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let req = Held {
+            id,
+            start,
+            end,
+            mode,
+            granted: true,
+        };
+        let mut held = lock(&self.shard(oid).held);
+        let list = held.entry(oid).or_default();
+        if list.iter().any(|h| h.blocks(&req)) {
+            return None;
+        }
+        list.push(req);
+        Some(RangeGuard {
+            locks: self,
+            oid,
+            id,
+        })
+    }
+
     /// The whole object, exclusively (punch, destroy).
     pub fn lock_all(&self, oid: ObjId) -> RangeGuard<'_> {
         self.lock(oid, 0, u64::MAX, Mode::Exclusive)
@@ -177,6 +201,23 @@ mod tests {
         t.join().unwrap();
         assert!(got.load(Ordering::SeqCst));
         assert!(lock(&l.shard(7).held).is_empty(), "entries are cleaned up");
+    }
+
+    #[test]
+    fn try_lock_refuses_instead_of_waiting() {
+        let l = RangeLocks::default();
+        let w = l.lock(4, 10, 20, Mode::Exclusive);
+        assert!(l.try_lock(4, 15, 16, Mode::Shared).is_none());
+        let r = l.try_lock(4, 0, 10, Mode::Shared).expect("disjoint range");
+        assert!(l.try_lock(4, 5, 6, Mode::Shared).is_some(), "readers share");
+        assert!(l.try_lock(4, 5, 6, Mode::Exclusive).is_none());
+        drop(w);
+        assert!(l.try_lock(4, 15, 16, Mode::Shared).is_some());
+        drop(r);
+        assert!(
+            lock(&l.shard(4).held).is_empty(),
+            "refusals leave nothing behind"
+        );
     }
 
     #[test]

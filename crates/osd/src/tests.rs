@@ -1618,3 +1618,128 @@ fn random_fallocates_match_a_model_and_survive_reopen() {
     }
     assert_no_leak(&osd);
 }
+
+/// Runs a read started by `Osd::start_read` to completion on this thread, reaping whenever
+/// the OSD's read eventfd fires.
+fn finish_read(osd: &Osd, pending: crate::PendingRead<'_>) -> Result<bytes::Bytes, OsdError> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let fd = osd.read_event_fd().expect("started reads need a read ring");
+    let mut pending = std::pin::pin!(pending);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = pending.as_mut().poll(&mut cx) {
+            return out;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        osd.reap_reads();
+    }
+}
+
+#[test]
+fn reads_started_without_blocking_return_what_blocking_reads_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = block_file(&dir, 32 * MIB);
+    let osd = Osd::open(&path).unwrap();
+    if osd.read_event_fd().is_none() {
+        // No io_uring here: `start_read` never starts one (checked below too).
+        assert!(osd.start_read(1, 0, 4096).unwrap().is_none());
+        return;
+    }
+    // A fragmented object: data, a partial overwrite, a hole, preallocated blocks, and a
+    // 2 MiB run (more than one SQE).
+    let oid = osd.precreate(1).unwrap();
+    osd.write(oid, 0, &pattern(1, 5 * 4096 + 100), t(1))
+        .unwrap();
+    osd.write(oid, 2 * 4096 + 5, &pattern(2, 10), t(2)).unwrap();
+    osd.write(oid, 9 * 4096 + 7, &pattern(3, 3000), t(3))
+        .unwrap();
+    osd.fallocate(oid, 12 * 4096, 3 * 4096, false, t(4))
+        .unwrap();
+    osd.write(oid, 16 * 4096, &pattern(4, 2 << 20), t(5))
+        .unwrap();
+    let size = osd.getattr(oid).unwrap().size;
+    let cases = [
+        (0, 4096),
+        (1, 10),
+        (4096 * 2, 4096),
+        (100, 5 * 4096),
+        (5 * 4096, 4096 * 5),
+        (11 * 4096, 6 * 4096),
+        (0, u32::try_from(size).unwrap()),
+        (16 * 4096 + 3, 1 << 20),
+        (size - 1, 4096),
+        (size, 4096),
+        (size + 4096, 1),
+        (7, 0),
+    ];
+    for (offset, len) in cases {
+        let want = osd.read(oid, offset, len).unwrap();
+        let pending = osd
+            .start_read(oid, offset, len)
+            .unwrap()
+            .expect("ring has room");
+        let got = finish_read(&osd, pending).unwrap();
+        assert_eq!(got, want, "read of {len} bytes at {offset}");
+    }
+    // Several in flight at once, completed out of order.
+    let many: Vec<_> = (0..16u64)
+        .map(|i| osd.start_read(oid, i * 4096, 8192).unwrap().unwrap())
+        .collect();
+    for (i, p) in many.into_iter().enumerate().rev() {
+        let at = u64::try_from(i).unwrap() * 4096;
+        assert_eq!(
+            finish_read(&osd, p).unwrap(),
+            osd.read(oid, at, 8192).unwrap()
+        );
+    }
+    // What cannot start without blocking says so; a missing object is an error.
+    let held = osd
+        .ranges
+        .lock(oid, 2, 3, crate::rangelock::Mode::Exclusive);
+    assert!(
+        osd.start_read(oid, 4096, 8192).unwrap().is_none(),
+        "a write holds it"
+    );
+    assert!(
+        osd.start_read(oid, 4 * 4096, 4096).unwrap().is_some(),
+        "disjoint range"
+    );
+    drop(held);
+    assert!(osd
+        .start_read(oid, 0, ASYNC_READ_MAX_BYTES + 4096)
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        osd.start_read(999, 0, 4096),
+        Err(OsdError::NotFound(999))
+    ));
+    // A started read that is dropped leaves nothing behind for the next ones.
+    drop(osd.start_read(oid, 0, 1 << 20).unwrap().unwrap());
+    let again = osd.start_read(oid, 0, 4096).unwrap().unwrap();
+    assert_eq!(
+        finish_read(&osd, again).unwrap(),
+        osd.read(oid, 0, 4096).unwrap()
+    );
+    let at = osd.debug_block_offset(oid, 4096 + 10).unwrap();
+    drop(osd);
+    // A flipped bit on disk is a checksum error here too, never data.
+    flip_byte(&path, at);
+    let osd = Osd::open(&path).unwrap();
+    let pending = osd.start_read(oid, 0, 3 * 4096).unwrap().unwrap();
+    match finish_read(&osd, pending) {
+        Err(OsdError::Checksum { oid: o, offset, .. }) => assert_eq!((o, offset), (oid, 4096)),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+    let pending = osd.start_read(oid, 2 * 4096, 4096).unwrap().unwrap();
+    assert_eq!(
+        finish_read(&osd, pending).unwrap(),
+        osd.read(oid, 2 * 4096, 4096).unwrap()
+    );
+}

@@ -23,6 +23,9 @@ use crate::locks::lock;
 pub(crate) mod mem;
 pub(crate) mod sync;
 pub(crate) mod uring;
+pub(crate) mod uring_reads;
+
+use uring_reads::ReadRing;
 
 /// One read: fill `buf` from `offset`.
 pub(crate) struct ReadIo<'a> {
@@ -47,6 +50,10 @@ pub(crate) trait BlockDev: Send + Sync {
     fn len(&self) -> u64;
     /// Engine name for logs.
     fn engine(&self) -> &'static str;
+    /// The engine's ring for reads that leave the caller's thread free, if it has one.
+    fn read_ring(&self) -> Option<&ReadRing> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -65,6 +72,9 @@ impl<T: BlockDev + ?Sized> BlockDev for std::sync::Arc<T> {
     }
     fn engine(&self) -> &'static str {
         (**self).engine()
+    }
+    fn read_ring(&self) -> Option<&ReadRing> {
+        (**self).read_ring()
     }
 }
 

@@ -13,9 +13,10 @@ use std::sync::{Condvar, Mutex};
 
 use io_uring::{opcode, types, IoUring};
 
+use super::uring_reads::ReadRing;
 use super::{BlockDev, ReadIo, WriteIo};
 use crate::codec::u64_of;
-use crate::limits::{RINGS_MAX, RING_ENTRIES, SQE_MAX_BYTES};
+use crate::limits::{READ_RING_ENTRIES, RINGS_MAX, RING_ENTRIES, SQE_MAX_BYTES};
 use crate::locks::{lock, wait};
 
 /// Rings not in use, and how many exist.
@@ -30,6 +31,8 @@ struct Pool {
 }
 
 pub(crate) struct UringDev {
+    /// Declared before `file`, so it is dropped (waiting for its reads) before the file closes.
+    reads: Option<ReadRing>,
     file: File,
     len: u64,
     pool: Mutex<Pool>,
@@ -46,10 +49,15 @@ struct Op {
 }
 
 impl UringDev {
-    /// Creates the first ring, which proves the kernel allows io_uring.
+    /// Creates the first ring, which proves the kernel allows io_uring, and the ring for
+    /// reads that leave their caller free (without it, every read blocks its caller).
     pub fn new(file: File, len: u64) -> io::Result<UringDev> {
         let ring = IoUring::new(RING_ENTRIES)?;
+        let reads = ReadRing::new(file.as_raw_fd(), READ_RING_ENTRIES)
+            .inspect_err(|e| tracing::warn!("no io_uring for non-blocking reads: {e}"))
+            .ok();
         Ok(UringDev {
+            reads,
             file,
             len,
             pool: Mutex::new(Pool {
@@ -273,6 +281,10 @@ impl BlockDev for UringDev {
 
     fn engine(&self) -> &'static str {
         "io_uring"
+    }
+
+    fn read_ring(&self) -> Option<&ReadRing> {
+        self.reads.as_ref()
     }
 }
 
