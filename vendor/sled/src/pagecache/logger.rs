@@ -433,17 +433,14 @@ impl Log {
                  to log from exit_reservation",
                 lsn
             );
-            let iobufs = self.iobufs.clone();
-            let iobuf = iobuf.clone();
-            threadpool::spawn(move || {
-                if let Err(e) = iobufs.write_to_log(&iobuf) {
-                    error!(
-                        "hit error while writing iobuf with lsn {}: {:?}",
-                        lsn, e
-                    );
-                    iobufs.config.set_global_error(e);
-                }
-            })?;
+            // Sheen: written by this thread, as in `maybe_seal_and_write_iobuf` (SHEEN.md).
+            if let Err(e) = self.iobufs.write_to_log(&iobuf) {
+                error!(
+                    "hit error while writing iobuf with lsn {}: {:?}",
+                    lsn, e
+                );
+                self.iobufs.config.set_global_error(e);
+            }
 
             Ok(())
         } else {
