@@ -36,8 +36,13 @@ const ORPHAN_LIST_PAGES_MAX: usize = 1024;
 /// How long the first object queued for destruction on an OST waits for others, so that
 /// they go in one request and one commit on the OST. Nobody waits for a destroy.
 const DESTROY_GATHER: Duration = Duration::from_millis(20);
-/// How often objects whose destroy failed (their OST did not answer) are sent again.
-const DESTROY_RETRY_EVERY: Duration = Duration::from_secs(10);
+/// How long objects whose destroy failed (their OST did not answer) wait before they are
+/// sent again; the wait doubles with each failure of the same OST in a row, up to
+/// [`DESTROY_RETRY_MAX`], and starts over once a destroy on it succeeds. Also how often the
+/// retry task looks for OSTs whose wait is over.
+const DESTROY_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// The longest wait before a failed destroy is sent again.
+const DESTROY_RETRY_MAX: Duration = Duration::from_secs(640);
 /// Most objects kept in memory to send again; past it, the rest wait for the next start
 /// (the namespace keeps their records either way).
 const DESTROY_FAILED_MAX: usize = 1 << 20;
@@ -102,18 +107,66 @@ struct Records {
     remaining: HashMap<RecordId, usize>,
 }
 
+/// When the objects of an OST whose destroys keep failing are sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Backoff {
+    wait: Duration,
+    due: Instant,
+}
+
+impl Backoff {
+    /// After a failure at `now`: the first wait, or twice the last one (at most
+    /// [`DESTROY_RETRY_MAX`]) if the failure came after that wait was over. Failures of
+    /// batches sent before then (several batches of one queue, say) do not count again.
+    fn after_failure(last: Option<Backoff>, now: Instant) -> Backoff {
+        match last {
+            Some(b) if now < b.due => b,
+            Some(b) => {
+                let wait = (b.wait * 2).min(DESTROY_RETRY_MAX);
+                Backoff {
+                    wait,
+                    due: now + wait,
+                }
+            }
+            None => Backoff {
+                wait: DESTROY_RETRY_FIRST,
+                due: now + DESTROY_RETRY_FIRST,
+            },
+        }
+    }
+}
+
 /// What the destroy tasks share.
 struct DestroyQueue {
     /// Objects to send, by OST; an OST's key exists while its task runs.
     queued: Destroys,
-    /// Objects whose destroy failed, sent again every [`DESTROY_RETRY_EVERY`].
+    /// Objects whose destroy failed, sent again once their OST's [`Backoff`] is due.
     failed: Destroys,
+    /// OSTs whose last destroy failed.
+    backoff: Mutex<HashMap<u32, Backoff>>,
     records: Mutex<Records>,
     /// Where the records of objects to destroy are kept.
     ns: Arc<Namespace>,
 }
 
 impl DestroyQueue {
+    /// Takes the failed objects of every OST whose wait is over at `now` (or that has no
+    /// wait); `None` if a lock is poisoned.
+    fn take_due(&self, now: Instant) -> Option<HashMap<u32, Vec<ObjId>>> {
+        let mut failed = self.failed.lock().ok()?;
+        let backoff = self.backoff.lock().ok()?;
+        let due: Vec<u32> = failed
+            .keys()
+            .copied()
+            .filter(|ost| backoff.get(ost).is_none_or(|b| b.due <= now))
+            .collect();
+        Some(
+            due.into_iter()
+                .filter_map(|ost| failed.remove_entry(&ost))
+                .collect(),
+        )
+    }
+
     /// Notes that `objects` are the objects of record `id` still to destroy.
     fn track(&self, id: RecordId, objects: &[OstObject]) {
         let Ok(mut r) = self.records.lock() else {
@@ -201,6 +254,7 @@ impl ObjectAllocator {
             destroys: Arc::new(DestroyQueue {
                 queued: Mutex::default(),
                 failed: Mutex::default(),
+                backoff: Mutex::default(),
                 records: Mutex::default(),
                 ns,
             }),
@@ -597,20 +651,20 @@ impl ObjectAllocator {
         }
     }
 
-    /// Sends the objects whose destroy failed again every [`DESTROY_RETRY_EVERY`], until
-    /// `shutdown`: an OSS that was down longer than the requests retry frees the space of
-    /// the files removed meanwhile once it is back, without waiting for an MDS restart.
+    /// Sends the objects whose destroy failed again once their OST's wait is over
+    /// ([`Backoff`]), until `shutdown`: an OSS that was down longer than the requests retry
+    /// frees the space of the files removed meanwhile once it is back, without waiting for
+    /// an MDS restart, and one that stays away is asked less and less often.
     pub fn spawn_destroy_retries(self: &Arc<Self>, shutdown: CancellationToken) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(DESTROY_RETRY_EVERY) => {}
+                    _ = tokio::time::sleep(DESTROY_RETRY_FIRST) => {}
                 }
-                let failed = match me.destroys.failed.lock() {
-                    Ok(mut f) => std::mem::take(&mut *f),
-                    Err(_) => return,
+                let Some(failed) = me.destroys.take_due(Instant::now()) else {
+                    return;
                 };
                 let objects: Vec<OstObject> = failed
                     .into_iter()
@@ -674,7 +728,22 @@ async fn drain_destroys(state: Arc<Mutex<State>>, destroys: Arc<DestroyQueue>, o
         };
         if destroy_batch(&state, ost_idx, &oids).await {
             destroys.destroyed(ost_idx, &oids);
+            if let Ok(mut backoff) = destroys.backoff.lock() {
+                backoff.remove(&ost_idx);
+            }
         } else if let Ok(mut failed) = destroys.failed.lock() {
+            if let Ok(mut backoff) = destroys.backoff.lock() {
+                let last = backoff.get(&ost_idx).copied();
+                let next = Backoff::after_failure(last, Instant::now());
+                if last != Some(next) {
+                    info!(
+                        ost_idx,
+                        wait_secs = next.wait.as_secs(),
+                        "objects whose destroy failed are sent again after a wait"
+                    );
+                }
+                backoff.insert(ost_idx, next);
+            }
             let kept: usize = failed.values().map(Vec::len).sum();
             if kept + oids.len() <= DESTROY_FAILED_MAX {
                 failed.entry(ost_idx).or_default().extend(oids);
@@ -748,6 +817,45 @@ mod tests {
     }
 
     #[test]
+    fn failed_destroys_wait_longer_after_each_failure_until_one_succeeds() {
+        let t0 = Instant::now();
+        let first = Backoff::after_failure(None, t0);
+        assert_eq!(first.wait, DESTROY_RETRY_FIRST);
+        // Another batch failing before the wait is over does not lengthen it.
+        assert_eq!(
+            Backoff::after_failure(Some(first), t0 + Duration::from_secs(1)),
+            first
+        );
+        let mut b = first;
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            b = Backoff::after_failure(Some(b), b.due);
+            waits.push(b.wait.as_secs());
+        }
+        assert_eq!(waits, [20, 40, 80, 160, 320, 640, 640, 640, 640]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let ns = Arc::new(Namespace::open(dir.path()).unwrap());
+        let q = DestroyQueue {
+            queued: Mutex::default(),
+            failed: Mutex::default(),
+            backoff: Mutex::default(),
+            records: Mutex::default(),
+            ns,
+        };
+        q.failed.lock().unwrap().insert(0, vec![1, 2]);
+        q.failed.lock().unwrap().insert(1, vec![3]);
+        q.backoff.lock().unwrap().insert(1, first);
+        // OST 0 has no wait; OST 1's is not over yet, then it is.
+        let now = q.take_due(t0).unwrap();
+        assert_eq!(now, HashMap::from([(0, vec![1, 2])]));
+        assert_eq!(q.take_due(t0).unwrap(), HashMap::new());
+        let later = q.take_due(first.due).unwrap();
+        assert_eq!(later, HashMap::from([(1, vec![3])]));
+        assert!(q.failed.lock().unwrap().is_empty());
+    }
+
+    #[test]
     fn a_record_is_forgotten_once_every_object_of_it_is_destroyed() {
         let dir = tempfile::tempdir().unwrap();
         let ns = Arc::new(Namespace::open(dir.path()).unwrap());
@@ -772,6 +880,7 @@ mod tests {
         let q = DestroyQueue {
             queued: Mutex::default(),
             failed: Mutex::default(),
+            backoff: Mutex::default(),
             records: Mutex::default(),
             ns: Arc::clone(&ns),
         };
