@@ -1440,6 +1440,7 @@ impl Mds {
         let original = Response {
             body: replay.reply.clone(),
             bulk: bytes::Bytes::new(),
+            bulk_crcs: None,
             transno: replay.transno,
         };
         if replay.transno <= recovery.durable_at_start {

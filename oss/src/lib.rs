@@ -140,15 +140,20 @@ impl Oss {
     /// wake-ups, which on a small VM cost more than the read). The others go to the blocking
     /// pool, so reads in parallel still reach the device in parallel, and a slow device (or
     /// a write holding the range) holds up at most one worker at a time.
+    ///
+    /// Reads started on the ring come with the crc32c of each 4 KiB piece of what they
+    /// return (the blocks' verified crcs), from which the transport derives the bulk frames'
+    /// crcs without summing the data again.
     async fn read(
         &self,
         ost: Arc<Osd>,
         oid: ObjId,
         offset: u64,
         len: u32,
-    ) -> Result<Bytes, ServiceError> {
+    ) -> Result<(Bytes, Option<Arc<[u32]>>), ServiceError> {
         if let Some(pending) = ost.start_read(oid, offset, len).map_err(osd_err)? {
-            return pending.await.map_err(osd_err);
+            let read = pending.await.map_err(osd_err)?;
+            return Ok((read.data, read.piece_crcs.map(Into::into)));
         }
         if len <= self.inline_read_max
             && self
@@ -157,9 +162,9 @@ impl Oss {
                 .is_ok()
         {
             let _slot = InlineSlot(&self.inline_read_busy);
-            return ost.read(oid, offset, len).map_err(osd_err);
+            return Ok((ost.read(oid, offset, len).map_err(osd_err)?, None));
         }
-        blocking(move || ost.read(oid, offset, len)).await
+        Ok((blocking(move || ost.read(oid, offset, len)).await?, None))
     }
 
     fn ost(&self, idx: u32) -> Result<Arc<Osd>, ServiceError> {
@@ -331,13 +336,19 @@ impl Service for Oss {
                         "read larger than the bulk limit",
                     ));
                 }
-                let data = self.read(ost, r.oid, r.offset, r.len).await?;
-                Ok(Response::new(&Empty {}).with_bulk(data))
+                let (data, crcs) = self.read(ost, r.oid, r.offset, r.len).await?;
+                Ok(Response::new(&Empty {}).with_bulk_and_crcs(data, crcs))
             }
             Opcode::OstWrite => {
                 let r: OstWriteReq = req.decode()?;
                 let data: Bytes = req.bulk;
-                let size = blocking(move || ost.write(r.oid, r.offset, &data, r.mtime)).await?;
+                // The transport's crcs of the bulk's pieces are the blocks' when the write
+                // covers whole blocks: the OSD stores them instead of summing the data again.
+                let crcs = req.bulk_crcs;
+                let size = blocking(move || {
+                    ost.write_with_crcs(r.oid, r.offset, &data, crcs.as_deref(), r.mtime)
+                })
+                .await?;
                 Ok(Response::new(&OstWriteReply { size }))
             }
             Opcode::OstCreate => {

@@ -42,6 +42,7 @@ async fn call(conn: &mut Connection, op: Opcode, xid: u64, flags: u8, body: Byte
             header,
             body,
             bulk: Bytes::new(),
+            bulk_crcs: None,
         })
         .await
         .unwrap();

@@ -45,4 +45,4 @@ mod replay;
 mod tests;
 
 pub use error::OsdError;
-pub use osd::{Osd, OsdLabel, OsdStatfs, PendingRead};
+pub use osd::{Osd, OsdLabel, OsdStatfs, PendingRead, ReadData};

@@ -571,6 +571,7 @@ impl Osd {
         mut blocks: Blocks<'_>,
         reserve: u64,
         in_place: &[MappedRun],
+        known_crcs: Option<&[u32]>,
     ) -> Result<Vec<NewExtent>, OsdError> {
         if !self.cipher.is_identity() && matches!(blocks, Blocks::Caller(_)) {
             return Err(OsdError::Invalid(
@@ -588,11 +589,14 @@ impl Osd {
         let runs = lock(&self.alloc)
             .alloc(n_fresh, reserve)
             .ok_or(OsdError::NoSpace)?;
-        let crcs: Vec<u32> = blocks
-            .bytes()
-            .chunks_exact(BLOCK_BYTES as usize)
-            .map(crc32c::crc32c)
-            .collect();
+        let crcs: Vec<u32> = match known_crcs.filter(|c| u64_of(c.len()) == n) {
+            Some(known) => known.to_vec(),
+            None => blocks
+                .bytes()
+                .chunks_exact(BLOCK_BYTES as usize)
+                .map(crc32c::crc32c)
+                .collect(),
+        };
         // Where each logical block goes, in logical order: the preallocated runs where they
         // are, the fresh runs, in order, in the gaps between them.
         let mut places = Vec::new();
@@ -675,6 +679,22 @@ impl Osd {
         data: &[u8],
         mtime: Timespec,
     ) -> Result<u64, OsdError> {
+        self.write_with_crcs(oid, offset, data, None, mtime)
+    }
+
+    /// [`Osd::write`], given the crc32c of each 4 KiB piece of `data`
+    /// (`sheen_wire::piece_crc`, as a transport that checked the bytes recorded them). When
+    /// the write covers whole blocks, those are the blocks' crcs and are stored as they are,
+    /// without summing the data again; otherwise they are not used. They must be the crcs
+    /// of these bytes: a wrong one makes its block read as a checksum error.
+    pub fn write_with_crcs(
+        &self,
+        oid: ObjId,
+        offset: u64,
+        data: &[u8],
+        piece_crcs: Option<&[u32]>,
+        mtime: Timespec,
+    ) -> Result<u64, OsdError> {
         self.check_running()?;
         let len = u64_of(data.len());
         if len > u64::from(MAX_IO_BYTES) {
@@ -720,12 +740,23 @@ impl Osd {
         };
         // Whole blocks in memory O_DIRECT can use, with nothing to encrypt: written from
         // the caller's buffer (a bulk received into an aligned buffer, say) without a copy.
-        let direct = !head_partial
-            && end % BLOCK_BYTES_U64 == 0
+        let whole_blocks = !head_partial && end % BLOCK_BYTES_U64 == 0;
+        let direct = whole_blocks
             && data.as_ptr() as usize % IO_ALIGN_BYTES == 0
             && self.cipher.is_identity();
+        // The blocks are the data's pieces exactly (their crcs are of plaintext, taken before
+        // any encryption, as the OSD's own).
+        let known =
+            piece_crcs.filter(|c| whole_blocks && c.len() == data.len() / BLOCK_BYTES as usize);
         let extents = if direct {
-            self.write_blocks(oid, b0, Blocks::Caller(data), RESERVED_BLOCKS, &in_place)?
+            self.write_blocks(
+                oid,
+                b0,
+                Blocks::Caller(data),
+                RESERVED_BLOCKS,
+                &in_place,
+                known,
+            )?
         } else {
             // Every byte is written below: the data, and around it zeros or the edge blocks.
             let mut buf = AlignedBuf::stale(usize_of((b1 - b0) * BLOCK_BYTES_U64));
@@ -734,7 +765,14 @@ impl Osd {
             buf[at + data.len()..].fill(0);
             self.fetch(oid, b0, &edges, &mut buf)?;
             buf[at..at + data.len()].copy_from_slice(data);
-            self.write_blocks(oid, b0, Blocks::Own(&mut buf), RESERVED_BLOCKS, &in_place)?
+            self.write_blocks(
+                oid,
+                b0,
+                Blocks::Own(&mut buf),
+                RESERVED_BLOCKS,
+                &in_place,
+                known,
+            )?
         };
         match self.commit(Op::Record(Record::Write {
             oid,
@@ -780,7 +818,7 @@ impl Osd {
             let mut buf = AlignedBuf::zeroed(BLOCK_BYTES as usize);
             self.fetch(oid, last, &tail_run, &mut buf)?;
             buf[usize_of(size % BLOCK_BYTES_U64)..].fill(0);
-            let extents = self.write_blocks(oid, last, Blocks::Own(&mut buf), 0, &[])?;
+            let extents = self.write_blocks(oid, last, Blocks::Own(&mut buf), 0, &[], None)?;
             let (phys, crc) = extents
                 .first()
                 .and_then(|x| Some((x.phys, *x.crcs.first()?)))
@@ -971,7 +1009,7 @@ impl Osd {
                 let from = usize_of(offset.max(block_start) - block_start);
                 let to = usize_of(end.min(block_start + BLOCK_BYTES_U64) - block_start);
                 buf[from..to].fill(0);
-                self.write_blocks(oid, b, Blocks::Own(&mut buf), 0, &[])
+                self.write_blocks(oid, b, Blocks::Own(&mut buf), 0, &[], None)
             });
             match written {
                 Ok(x) => extents.extend(x),
@@ -1072,11 +1110,21 @@ struct Place {
 
 /// Places logical blocks `[from, to)` on the front of the `fresh` runs `(phys, len)`,
 /// splitting and consuming them in order.
-/// A read started by [`Osd::start_read`]: resolves to what [`Osd::read`] returns.
+/// What a read started by [`Osd::start_read`] gives: the bytes [`Osd::read`] would return,
+/// and, when the read began at a block boundary, the crc32c of each 4 KiB piece of them
+/// (`sheen_wire::piece_crc`): the verified crcs of the blocks read, zeros' for holes, and a
+/// short last piece summed anew.
+#[derive(Debug)]
+pub struct ReadData {
+    pub data: Bytes,
+    pub piece_crcs: Option<Vec<u32>>,
+}
+
+/// A read started by [`Osd::start_read`]: resolves to [`ReadData`].
 pub struct PendingRead<'a>(Pending<'a>);
 
 enum Pending<'a> {
-    Ready(Option<Result<Bytes, OsdError>>),
+    Ready(Option<Result<ReadData, OsdError>>),
     InFlight {
         osd: &'a Osd,
         oid: ObjId,
@@ -1093,7 +1141,11 @@ enum Pending<'a> {
 
 impl PendingRead<'_> {
     fn ready(result: Result<Bytes, OsdError>) -> Self {
-        PendingRead(Pending::Ready(Some(result)))
+        let data = result.map(|data| ReadData {
+            data,
+            piece_crcs: None,
+        });
+        PendingRead(Pending::Ready(Some(data)))
     }
 }
 
@@ -1108,7 +1160,7 @@ impl std::fmt::Debug for PendingRead<'_> {
 }
 
 impl Future for PendingRead<'_> {
-    type Output = Result<Bytes, OsdError>;
+    type Output = Result<ReadData, OsdError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -1136,9 +1188,43 @@ impl Future for PendingRead<'_> {
         let result = io
             .map_err(OsdError::from)
             .and_then(|()| osd.verify(oid, b0, &runs, &mut buf))
-            .map(|()| Bytes::from_owner(buf).slice(start..stop));
+            .map(|()| {
+                let piece_crcs = (start == 0).then(|| piece_crcs(b0, &runs, &buf[..stop]));
+                ReadData {
+                    data: Bytes::from_owner(buf).slice(start..stop),
+                    piece_crcs,
+                }
+            });
         Poll::Ready(result)
     }
+}
+
+/// The crc32c of each 4 KiB piece of `data`, which starts at block `b0` and whose mapped
+/// blocks (`runs`, verified) hold their stored crcs; the other blocks read as zeros. A short
+/// last piece is summed.
+fn piece_crcs(b0: u64, runs: &[MappedRun], data: &[u8]) -> Vec<u32> {
+    static ZERO_BLOCK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let zero = *ZERO_BLOCK.get_or_init(|| crc32c::crc32c(&[0u8; BLOCK_BYTES as usize]));
+    let block = BLOCK_BYTES as usize;
+    let n = data.len().div_ceil(block);
+    let mut crcs = vec![zero; n];
+    for run in runs {
+        for (i, &crc) in run.crcs.iter().enumerate() {
+            if let Some(slot) = (run.logical + u64_of(i))
+                .checked_sub(b0)
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| crcs.get_mut(at))
+            {
+                *slot = crc;
+            }
+        }
+    }
+    if data.len() % block != 0 {
+        if let Some(last) = crcs.last_mut() {
+            *last = crc32c::crc32c(&data[(n - 1) * block..]);
+        }
+    }
+    crcs
 }
 
 fn place_fresh(

@@ -1622,6 +1622,14 @@ fn random_fallocates_match_a_model_and_survive_reopen() {
 /// Runs a read started by `Osd::start_read` to completion on this thread, reaping whenever
 /// the OSD's read eventfd fires.
 fn finish_read(osd: &Osd, pending: crate::PendingRead<'_>) -> Result<bytes::Bytes, OsdError> {
+    finish_read_data(osd, pending).map(|r| r.data)
+}
+
+/// [`finish_read`], with the piece crcs.
+fn finish_read_data(
+    osd: &Osd,
+    pending: crate::PendingRead<'_>,
+) -> Result<crate::ReadData, OsdError> {
     use std::future::Future;
     use std::task::{Context, Poll, Waker};
     let fd = osd.read_event_fd().expect("started reads need a read ring");
@@ -1685,8 +1693,13 @@ fn reads_started_without_blocking_return_what_blocking_reads_do() {
             .start_read(oid, offset, len)
             .unwrap()
             .expect("ring has room");
-        let got = finish_read(&osd, pending).unwrap();
-        assert_eq!(got, want, "read of {len} bytes at {offset}");
+        let got = finish_read_data(&osd, pending).unwrap();
+        assert_eq!(got.data, want, "read of {len} bytes at {offset}");
+        // Reads from a block boundary come with the crcs of their pieces (holes and
+        // preallocated blocks included), the others without.
+        let pieces =
+            (offset % 4096 == 0 && !want.is_empty()).then(|| sheen_wire::piece_crc::pieces(&want));
+        assert_eq!(got.piece_crcs, pieces, "crcs of {len} bytes at {offset}");
     }
     // Several in flight at once, completed out of order.
     let many: Vec<_> = (0..16u64)
@@ -1742,4 +1755,38 @@ fn reads_started_without_blocking_return_what_blocking_reads_do() {
         finish_read(&osd, pending).unwrap(),
         osd.read(oid, 2 * 4096, 4096).unwrap()
     );
+}
+
+#[test]
+fn writes_given_piece_crcs_store_them_for_whole_blocks() {
+    let dev = mem_dev(32 * MIB, None);
+    let osd = open_mem(&dev);
+    let oid = osd.precreate(1).unwrap();
+    let data = pattern(9, 3 * 4096);
+    let crcs = sheen_wire::piece_crc::pieces(&data);
+    osd.write_with_crcs(oid, 4096, &data, Some(&crcs), t(1))
+        .unwrap();
+    assert_eq!(&osd.read(oid, 4096, 3 * 4096).unwrap()[..], &data[..]);
+    // The crcs given are what is stored: a wrong one makes its block a checksum error (so
+    // they are used, and a bad one is caught on the first read, never served).
+    let mut wrong = crcs.clone();
+    wrong[1] ^= 1;
+    osd.write_with_crcs(oid, 0, &data, Some(&wrong), t(2))
+        .unwrap();
+    assert_eq!(&osd.read(oid, 0, 4096).unwrap()[..], &data[..4096]);
+    assert!(matches!(
+        osd.read(oid, 4096, 4096),
+        Err(OsdError::Checksum { offset: 4096, .. })
+    ));
+    // Not whole blocks, or crcs of another length: the OSD sums the data itself.
+    let other = osd.precreate(1).unwrap();
+    osd.write_with_crcs(other, 100, &data[..5000], Some(&wrong), t(3))
+        .unwrap();
+    osd.write_with_crcs(other, 8192, &data[..4096], Some(&wrong[..2]), t(3))
+        .unwrap();
+    let mut model = vec![0u8; 3 * 4096];
+    model[100..5100].copy_from_slice(&data[..5000]);
+    model[8192..].copy_from_slice(&data[..4096]);
+    assert_eq!(read_all(&osd, other), model);
+    assert_no_leak(&osd);
 }

@@ -510,7 +510,12 @@ impl Import {
             .sender
             .lock()
             .await
-            .send(Message { header, body, bulk })
+            .send(Message {
+                header,
+                body,
+                bulk,
+                bulk_crcs: None,
+            })
             .await;
         if let Err(e) = sent {
             debug!(xid, op = opcode.name(), "send failed: {e}");
@@ -821,6 +826,7 @@ fn spawn_callback(handler: Arc<dyn CallbackHandler>, live: Arc<Live>, m: Message
                         opcode,
                         body: m.body,
                         bulk: m.bulk,
+                        bulk_crcs: m.bulk_crcs,
                         peer: live.nid,
                         export: None,
                         client: None,

@@ -235,6 +235,7 @@ impl Export {
                 header,
                 body,
                 bulk: Bytes::new(),
+                bulk_crcs: None,
             })
             .await;
         if let Err(e) = sent {

@@ -327,6 +327,7 @@ mod tests {
             header,
             body: Bytes::from_static(body),
             bulk: Bytes::new(),
+            bulk_crcs: None,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct Request {
     pub opcode: Opcode,
     pub body: Bytes,
     pub bulk: Bytes,
+    /// The crc32c of each 4 KiB piece of `bulk` (`sheen_wire::piece_crc`), checked against
+    /// the bulk frames' crcs by the transport that received it, when it recorded them.
+    pub bulk_crcs: Option<Arc<[u32]>>,
     pub peer: Nid,
     /// The export (client connection) the request came on; `None` before CONNECT.
     pub export: Option<ExportId>,
@@ -55,6 +58,9 @@ impl Request {
 pub struct Response {
     pub body: Bytes,
     pub bulk: Bytes,
+    /// The crc32c of each 4 KiB piece of `bulk`, where the service has them (it verified
+    /// the bytes against them), so that the transport need not sum the bulk again.
+    pub bulk_crcs: Option<Arc<[u32]>>,
     /// The transaction number of a modifying request, 0 otherwise.
     pub transno: u64,
 }
@@ -64,6 +70,7 @@ impl Response {
         Response {
             body: body.to_wire(),
             bulk: Bytes::new(),
+            bulk_crcs: None,
             transno: 0,
         }
     }
@@ -73,6 +80,15 @@ impl Response {
     }
 
     pub fn with_bulk(mut self, bulk: Bytes) -> Response {
+        self.bulk = bulk;
+        self.bulk_crcs = None;
+        self
+    }
+
+    /// The bulk with the crc32c of each of its 4 KiB pieces; crcs that do not fit it are
+    /// dropped (the transport then sums the bulk itself).
+    pub fn with_bulk_and_crcs(mut self, bulk: Bytes, crcs: Option<Arc<[u32]>>) -> Response {
+        self.bulk_crcs = crcs.filter(|c| sheen_wire::piece_crc::fits(c, bulk.len()));
         self.bulk = bulk;
         self
     }
@@ -429,6 +445,7 @@ async fn handle_one(
                     opcode,
                     body: msg.body,
                     bulk,
+                    bulk_crcs: None,
                     peer,
                     export: export.as_ref().map(|(id, _)| *id),
                     client: export.map(|(_, uuid)| uuid),
@@ -447,6 +464,7 @@ async fn handle_one(
                 opcode,
                 body: msg.body,
                 bulk: msg.bulk,
+                bulk_crcs: msg.bulk_crcs,
                 peer,
                 export: export.as_ref().map(|(id, _)| *id),
                 client: export.map(|(_, uuid)| uuid),
@@ -485,6 +503,7 @@ pub(crate) fn reply_to(
                 header,
                 body: resp.body,
                 bulk: resp.bulk,
+                bulk_crcs: resp.bulk_crcs,
             }
         }
         Err(e) => {
@@ -496,6 +515,7 @@ pub(crate) fn reply_to(
                 header,
                 body,
                 bulk: Bytes::new(),
+                bulk_crcs: None,
             }
         }
     }

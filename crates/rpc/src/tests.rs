@@ -586,6 +586,7 @@ impl Raw {
             header,
             body,
             bulk: Bytes::new(),
+            bulk_crcs: None,
         };
         self.conn.sender.send(msg).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(5), self.conn.receiver.recv())
@@ -688,6 +689,7 @@ impl Service for CallsBack {
         Ok(Response {
             body: rep.body,
             bulk: Bytes::new(),
+            bulk_crcs: None,
             transno: 0,
         })
     }
@@ -708,6 +710,7 @@ impl crate::CallbackHandler for Answers {
         Ok(Response {
             body: req.body,
             bulk: Bytes::new(),
+            bulk_crcs: None,
             transno: 0,
         })
     }
@@ -882,6 +885,7 @@ impl Service for Journal {
             return Ok(Response {
                 body: r.reply.clone(),
                 bulk: Bytes::new(),
+                bulk_crcs: None,
                 transno: r.transno,
             });
         }

@@ -1,6 +1,8 @@
 //! TCP transport: one stream per connection, frames as described in `sheen_wire::frame`.
 //! Bulk data is read straight into one buffer per message and handed up as `Bytes`; on send,
-//! bulk `Bytes` are written from where they lie, without copying.
+//! bulk `Bytes` are written from where they lie, without copying. A received bulk's frames
+//! are checked through the crc32c of each 4 KiB piece (`sheen_wire::piece_crc`), which go up
+//! with it; a sent bulk's frame crcs come from the pieces' crcs when the message has them.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -9,6 +11,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sheen_wire::frame::{BULK_HEADER_BYTES, MSG_HEADER_BYTES};
 use sheen_wire::limits::BULK_FRAME_BYTES;
+use sheen_wire::piece_crc::{self, PIECE_BYTES};
 use sheen_wire::{BulkFrameHeader, Message, MsgHeader, Nid};
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -93,14 +96,25 @@ impl MsgSender for TcpSender {
         head.extend_from_slice(&header.encode());
         head.extend_from_slice(&msg.body);
         // The whole message goes out in one gathered write where the socket takes it.
-        let frames = msg.bulk.len().div_ceil(BULK_FRAME_BYTES as usize);
+        let total = msg.bulk.len();
+        let frames = total.div_ceil(BULK_FRAME_BYTES as usize);
+        let crcs = msg.bulk_crcs.as_deref();
         let mut pieces = Vec::with_capacity(frames);
         let mut rest = msg.bulk;
+        let mut at = 0;
         while !rest.is_empty() {
             let n = rest.len().min(BULK_FRAME_BYTES as usize);
             let piece = rest.split_to(n);
-            let bh = BulkFrameHeader::for_data(header.xid, &piece).encode();
-            pieces.push((bh, piece));
+            let crc = crcs
+                .and_then(|c| piece_crc::range(c, total, at, at + n))
+                .unwrap_or_else(|| crc32c::crc32c(&piece));
+            let bh = BulkFrameHeader {
+                xid: header.xid,
+                len: u32::try_from(n).unwrap_or(u32::MAX),
+                crc,
+            };
+            pieces.push((bh.encode(), piece));
+            at += n;
         }
         let mut slices = Vec::with_capacity(1 + 2 * pieces.len());
         slices.push(IoSlice::new(&head));
@@ -132,6 +146,7 @@ impl MsgReceiver for TcpReceiver {
         let mut body = BytesMut::zeroed(header.body_len as usize);
         self.r.read_exact(&mut body).await?;
         header.check_body(&body)?;
+        let mut crcs: Option<Vec<u32>> = None;
         let bulk = if header.bulk_len == 0 {
             Bytes::new()
         } else {
@@ -140,6 +155,7 @@ impl MsgReceiver for TcpReceiver {
             // Filled straight from the socket, frame by frame, without zeroing it first, in
             // a buffer used again once the bulk is dropped.
             let mut buf = pool::take(total as usize);
+            crcs = Some(Vec::with_capacity((total as usize).div_ceil(PIECE_BYTES)));
             while (buf.len() as u64) < total {
                 let mut bh = [0u8; BULK_HEADER_BYTES];
                 self.r.read_exact(&mut bh).await?;
@@ -152,14 +168,34 @@ impl MsgReceiver for TcpReceiver {
                         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
                     }
                 }
-                fh.check(&buf.as_ref()[start..end])?;
+                let frame = &buf.as_ref()[start..end];
+                match crcs.as_mut().filter(|_| start.is_multiple_of(PIECE_BYTES)) {
+                    // The frame's crc from its pieces': one pass over the bytes, which
+                    // leaves the pieces' crcs for whoever stores or checks them next.
+                    Some(list) => {
+                        let mine = piece_crc::pieces(frame);
+                        let computed = piece_crc::range(&mine, frame.len(), 0, frame.len());
+                        fh.check_crc(computed.unwrap_or_else(|| crc32c::crc32c(frame)))?;
+                        list.extend(mine);
+                    }
+                    // A frame that starts inside a piece (not from a Sheen sender): checked
+                    // whole, and no pieces from here on.
+                    None => {
+                        fh.check(frame)?;
+                        crcs = None;
+                    }
+                }
             }
             buf.freeze()
         };
+        let bulk_crcs = crcs
+            .filter(|c| piece_crc::fits(c, bulk.len()))
+            .map(Into::into);
         Ok(Message {
             header,
             body: body.freeze(),
             bulk,
+            bulk_crcs,
         })
     }
 }
@@ -191,6 +227,7 @@ mod tests {
             header: MsgHeader::request(4, 9, NO_TARGET),
             body: Bytes::from_static(b"body"),
             bulk: bulk.clone(),
+            bulk_crcs: None,
         };
         c.sender.send(msg).await.unwrap();
         let got = s.receiver.recv().await.unwrap();
@@ -201,6 +238,41 @@ mod tests {
         assert!(matches!(
             s.receiver.recv().await,
             Err(TransportError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn piece_crcs_go_both_ways_and_wrong_ones_are_caught() {
+        let (mut c, mut s) = pair().await;
+        let bulk: Bytes = (0..(2 * BULK_FRAME_BYTES as usize + 5000))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let crcs: std::sync::Arc<[u32]> = piece_crc::pieces(&bulk).into();
+        let msg = Message {
+            header: MsgHeader::request(4, 11, NO_TARGET),
+            body: Bytes::new(),
+            bulk: bulk.clone(),
+            bulk_crcs: Some(crcs.clone()),
+        };
+        c.sender.send(msg).await.unwrap();
+        let got = s.receiver.recv().await.unwrap();
+        assert_eq!(got.bulk, bulk);
+        assert_eq!(got.bulk_crcs.as_deref(), Some(&crcs[..]), "pieces recorded");
+        // The frames' crcs come from the crcs given: wrong ones are caught by the receiver.
+        let mut wrong = crcs.to_vec();
+        wrong[300] ^= 1;
+        let msg = Message {
+            header: MsgHeader::request(4, 12, NO_TARGET),
+            body: Bytes::new(),
+            bulk,
+            bulk_crcs: Some(wrong.into()),
+        };
+        c.sender.send(msg).await.unwrap();
+        assert!(matches!(
+            s.receiver.recv().await,
+            Err(TransportError::Frame(
+                sheen_wire::FrameError::BulkChecksum { .. }
+            ))
         ));
     }
 
@@ -235,6 +307,7 @@ mod tests {
             header: MsgHeader::request(400, 2, NO_TARGET),
             body: Bytes::new(),
             bulk: Bytes::new(),
+            bulk_crcs: None,
         };
         c.sender.send(msg).await.unwrap();
         assert_eq!(s.receiver.recv().await.unwrap().header.opcode, 400);

@@ -256,7 +256,11 @@ impl BulkFrameHeader {
     }
 
     pub fn check(&self, data: &[u8]) -> Result<(), FrameError> {
-        let computed = crc32c::crc32c(data);
+        self.check_crc(crc32c::crc32c(data))
+    }
+
+    /// Checks the frame against the crc32c of its data, summed by the caller.
+    pub fn check_crc(&self, computed: u32) -> Result<(), FrameError> {
         if computed != self.crc {
             return Err(FrameError::BulkChecksum {
                 stored: self.crc,

@@ -18,6 +18,7 @@ pub mod limits;
 pub mod msg;
 pub mod nid;
 pub mod opcode;
+pub mod piece_crc;
 
 pub use body::{decode, encode, DecodeError, WireDecode, WireEncode};
 pub use errno::Errno;
@@ -35,4 +36,8 @@ pub struct Message {
     pub header: MsgHeader,
     pub body: bytes::Bytes,
     pub bulk: bytes::Bytes,
+    /// The crc32c of each 4 KiB piece of `bulk` ([`piece_crc`]), where whoever made or
+    /// received the message had them: a transport derives the bulk frames' crcs from them
+    /// when it sends, and records them when it receives.
+    pub bulk_crcs: Option<std::sync::Arc<[u32]>>,
 }

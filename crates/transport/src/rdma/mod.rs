@@ -600,7 +600,12 @@ impl MsgReceiver for RdmaReceiver {
             let count = std::mem::take(&mut self.consumed);
             shared.write(&[&Ctrl::Credit { count }.encode()]).await?;
         }
-        Ok(Message { header, body, bulk })
+        Ok(Message {
+            header,
+            body,
+            bulk,
+            bulk_crcs: None,
+        })
     }
 }
 

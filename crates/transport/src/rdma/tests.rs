@@ -27,6 +27,7 @@ fn message(xid: u64, bulk: Bytes) -> Message {
         header: MsgHeader::request(4, xid, NO_TARGET),
         body: Bytes::from(format!("body {xid}")),
         bulk,
+        bulk_crcs: None,
     }
 }
 
