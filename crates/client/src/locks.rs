@@ -134,9 +134,13 @@ pub(crate) struct Locks {
 
 /// Cancels of LRU victims, sent in batches: while one batch is on the wire the next
 /// gathers, so a steady stream of new locks (a listing, a stat of every file of a large
-/// directory) costs one LDLM_CANCEL per batch instead of one per lock.
+/// directory) costs one LDLM_CANCEL per batch instead of one per lock. The victims' caches
+/// are dropped in batches too: one trip to a blocking thread per batch, not one per lock.
 #[derive(Default)]
 struct LruCancels {
+    /// Locks pushed out of the LRU whose caches are still to be dropped.
+    victims: HashMap<Target, Vec<LockHandle>>,
+    /// Locks dropped here, to cancel at their server.
     pending: HashMap<Target, Vec<LockHandle>>,
     /// A task is sending them.
     sending: bool,
@@ -577,30 +581,44 @@ impl Locks {
             }
         };
         for handle in due {
-            let me = Arc::clone(self);
+            if handle != held.handle {
+                // Pushed out of the LRU: dropped and cancelled in batches.
+                self.queue_lru_victim(held.target, handle);
+                continue;
+            }
             // The lock just released was called back while in use: its server is waiting.
-            // The others were pushed out of the LRU: their cancels go in batches.
-            let urgent = handle == held.handle;
+            let me = Arc::clone(self);
             tokio::spawn(async move {
                 if me.invalidate_and_drop(held.target, handle).await {
-                    if urgent {
-                        me.send_cancel(held.target, handle).await;
-                    } else {
-                        me.queue_lru_cancel(held.target, handle);
-                    }
+                    me.send_cancel(held.target, handle).await;
                 }
             });
         }
     }
 
+    /// Queues an LRU victim, whose caches are still to be dropped; starts a sender unless
+    /// one is running.
+    fn queue_lru_victim(self: &Arc<Self>, target: Target, handle: LockHandle) {
+        self.queue_lru(target, handle, true);
+    }
+
     /// Queues the cancel of an LRU victim already dropped here; starts a sender unless one
     /// is running.
     fn queue_lru_cancel(self: &Arc<Self>, target: Target, handle: LockHandle) {
+        self.queue_lru(target, handle, false);
+    }
+
+    fn queue_lru(self: &Arc<Self>, target: Target, handle: LockHandle, victim: bool) {
         // Outside a runtime (a caller polling by hand) the cancel waits for the next sender.
         let runtime = tokio::runtime::Handle::try_current().ok();
         let start = {
             let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
-            q.pending.entry(target).or_default().push(handle);
+            let list = if victim {
+                &mut q.victims
+            } else {
+                &mut q.pending
+            };
+            list.entry(target).or_default().push(handle);
             runtime.is_some() && !std::mem::replace(&mut q.sending, true)
         };
         if let (true, Some(runtime)) = (start, runtime) {
@@ -609,17 +627,29 @@ impl Locks {
         }
     }
 
-    /// Sends the queued LRU cancels, one LDLM_CANCEL per target and batch, until none wait.
+    /// Drops the queued LRU victims' caches and sends the queued LRU cancels, one trip to a
+    /// blocking thread and one LDLM_CANCEL per target and batch, until none wait.
     async fn send_lru_cancels(&self) {
         loop {
-            let batch = {
+            let (victims, batch) = {
                 let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
-                if q.pending.is_empty() {
+                if q.pending.is_empty() && q.victims.is_empty() {
                     q.sending = false;
                     return;
                 }
-                std::mem::take(&mut q.pending)
+                (
+                    std::mem::take(&mut q.victims),
+                    std::mem::take(&mut q.pending),
+                )
             };
+            for (target, handles) in victims {
+                for chunk in handles.chunks(LRU_CANCEL_BATCH) {
+                    let dropped = self.drop_victims(target, chunk).await;
+                    if !dropped.is_empty() {
+                        self.send_cancels(target, dropped).await;
+                    }
+                }
+            }
             for (target, handles) in batch {
                 for chunk in handles.chunks(LRU_CANCEL_BATCH) {
                     self.send_cancels(target, chunk.to_vec()).await;
@@ -665,6 +695,35 @@ impl Locks {
         }
     }
 
+    /// Drops the caches under LRU victims of `target`, all in one trip to a blocking
+    /// thread, and forgets them here; the ones that were still known (to cancel).
+    async fn drop_victims(&self, target: Target, handles: &[LockHandle]) -> Vec<LockHandle> {
+        let whats: Vec<Invalidation> = {
+            let st = self.state();
+            handles
+                .iter()
+                .filter_map(|h| st.caches.get(&target).and_then(|c| c.desc(*h)))
+                .map(|desc| Self::what_to_drop(&st, target, &desc))
+                .filter(|w| !matches!(w, Invalidation::Nothing))
+                .collect()
+        };
+        if let (false, Some(inv)) = (whats.is_empty(), self.invalidator.get().cloned()) {
+            let task = tokio::task::spawn_blocking(move || {
+                for what in whats {
+                    run_drop(&*inv, what);
+                }
+            });
+            if tokio::time::timeout(INVALIDATE_WAIT, task).await.is_err() {
+                warn!("cache invalidation still waiting; cancelling the locks anyway");
+            }
+        }
+        handles
+            .iter()
+            .copied()
+            .filter(|h| self.forget(target, *h))
+            .collect()
+    }
+
     /// Drops the cache under a lock and forgets the lock here; whether it was still known
     /// (and so is to be cancelled at its server).
     async fn invalidate_and_drop(&self, target: Target, handle: LockHandle) -> bool {
@@ -676,30 +735,34 @@ impl Locks {
             }
         };
         self.invalidate(what).await;
-        {
-            let mut st = self.state();
-            let cache = st.caches.get_mut(&target);
-            let (desc, lookup_left) = match cache {
-                Some(c) => {
-                    let desc = c.remove(handle);
-                    // Names recorded since `what` was taken stay with another LOOKUP lock
-                    // on the inode (a listing may have handed one to the kernel under it).
-                    let left = desc.is_some_and(|d| {
-                        c.locks_on(&d.resource)
-                            .iter()
-                            .any(|(_, o)| ibits_of(o) & ibits::LOOKUP != 0)
-                    });
-                    (desc, left)
-                }
-                None => (None, false),
-            };
-            if let (Target::Mdt(_), Some(d)) = (target, desc) {
-                if ibits_of(&d) & ibits::LOOKUP != 0 && !lookup_left {
-                    st.names.remove(&resource_fid(&d.resource));
-                }
+        self.forget(target, handle)
+    }
+
+    /// Forgets a lock whose cache was dropped, and the names recorded under it unless
+    /// another LOOKUP lock on the inode keeps them; whether it was still known.
+    fn forget(&self, target: Target, handle: LockHandle) -> bool {
+        let mut st = self.state();
+        let cache = st.caches.get_mut(&target);
+        let (desc, lookup_left) = match cache {
+            Some(c) => {
+                let desc = c.remove(handle);
+                // Names recorded since `what` was taken stay with another LOOKUP lock
+                // on the inode (a listing may have handed one to the kernel under it).
+                let left = desc.is_some_and(|d| {
+                    c.locks_on(&d.resource)
+                        .iter()
+                        .any(|(_, o)| ibits_of(o) & ibits::LOOKUP != 0)
+                });
+                (desc, left)
             }
-            desc.is_some()
+            None => (None, false),
+        };
+        if let (Target::Mdt(_), Some(d)) = (target, desc) {
+            if ibits_of(&d) & ibits::LOOKUP != 0 && !lookup_left {
+                st.names.remove(&resource_fid(&d.resource));
+            }
         }
+        desc.is_some()
     }
 
     async fn send_cancel(&self, target: Target, handle: LockHandle) {
@@ -1069,6 +1132,8 @@ mod tests {
         let (import, counter, stop) = cancel_server().await;
         let locks = Locks::new();
         locks.set_imports(HashMap::from([(Target::Mdt(MDT), import)]));
+        let drops = Arc::new(DropCounter::default());
+        locks.set_invalidator(drops.clone());
         let keep = 2;
         let victims = {
             let mut st = locks.state();
@@ -1084,7 +1149,7 @@ mod tests {
         }
         let want = usize::try_from(n).unwrap() - keep;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while counter.handles.load(SeqCst) < want {
+        while counter.handles.load(SeqCst) < want || drops.0.load(SeqCst) < want {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "cancels not all sent"
@@ -1092,6 +1157,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(counter.handles.load(SeqCst), want);
+        // Each victim's attributes were dropped from the kernel before its cancel.
+        assert_eq!(drops.0.load(SeqCst), want);
         let requests = counter.requests.load(SeqCst);
         assert!(
             requests < want / 4,
