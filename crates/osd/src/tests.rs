@@ -1630,24 +1630,14 @@ fn finish_read_data(
     osd: &Osd,
     pending: crate::PendingRead<'_>,
 ) -> Result<crate::ReadData, OsdError> {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
     let fd = osd.read_event_fd().expect("started reads need a read ring");
-    let mut pending = std::pin::pin!(pending);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = pending.as_mut().poll(&mut cx) {
-            return out;
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one pollfd on the stack.
-        unsafe { libc::poll(&mut pfd, 1, 1000) };
-        osd.reap_reads();
-    }
+    crate::dev::uring_reads::block_on_reaping(
+        fd,
+        || {
+            osd.reap_reads();
+        },
+        pending,
+    )
 }
 
 #[test]

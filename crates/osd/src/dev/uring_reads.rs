@@ -393,28 +393,40 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// For tests: runs `fut` to completion on this thread, calling `reap` whenever `event_fd`
+/// (a read ring's) becomes readable.
+#[cfg(test)]
+pub(crate) fn block_on_reaping<F: Future>(event_fd: RawFd, reap: impl Fn(), fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        let mut pfd = libc::pollfd {
+            fd: event_fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack.
+        unsafe { libc::poll(&mut pfd, 1, 1000) };
+        reap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
 
-    /// Runs `fut` to completion on this thread, reaping whenever the eventfd fires.
-    pub(crate) fn block_on<F: Future>(ring: &ReadRing, fut: F) -> F::Output {
-        let mut fut = std::pin::pin!(fut);
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                return out;
-            }
-            let mut pfd = libc::pollfd {
-                fd: ring.event_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd on the stack.
-            unsafe { libc::poll(&mut pfd, 1, 1000) };
-            ring.reap();
-        }
+    fn block_on<F: Future>(ring: &ReadRing, fut: F) -> F::Output {
+        block_on_reaping(
+            ring.event_fd(),
+            || {
+                ring.reap();
+            },
+            fut,
+        )
     }
 
     fn temp_file(len: usize) -> std::fs::File {
