@@ -34,9 +34,10 @@ struct Args {
     /// Size of block files created when missing (K, M, G suffixes).
     #[arg(long, default_value = "1GiB", value_parser = sheen_daemon::parse_size)]
     ost_size: u64,
-    /// Reads up to this size may run on the thread that received them, one at a time,
-    /// instead of going to the I/O threads: lower latency on SSDs and NVMe (K, M suffixes;
-    /// 0 for disks that seek, where a read takes milliseconds).
+    /// Reads the OST's read ring cannot take (the pread engine, a write holding the range,
+    /// a full ring) up to this size may run on the thread that received them, one at a
+    /// time, instead of going to the I/O threads: lower latency on SSDs and NVMe (K, M
+    /// suffixes; 0 for disks that seek, where a read takes milliseconds).
     #[arg(long, default_value = "64K", value_parser = parse_inline_read_max)]
     inline_read_max: u32,
 }
