@@ -373,27 +373,41 @@ impl Osd {
         if len > MAX_IO_BYTES {
             return Err(OsdError::Invalid("read longer than MAX_IO_BYTES"));
         }
+        let (b0, b1) = read_blocks(offset, len);
+        let _range = self.ranges.lock(oid, b0, b1, Mode::Shared);
+        let Some(mut plan) = self.plan_read(oid, offset, len)? else {
+            return Ok(Bytes::new());
+        };
+        self.fetch(oid, plan.b0, &plan.runs, &mut plan.buf)?;
+        Ok(Bytes::from_owner(plan.buf).slice(plan.start..plan.stop))
+    }
+
+    /// What a read needs once its block range is held: the object's runs over the bytes
+    /// that exist, a buffer for their blocks (the unmapped ones zeroed), and where the bytes
+    /// asked for lie in it; `None` when nothing is there to read.
+    fn plan_read(&self, oid: ObjId, offset: u64, len: u32) -> Result<Option<ReadPlan>, OsdError> {
         let req_end = offset.saturating_add(u64::from(len));
         let b0 = offset / BLOCK_BYTES_U64;
-        let _range = self
-            .ranges
-            .lock(oid, b0, blocks_for(req_end).max(b0 + 1), Mode::Shared);
         let (end, runs) = {
             let idx = read(&self.index);
             let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
             let end = req_end.min(obj.size);
             if end <= offset {
-                return Ok(Bytes::new());
+                return Ok(None);
             }
             (end, obj.map.lookup(b0, blocks_for(end)))
         };
         let n_blocks = blocks_for(end) - b0;
         let mut buf = AlignedBuf::stale(usize_of(n_blocks * BLOCK_BYTES_U64));
         zero_unread(&mut buf, b0, &runs);
-        self.fetch(oid, b0, &runs, &mut buf)?;
         let start = usize_of(offset - b0 * BLOCK_BYTES_U64);
-        let stop = start + usize_of(end - offset);
-        Ok(Bytes::from_owner(buf).slice(start..stop))
+        Ok(Some(ReadPlan {
+            b0,
+            runs,
+            buf,
+            start,
+            stop: start + usize_of(end - offset),
+        }))
     }
 
     /// Starts the read [`Osd::read`] does without blocking the calling thread: the I/O is
@@ -416,28 +430,20 @@ impl Osd {
         if len > ASYNC_READ_MAX_BYTES {
             return Ok(None);
         }
-        let req_end = offset.saturating_add(u64::from(len));
-        let b0 = offset / BLOCK_BYTES_U64;
-        let Some(range) =
-            self.ranges
-                .try_lock(oid, b0, blocks_for(req_end).max(b0 + 1), Mode::Shared)
-        else {
+        let (b0, b1) = read_blocks(offset, len);
+        let Some(range) = self.ranges.try_lock(oid, b0, b1, Mode::Shared) else {
             return Ok(None);
         };
-        let (end, runs) = {
-            let idx = read(&self.index);
-            let obj = idx.objects.get(&oid).ok_or(OsdError::NotFound(oid))?;
-            let end = req_end.min(obj.size);
-            if end <= offset {
-                return Ok(Some(PendingRead::ready(Ok(Bytes::new()))));
-            }
-            (end, obj.map.lookup(b0, blocks_for(end)))
+        let Some(ReadPlan {
+            b0,
+            runs,
+            buf,
+            start,
+            stop,
+        }) = self.plan_read(oid, offset, len)?
+        else {
+            return Ok(Some(PendingRead::ready(Ok(Bytes::new()))));
         };
-        let n_blocks = blocks_for(end) - b0;
-        let mut buf = AlignedBuf::stale(usize_of(n_blocks * BLOCK_BYTES_U64));
-        zero_unread(&mut buf, b0, &runs);
-        let start = usize_of(offset - b0 * BLOCK_BYTES_U64);
-        let stop = start + usize_of(end - offset);
         let runs: Vec<MappedRun> = runs.into_iter().filter(|r| !r.prealloc).collect();
         if runs.is_empty() {
             return Ok(Some(PendingRead::ready(Ok(
@@ -1118,6 +1124,24 @@ struct Place {
 pub struct ReadData {
     pub data: Bytes,
     pub piece_crcs: Option<Vec<u32>>,
+}
+
+/// [`Osd::plan_read`]'s answer.
+struct ReadPlan {
+    b0: u64,
+    runs: Vec<MappedRun>,
+    buf: AlignedBuf,
+    start: usize,
+    stop: usize,
+}
+
+/// The blocks a read of `len` bytes at `offset` locks: at least the one `offset` is in.
+fn read_blocks(offset: u64, len: u32) -> (u64, u64) {
+    let b0 = offset / BLOCK_BYTES_U64;
+    (
+        b0,
+        blocks_for(offset.saturating_add(u64::from(len))).max(b0 + 1),
+    )
 }
 
 /// A read started by [`Osd::start_read`]: resolves to [`ReadData`].
