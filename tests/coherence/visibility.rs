@@ -480,6 +480,16 @@ fn names_a_client_knows_absent_follow_changes_elsewhere() {
 }
 
 #[test]
+fn names_a_client_knows_absent_in_a_large_directory_follow_changes_elsewhere() {
+    run(
+        "names_a_client_knows_absent_in_a_large_directory_follow_changes_elsewhere",
+        LIMIT,
+        Logs::Clean,
+        absent_names_in_a_large_directory_follow_changes,
+    );
+}
+
+#[test]
 fn what_a_client_read_follows_changes_elsewhere() {
     run(
         "what_a_client_read_follows_changes_elsewhere",
@@ -666,6 +676,52 @@ fn absent_names_follow_changes(env: &Env) {
         });
         checks.finish(&format!("right after B made known{i}/{name}"));
     }
+}
+
+/// Past the names a client keeps exactly, A knows its directory's names through Bloom
+/// filters: they must hide no name it made, answer for one it unlinked only through the
+/// MDS, and be forgotten like exact names when B changes the directory.
+fn absent_names_in_a_large_directory_follow_changes(env: &Env) {
+    let files = sheen_client::limits::DIR_NAMES_EXACT_MAX + 100;
+    let dir_a = env.a.join("large");
+    let dir_b = env.b.join("large");
+    fs::create_dir(&dir_a).expect("mkdir on A");
+    for i in 0..files {
+        File::create(dir_a.join(format!("f{i}"))).expect("create on A");
+    }
+    fs::remove_file(dir_a.join("f2")).expect("unlink f2 on A");
+    let last = format!("f{}", files - 1);
+    let mut checks = Checks::default();
+    checks.gone(
+        "f2 after A unlinked it, on A",
+        fs::metadata(dir_a.join("f2")),
+    );
+    checks.gone(
+        "b-file before B made it, on A",
+        fs::metadata(dir_a.join("b-file")),
+    );
+    checks.expect(fs::metadata(dir_a.join(&last)).is_ok(), || {
+        format!("{last}, the last name A created, is not seen on A")
+    });
+    checks.finish(&format!("after A made {files} files and unlinked one"));
+
+    File::create(dir_b.join("b-file")).expect("create b-file on B");
+    File::create(dir_b.join("f2")).expect("create f2 on B");
+    let mut checks = Checks::default();
+    for name in ["b-file", "f2"] {
+        checks.expect(fs::metadata(dir_a.join(name)).is_ok(), || {
+            format!("{name}, made on B, is not seen on A")
+        });
+        let excl = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir_a.join(name));
+        checks.expect(
+            matches!(&excl, Err(e) if e.kind() == io::ErrorKind::AlreadyExists),
+            || format!("exclusive create of {name} on A after B made it: {excl:?}"),
+        );
+    }
+    checks.finish("right after B made b-file and f2 in A's large directory");
 }
 
 /// The xattr holding a file's capabilities.

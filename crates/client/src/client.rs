@@ -421,6 +421,20 @@ fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_,
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// `drops` less the invalidation of the dentry `name` in `parent`.
+fn without_entry(drops: Vec<Invalidation>, parent: Fid, name: &[u8]) -> Vec<Invalidation> {
+    drops
+        .into_iter()
+        .filter_map(|d| match d {
+            Invalidation::Entries(mut names) => {
+                names.retain(|(p, n)| !(*p == parent && n == name));
+                (!names.is_empty()).then_some(Invalidation::Entries(names))
+            }
+            other => Some(other),
+        })
+        .collect()
+}
+
 /// The directory whose names a change adds to or removes from, and how; `None` for changes
 /// whose reply does not carry the directory's versions (a link or rename cancels the
 /// directory's lock, and with it what this client knew of its names).
@@ -658,6 +672,13 @@ impl Client {
                 reint: req.clone(),
             };
             self.mds(Opcode::MdsReintCancel, &rc).await
+        };
+        let drops = match (&reply, req) {
+            // A kernel whose unlink or rmdir succeeded deletes that dentry itself.
+            (Ok(_), ReintReq::Unlink { parent, name } | ReintReq::Rmdir { parent, name }) => {
+                without_entry(drops, *parent, name)
+            }
+            _ => drops,
         };
         self.inner.locks.drop_later(drops);
         let reply: ReintReply = reply?;

@@ -8,8 +8,14 @@
 //! which forgets the names; a change of its own cancels the lock too, and the names come
 //! back with the reply only when the directory was at the version they were known at, so
 //! a change from elsewhere that slipped in between is never missed.
+//!
+//! A small directory's names are kept exactly. Past [`limits::DIR_NAMES_EXACT_MAX`] they go
+//! into Bloom filters ([`NameFilter`]), about 10 bits a name: a filter may say a name is
+//! there when it is not (that lookup then asks the MDS), never the reverse, so a directory
+//! of a million files still answers the lookups before its creates, in a few MiB.
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use sheen_wire::DirVersion;
 
@@ -19,7 +25,15 @@ use crate::limits;
 #[derive(Debug)]
 pub(crate) struct DirNames {
     version: u64,
-    names: HashSet<Vec<u8>>,
+    names: Names,
+}
+
+#[derive(Debug)]
+enum Names {
+    /// Every name.
+    Exact(HashSet<Vec<u8>>),
+    /// Every name, and maybe some that are not (removed ones, false positives).
+    Filtered(NameFilter),
 }
 
 /// What a change of this client does to the names of the directory it changes.
@@ -34,7 +48,7 @@ impl DirNames {
     pub(crate) fn empty(version: u64) -> DirNames {
         DirNames {
             version,
-            names: HashSet::new(),
+            names: Names::Exact(HashSet::new()),
         }
     }
 
@@ -45,24 +59,132 @@ impl DirNames {
         if moved.before != self.version || moved.after <= moved.before {
             return None;
         }
-        match change {
-            NameChange::Add(name) => {
-                if self.names.len() >= limits::DIR_NAMES_MAX {
+        match (&mut self.names, change) {
+            (Names::Exact(names), NameChange::Add(name)) => {
+                if names.len() < limits::DIR_NAMES_EXACT_MAX {
+                    names.insert(name.to_vec());
+                } else {
+                    let mut filter = NameFilter::with_capacity(2 * limits::DIR_NAMES_EXACT_MAX);
+                    for n in names.iter() {
+                        filter.insert(n);
+                    }
+                    filter.insert(name);
+                    self.names = Names::Filtered(filter);
+                }
+            }
+            (Names::Exact(names), NameChange::Remove(name)) => {
+                names.remove(name);
+            }
+            (Names::Filtered(filter), NameChange::Add(name)) => {
+                if filter.inserted >= limits::DIR_NAMES_MAX {
                     return None;
                 }
-                self.names.insert(name.to_vec());
+                filter.insert(name);
             }
-            NameChange::Remove(name) => {
-                self.names.remove(name);
-            }
+            // A filter cannot take a name out: it may still say the name is there.
+            (Names::Filtered(_), NameChange::Remove(_)) => {}
         }
         self.version = moved.after;
         Some(self)
     }
 
-    /// Whether the directory has entry `name`.
+    /// Whether the directory may have entry `name`: `false` only when it has not.
     pub(crate) fn has(&self, name: &[u8]) -> bool {
-        self.names.contains(name)
+        match &self.names {
+            Names::Exact(names) => names.contains(name),
+            Names::Filtered(filter) => filter.may_contain(name),
+        }
+    }
+}
+
+/// Bits per name of a filter at capacity, and probes per name: about 0.8% false positives.
+const FILTER_BITS_PER_NAME: usize = 10;
+const FILTER_PROBES: u64 = 7;
+
+/// Bloom filters in stages that double in size (a scalable Bloom filter): a name goes into
+/// the newest stage, and a new stage starts when it holds its capacity, so the rate of
+/// false positives stays near each stage's.
+#[derive(Debug)]
+pub(crate) struct NameFilter {
+    stages: Vec<Stage>,
+    /// Names inserted over all stages.
+    inserted: usize,
+}
+
+#[derive(Debug)]
+struct Stage {
+    bits: Vec<u64>,
+    capacity: usize,
+    len: usize,
+}
+
+impl Stage {
+    fn new(capacity: usize) -> Stage {
+        let words = (capacity * FILTER_BITS_PER_NAME).div_ceil(64).max(1);
+        Stage {
+            bits: vec![0; words],
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// The bit positions of a name: double hashing over two independent 64-bit hashes.
+    fn probes(&self, (h1, h2): (u64, u64)) -> impl Iterator<Item = usize> {
+        let m = (self.bits.len() * 64) as u64;
+        (0..FILTER_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
+    }
+
+    fn insert(&mut self, h: (u64, u64)) {
+        let m = (self.bits.len() * 64) as u64;
+        for i in 0..FILTER_PROBES {
+            let b = (h.0.wrapping_add(i.wrapping_mul(h.1)) % m) as usize;
+            self.bits[b / 64] |= 1 << (b % 64);
+        }
+        self.len += 1;
+    }
+
+    fn may_contain(&self, h: (u64, u64)) -> bool {
+        self.probes(h)
+            .all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
+
+/// Two independent hashes of a name (SipHash with fixed keys, so runs are reproducible);
+/// the second is odd, so that its multiples cover every bit of a stage.
+fn hashes(name: &[u8]) -> (u64, u64) {
+    let hash = |seed: u64| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seed.hash(&mut h);
+        name.hash(&mut h);
+        h.finish()
+    };
+    (hash(0), hash(1) | 1)
+}
+
+impl NameFilter {
+    fn with_capacity(capacity: usize) -> NameFilter {
+        NameFilter {
+            stages: vec![Stage::new(capacity)],
+            inserted: 0,
+        }
+    }
+
+    fn insert(&mut self, name: &[u8]) {
+        let h = hashes(name);
+        let full = self.stages.last().is_none_or(|s| s.len >= s.capacity);
+        if full {
+            let capacity = self.stages.last().map_or(1024, |s| 2 * s.capacity);
+            self.stages.push(Stage::new(capacity));
+        }
+        if let Some(stage) = self.stages.last_mut() {
+            stage.insert(h);
+        }
+        self.inserted += 1;
+    }
+
+    fn may_contain(&self, name: &[u8]) -> bool {
+        let h = hashes(name);
+        self.stages.iter().any(|s| s.may_contain(h))
     }
 }
 
@@ -98,18 +220,60 @@ mod tests {
         assert!(d.after(NameChange::Add(b"b"), moved(10, 10)).is_none());
     }
 
-    #[test]
-    fn too_many_names_are_forgotten() {
+    /// A directory of `n` names `f0`.. made at version 1, one change each.
+    fn made(n: u64) -> DirNames {
         let mut d = DirNames::empty(1);
-        for i in 0..limits::DIR_NAMES_MAX as u64 {
+        for i in 0..n {
             let name = format!("f{i}");
             d = d
                 .after(NameChange::Add(name.as_bytes()), moved(i + 1, i + 2))
                 .unwrap();
         }
-        let last = limits::DIR_NAMES_MAX as u64 + 1;
+        d
+    }
+
+    #[test]
+    fn too_many_names_are_forgotten() {
+        let n = limits::DIR_NAMES_MAX as u64;
+        let d = made(n);
         assert!(d
-            .after(NameChange::Add(b"one-more"), moved(last, last + 1))
+            .after(NameChange::Add(b"one-more"), moved(n + 1, n + 2))
             .is_none());
+    }
+
+    #[test]
+    fn past_the_exact_limit_no_name_is_missed_and_few_absent_ones_seem_there() {
+        let n = 100_000;
+        let d = made(n);
+        assert!(matches!(d.names, Names::Filtered(_)));
+        assert!((0..n).all(|i| d.has(format!("f{i}").as_bytes())));
+        let absent = 20_000;
+        let seem_there = (0..absent)
+            .filter(|i| d.has(format!("g{i}").as_bytes()))
+            .count();
+        // About 0.8% per stage when full; the stages together stay within a few percent
+        // (2.5% here, over four stages).
+        assert!(
+            seem_there < absent / 33,
+            "{seem_there} of {absent} absent names seem there"
+        );
+    }
+
+    #[test]
+    fn a_name_removed_from_a_filter_may_still_seem_there() {
+        let exact = made(10);
+        let exact = exact
+            .after(NameChange::Remove(b"f3"), moved(11, 12))
+            .unwrap();
+        assert!(!exact.has(b"f3"), "exact names forget a removed one");
+        let n = limits::DIR_NAMES_EXACT_MAX as u64 + 1;
+        let filtered = made(n)
+            .after(NameChange::Remove(b"f3"), moved(n + 1, n + 2))
+            .unwrap();
+        assert!(
+            filtered.has(b"f3"),
+            "a filter keeps saying maybe: the MDS is asked"
+        );
+        assert!(filtered.has(format!("f{}", n - 1).as_bytes()));
     }
 }

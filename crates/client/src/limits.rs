@@ -21,8 +21,12 @@ pub const UNDER_LOCK_MAX: usize = 1024;
 /// Most directories whose every name the client keeps (for lookups of absent names
 /// answered without the MDS); past it, it forgets them all.
 pub const DIR_NAMES_DIRS_MAX: usize = 32;
-/// Most names the client keeps of one directory; a directory with more is forgotten.
-pub const DIR_NAMES_MAX: usize = 16384;
+/// Most names the client keeps of one directory exactly; past it they go into Bloom filters
+/// (about 10 bits a name, `dir_names.rs`).
+pub const DIR_NAMES_EXACT_MAX: usize = 4096;
+/// Most names the client keeps of one directory (in Bloom filters of at most about 2.6 MB
+/// in all); a directory with more is forgotten.
+pub const DIR_NAMES_MAX: usize = 1 << 20;
 /// Names one statahead batch asks the MDS about (MDS_GETATTR_BATCH).
 pub const STATAHEAD_BATCH: usize = 32;
 /// How far ahead of the last lookup statahead asks, in names of the sequence.

@@ -59,6 +59,10 @@ const MAX_NAMES_PER_INODE: usize = 8;
 
 /// Most locks named in one LDLM_CANCEL of locks pushed out of the LRU.
 const LRU_CANCEL_BATCH: usize = 256;
+/// How long LRU victims gather before they are dropped and cancelled together: a create
+/// loop in a directory past the LRU pushes out a lock or two per file, and without the wait
+/// each file cost a trip to a blocking thread and an LDLM_CANCEL of its own.
+const LRU_CANCEL_GATHER: Duration = Duration::from_millis(10);
 /// Most superseded locks remembered with the lock that took their place (oldest forgotten
 /// first; what was recorded under a forgotten one is then fetched again).
 const SUPERSEDED_MAX: usize = 32768;
@@ -563,10 +567,19 @@ impl Locks {
         (handles, drops)
     }
 
-    /// Drops what the mount caches, in the background (after the caller's request is done).
-    pub(crate) fn drop_later(&self, drops: Vec<Invalidation>) {
-        for d in drops {
-            self.invalidate_later(d);
+    /// Drops what the mount caches, in the background (after the caller's request is done),
+    /// in one trip to a blocking thread.
+    pub(crate) fn drop_later(&self, mut drops: Vec<Invalidation>) {
+        drops.retain(|d| !matches!(d, Invalidation::Nothing));
+        if drops.is_empty() {
+            return;
+        }
+        if let Some(inv) = self.invalidator.get().cloned() {
+            tokio::task::spawn_blocking(move || {
+                for d in drops {
+                    run_drop(&*inv, d);
+                }
+            });
         }
     }
 
@@ -628,9 +641,11 @@ impl Locks {
     }
 
     /// Drops the queued LRU victims' caches and sends the queued LRU cancels, one trip to a
-    /// blocking thread and one LDLM_CANCEL per target and batch, until none wait.
+    /// blocking thread and one LDLM_CANCEL per target and batch, until none wait; each round
+    /// first lets them gather for [`LRU_CANCEL_GATHER`].
     async fn send_lru_cancels(&self) {
         loop {
+            tokio::time::sleep(LRU_CANCEL_GATHER).await;
             let (victims, batch) = {
                 let mut q = self.lru_cancels.lock().unwrap_or_else(|p| p.into_inner());
                 if q.pending.is_empty() && q.victims.is_empty() {
