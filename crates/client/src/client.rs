@@ -693,12 +693,7 @@ impl Client {
             {
                 if changed == dir.fid {
                     if let Some(names) = names.after(how, moved) {
-                        self.dir_names().insert_bounded(
-                            dir.fid,
-                            names,
-                            grant.handle,
-                            limits::DIR_NAMES_DIRS_MAX,
-                        );
+                        self.keep_dir_names(dir.fid, names, grant.handle);
                     }
                 }
             }
@@ -708,6 +703,23 @@ impl Client {
 
     fn dir_names(&self) -> std::sync::MutexGuard<'_, UnderLock<DirNames>> {
         lock_ignoring_poison(&self.inner.dir_names)
+    }
+
+    /// Keeps the names of `dir`, known under `lock`; forgets every directory's first when
+    /// there would be more than [`limits::DIR_NAMES_DIRS_MAX`] of them or they would take
+    /// more than [`limits::DIR_NAMES_BYTES_MAX`].
+    fn keep_dir_names(&self, dir: Fid, names: DirNames, lock: LockHandle) {
+        let mut known = self.dir_names();
+        let others: usize = known
+            .facts
+            .iter()
+            .filter(|(fid, _)| **fid != dir)
+            .map(|(_, (n, _))| n.bytes())
+            .sum();
+        if others + names.bytes() > limits::DIR_NAMES_BYTES_MAX {
+            known.facts.clear();
+        }
+        known.insert_bounded(dir, names, lock, limits::DIR_NAMES_DIRS_MAX);
     }
 
     /// Takes the names of `dir` out, if known under a lock still held.
@@ -1051,12 +1063,7 @@ impl Client {
             let locks = &self.inner.locks;
             locks.add_inode_locks(MDT0_INDEX, attr.fid, None, &reply.locks);
             if let Some(grant) = attr_grant(&reply.locks) {
-                self.dir_names().insert_bounded(
-                    attr.fid,
-                    DirNames::empty(version),
-                    grant.handle,
-                    limits::DIR_NAMES_DIRS_MAX,
-                );
+                self.keep_dir_names(attr.fid, DirNames::empty(version), grant.handle);
             }
         }
         Ok(attr)

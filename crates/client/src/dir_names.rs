@@ -26,6 +26,8 @@ use crate::limits;
 pub(crate) struct DirNames {
     version: u64,
     names: Names,
+    /// About how much memory the names take ([`DirNames::bytes`]).
+    bytes: usize,
 }
 
 #[derive(Debug)]
@@ -49,6 +51,7 @@ impl DirNames {
         DirNames {
             version,
             names: Names::Exact(HashSet::new()),
+            bytes: 0,
         }
     }
 
@@ -62,30 +65,41 @@ impl DirNames {
         match (&mut self.names, change) {
             (Names::Exact(names), NameChange::Add(name)) => {
                 if names.len() < limits::DIR_NAMES_EXACT_MAX {
-                    names.insert(name.to_vec());
+                    if names.insert(name.to_vec()) {
+                        self.bytes += exact_bytes(name);
+                    }
                 } else {
                     let mut filter = NameFilter::with_capacity(2 * limits::DIR_NAMES_EXACT_MAX);
                     for n in names.iter() {
                         filter.insert(n);
                     }
                     filter.insert(name);
+                    self.bytes = filter.bytes();
                     self.names = Names::Filtered(filter);
                 }
             }
             (Names::Exact(names), NameChange::Remove(name)) => {
-                names.remove(name);
+                if names.remove(name) {
+                    self.bytes -= exact_bytes(name);
+                }
             }
             (Names::Filtered(filter), NameChange::Add(name)) => {
                 if filter.inserted >= limits::DIR_NAMES_MAX {
                     return None;
                 }
                 filter.insert(name);
+                self.bytes = filter.bytes();
             }
             // A filter cannot take a name out: it may still say the name is there.
             (Names::Filtered(_), NameChange::Remove(_)) => {}
         }
         self.version = moved.after;
         Some(self)
+    }
+
+    /// About how many bytes of memory the names take.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether the directory may have entry `name`: `false` only when it has not.
@@ -95,6 +109,12 @@ impl DirNames {
             Names::Filtered(filter) => filter.may_contain(name),
         }
     }
+}
+
+/// About what one name kept exactly costs: its bytes, the `Vec` and its allocation, and
+/// its slot in the set.
+fn exact_bytes(name: &[u8]) -> usize {
+    name.len() + 64
 }
 
 /// Bits per name of a filter at capacity, and probes per name: about 0.8% false positives.
@@ -186,6 +206,10 @@ impl NameFilter {
         let h = hashes(name);
         self.stages.iter().any(|s| s.may_contain(h))
     }
+
+    fn bytes(&self) -> usize {
+        self.stages.iter().map(|s| s.bits.len() * 8).sum()
+    }
 }
 
 #[cfg(test)]
@@ -257,6 +281,29 @@ mod tests {
             seem_there < absent / 33,
             "{seem_there} of {absent} absent names seem there"
         );
+    }
+
+    #[test]
+    fn the_memory_names_take_is_counted() {
+        let d = made(100);
+        let exact = d.bytes();
+        assert_eq!(
+            exact,
+            (0..100)
+                .map(|i| exact_bytes(format!("f{i}").as_bytes()))
+                .sum()
+        );
+        let d = d.after(NameChange::Remove(b"f7"), moved(101, 102)).unwrap();
+        assert_eq!(d.bytes(), exact - exact_bytes(b"f7"));
+        // Past the exact limit: the filters' bits, about 10 a name, growing by stages.
+        let n = limits::DIR_NAMES_EXACT_MAX as u64 + 1;
+        let small = made(n).bytes();
+        assert_eq!(
+            small,
+            2 * limits::DIR_NAMES_EXACT_MAX * FILTER_BITS_PER_NAME / 8
+        );
+        let large = made(100_000).bytes();
+        assert!(large > small && large < 100_000 * 3 * FILTER_BITS_PER_NAME / 8);
     }
 
     #[test]

@@ -20,7 +20,9 @@ pub const MAX_IO_BYTES: u64 = 64 << 20;
 pub const UNDER_LOCK_MAX: usize = 1024;
 /// Most directories whose every name the client keeps (for lookups of absent names
 /// answered without the MDS); past it, it forgets them all.
-pub const DIR_NAMES_DIRS_MAX: usize = 32;
+pub const DIR_NAMES_DIRS_MAX: usize = 1024;
+/// Most memory the names of those directories take, about; past it, they are all forgotten.
+pub const DIR_NAMES_BYTES_MAX: usize = 32 << 20;
 /// Most names the client keeps of one directory exactly; past it they go into Bloom filters
 /// (about 10 bits a name, `dir_names.rs`).
 pub const DIR_NAMES_EXACT_MAX: usize = 4096;
