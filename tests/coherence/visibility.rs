@@ -659,23 +659,29 @@ fn absent_names_follow_changes(env: &Env) {
             "f3, created on A, is not seen on A".into()
         });
         make(&dir_b).unwrap_or_else(|e| panic!("make {name} on B: {e}"));
-        checks.expect(fs::symlink_metadata(dir_a.join(name)).is_ok(), || {
-            format!("{name}, made on B, is not seen on A")
-        });
-        let excl = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dir_a.join(name));
-        checks.expect(
-            matches!(&excl, Err(e) if e.kind() == io::ErrorKind::AlreadyExists),
-            || format!("exclusive create of {name} on A after B made it: {excl:?}"),
-        );
+        seen_and_taken(&mut checks, &dir_a, name);
         let names = listing(&dir_a);
         checks.expect(names.iter().any(|n| n == name), || {
             format!("{name} is not in A's listing of known{i}: {names:?}")
         });
         checks.finish(&format!("right after B made known{i}/{name}"));
     }
+}
+
+/// `name`, just made on B in the directory A knows as `dir_a`: A sees it, and A's exclusive
+/// create of it fails with EEXIST.
+fn seen_and_taken(checks: &mut Checks, dir_a: &Path, name: &str) {
+    checks.expect(fs::symlink_metadata(dir_a.join(name)).is_ok(), || {
+        format!("{name}, made on B, is not seen on A")
+    });
+    let excl = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir_a.join(name));
+    checks.expect(
+        matches!(&excl, Err(e) if e.kind() == io::ErrorKind::AlreadyExists),
+        || format!("exclusive create of {name} on A after B made it: {excl:?}"),
+    );
 }
 
 /// Past the names a client keeps exactly, A knows its directory's names through Bloom
@@ -709,17 +715,7 @@ fn absent_names_in_a_large_directory_follow_changes(env: &Env) {
     File::create(dir_b.join("f2")).expect("create f2 on B");
     let mut checks = Checks::default();
     for name in ["b-file", "f2"] {
-        checks.expect(fs::metadata(dir_a.join(name)).is_ok(), || {
-            format!("{name}, made on B, is not seen on A")
-        });
-        let excl = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dir_a.join(name));
-        checks.expect(
-            matches!(&excl, Err(e) if e.kind() == io::ErrorKind::AlreadyExists),
-            || format!("exclusive create of {name} on A after B made it: {excl:?}"),
-        );
+        seen_and_taken(&mut checks, &dir_a, name);
     }
     checks.finish("right after B made b-file and f2 in A's large directory");
 }
