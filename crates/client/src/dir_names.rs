@@ -148,24 +148,22 @@ impl Stage {
         }
     }
 
-    /// The bit positions of a name: double hashing over two independent 64-bit hashes.
-    fn probes(&self, (h1, h2): (u64, u64)) -> impl Iterator<Item = usize> {
-        let m = (self.bits.len() * 64) as u64;
+    /// The bit positions of a name in a stage of `words` words: double hashing over two
+    /// independent 64-bit hashes.
+    fn probes(words: usize, (h1, h2): (u64, u64)) -> impl Iterator<Item = usize> {
+        let m = (words * 64) as u64;
         (0..FILTER_PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % m) as usize)
     }
 
     fn insert(&mut self, h: (u64, u64)) {
-        let m = (self.bits.len() * 64) as u64;
-        for i in 0..FILTER_PROBES {
-            let b = (h.0.wrapping_add(i.wrapping_mul(h.1)) % m) as usize;
+        for b in Stage::probes(self.bits.len(), h) {
             self.bits[b / 64] |= 1 << (b % 64);
         }
         self.len += 1;
     }
 
     fn may_contain(&self, h: (u64, u64)) -> bool {
-        self.probes(h)
-            .all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
+        Stage::probes(self.bits.len(), h).all(|b| self.bits[b / 64] & (1 << (b % 64)) != 0)
     }
 }
 
