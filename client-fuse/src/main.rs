@@ -161,7 +161,7 @@ fn serve(
         }
     };
     let mut session = session;
-    abort_on_uring_queue_failure(&mut session, mountpoint);
+    let conn = abort_on_uring_queue_failure(&mut session, mountpoint);
     client.set_cache_invalidator(fs::invalidator(session.notifier(), marks));
     let mut unmounter = session.unmount_callable();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -194,6 +194,9 @@ fn serve(
         Ok(r) => r.context("serving FUSE"),
         Err(_) => Err(anyhow!("the FUSE session thread panicked")),
     };
+    if !signalled {
+        detach_if_still_mounted(mountpoint, conn);
+    }
     // Closes reported to the MDS after their reply: finish them before disconnecting.
     if !runtime.block_on(background.wait_idle(limits::BACKGROUND_WAIT)) {
         warn!("closes still being reported to the MDS at unmount; giving up on them");
@@ -209,10 +212,11 @@ fn serve(
 /// (`/sys/fs/fuse/connections/N/abort`, mounting fusectl there if needed): the waiting
 /// requests fail with ECONNABORTED and later ones with ENOTCONN, the session ends, and the
 /// mount stops as after an unmount (writes it answered are still sent to the OSTs first).
+/// Returns the connection's number, `None` when it cannot be found.
 fn abort_on_uring_queue_failure<FS: fuser::Filesystem>(
     session: &mut fuser::Session<FS>,
     mountpoint: &Path,
-) {
+) -> Option<u32> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let Some(conn) = sheen_client::mounts::fuse_connection(&mountinfo, mountpoint) else {
         warn!(
@@ -220,7 +224,7 @@ fn abort_on_uring_queue_failure<FS: fuser::Filesystem>(
              aborted",
             mountpoint.display()
         );
-        return;
+        return None;
     };
     session.on_uring_queue_failure(move |qid, e| {
         error!(
@@ -236,6 +240,7 @@ fn abort_on_uring_queue_failure<FS: fuser::Filesystem>(
             ),
         }
     });
+    Some(conn)
 }
 
 /// Writes to the connection's `abort` file, mounting the FUSE control filesystem first if
@@ -292,6 +297,24 @@ fn tune_readahead(mountpoint: &Path) {
 }
 
 /// `umount -l`: the mount disappears now, the session ends when its last user goes.
+/// After a session that ended by itself (its connection aborted, or the filesystem
+/// unmounted from outside): fuser's own unmount fails while a request of some process is
+/// still on its way through the mount (EBUSY), and the mount would stay listed, serving
+/// nothing. If the mount of connection `conn` is still there, it is detached lazily.
+fn detach_if_still_mounted(mountpoint: &Path, conn: Option<u32>) {
+    let Some(conn) = conn else {
+        return;
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if sheen_client::mounts::fuse_connection(&mountinfo, mountpoint) == Some(conn) {
+        warn!(
+            conn,
+            "the session ended and the mount is still there: detaching it"
+        );
+        lazy_unmount(mountpoint);
+    }
+}
+
 fn lazy_unmount(mountpoint: &Path) {
     let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
