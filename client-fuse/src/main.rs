@@ -296,7 +296,6 @@ fn tune_readahead(mountpoint: &Path) {
     }
 }
 
-/// `umount -l`: the mount disappears now, the session ends when its last user goes.
 /// After a session that ended by itself (its connection aborted, or the filesystem
 /// unmounted from outside): fuser's own unmount fails while a request of some process is
 /// still on its way through the mount (EBUSY), and the mount would stay listed, serving
@@ -315,6 +314,7 @@ fn detach_if_still_mounted(mountpoint: &Path, conn: Option<u32>) {
     }
 }
 
+/// `umount -l`: the mount disappears now, the session ends when its last user goes.
 fn lazy_unmount(mountpoint: &Path) {
     let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
