@@ -257,7 +257,7 @@ impl Locks {
         if upgraded {
             // Another client may have written between our PR and this PW: drop the cache
             // once the write that asked for this lock is done (its pages are locked now).
-            self.invalidate_later(Invalidation::Data(fid));
+            self.drop_later(vec![Invalidation::Data(fid)]);
         }
         Ok(held)
     }
@@ -569,17 +569,30 @@ impl Locks {
 
     /// Drops what the mount caches, in the background (after the caller's request is done),
     /// in one trip to a blocking thread.
-    pub(crate) fn drop_later(&self, mut drops: Vec<Invalidation>) {
+    pub(crate) fn drop_later(&self, drops: Vec<Invalidation>) {
+        let _ = self.spawn_drops(drops);
+    }
+
+    /// Starts dropping what the mount caches, all in one trip to a blocking thread; `None`
+    /// when there is nothing to drop or no invalidator.
+    fn spawn_drops(&self, mut drops: Vec<Invalidation>) -> Option<tokio::task::JoinHandle<()>> {
         drops.retain(|d| !matches!(d, Invalidation::Nothing));
-        if drops.is_empty() {
-            return;
-        }
-        if let Some(inv) = self.invalidator.get().cloned() {
+        let inv = self.invalidator.get().cloned()?;
+        (!drops.is_empty()).then(|| {
             tokio::task::spawn_blocking(move || {
                 for d in drops {
                     run_drop(&*inv, d);
                 }
-            });
+            })
+        })
+    }
+
+    /// Drops what the mount caches, waiting at most [`INVALIDATE_WAIT`].
+    async fn invalidate_all(&self, drops: Vec<Invalidation>) {
+        if let Some(task) = self.spawn_drops(drops) {
+            if tokio::time::timeout(INVALIDATE_WAIT, task).await.is_err() {
+                warn!("cache invalidation still waiting; cancelling anyway");
+            }
         }
     }
 
@@ -719,19 +732,9 @@ impl Locks {
                 .iter()
                 .filter_map(|h| st.caches.get(&target).and_then(|c| c.desc(*h)))
                 .map(|desc| Self::what_to_drop(&st, target, &desc))
-                .filter(|w| !matches!(w, Invalidation::Nothing))
                 .collect()
         };
-        if let (false, Some(inv)) = (whats.is_empty(), self.invalidator.get().cloned()) {
-            let task = tokio::task::spawn_blocking(move || {
-                for what in whats {
-                    run_drop(&*inv, what);
-                }
-            });
-            if tokio::time::timeout(INVALIDATE_WAIT, task).await.is_err() {
-                warn!("cache invalidation still waiting; cancelling the locks anyway");
-            }
-        }
+        self.invalidate_all(whats).await;
         handles
             .iter()
             .copied()
@@ -749,7 +752,7 @@ impl Locks {
                 None => Invalidation::Nothing,
             }
         };
-        self.invalidate(what).await;
+        self.invalidate_all(vec![what]).await;
         self.forget(target, handle)
     }
 
@@ -796,26 +799,6 @@ impl Locks {
         {
             // The server evicts or has evicted us; either way the lock is gone.
             debug!(?cookies, "lock cancel failed: {e}");
-        }
-    }
-
-    /// Drops what the mount caches, waiting at most [`INVALIDATE_WAIT`].
-    async fn invalidate(&self, what: Invalidation) {
-        let Some(inv) = self.invalidator.get().cloned() else {
-            return;
-        };
-        if matches!(what, Invalidation::Nothing) {
-            return;
-        }
-        let task = tokio::task::spawn_blocking(move || run_drop(&*inv, what));
-        if tokio::time::timeout(INVALIDATE_WAIT, task).await.is_err() {
-            warn!("cache invalidation still waiting; cancelling the lock anyway");
-        }
-    }
-
-    fn invalidate_later(&self, what: Invalidation) {
-        if let Some(inv) = self.invalidator.get().cloned() {
-            tokio::task::spawn_blocking(move || run_drop(&*inv, what));
         }
     }
 
@@ -876,9 +859,7 @@ impl Locks {
             drops.extend(data.into_iter().map(Invalidation::Data));
             drops
         };
-        for d in drops {
-            self.invalidate_later(d);
-        }
+        self.drop_later(drops);
     }
 }
 
