@@ -296,11 +296,11 @@ async fn serve_connection(
         let sender = Arc::clone(&sender);
         let client = client.clone();
         let export_id = export.as_ref().map(|e| (e.id, Arc::clone(&e.uuid)));
+        // The peer is on the connection's span, this span's parent.
         let span = tracing::info_span!(
             "rpc",
             opcode = msg.header.opcode,
             xid = msg.header.xid,
-            peer = %peer,
             target = msg.header.target_idx
         );
         tokio::spawn(
